@@ -1,0 +1,78 @@
+"""Guardrails: the overfitting callback's stop rule and the negative-transfer verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import TrainerControl, TrainerState
+
+from hf_transfer.errors import ConfigError
+from hf_transfer.guardrails import OverfittingGuardrail, compare_to_random_init
+
+
+def _drive(guard: OverfittingGuardrail, curve: list[tuple[float, float]]) -> TrainerControl:
+    """Feed (train_loss, eval_loss) pairs as the Trainer would: a log, then an evaluation, per epoch."""
+    state, control = TrainerState(), TrainerControl()
+    for epoch, (train_loss, eval_loss) in enumerate(curve, start=1):
+        state.global_step, state.epoch = 10 * epoch, float(epoch)
+        guard.on_log(None, state, control, logs={"loss": train_loss, "learning_rate": 1e-3})
+        guard.on_evaluate(None, state, control, metrics={"eval_loss": eval_loss, "eval_accuracy": 0.5})
+        if control.should_training_stop:
+            break
+    return control
+
+
+def test_stops_when_validation_loss_rises_while_training_loss_falls():
+    guard = OverfittingGuardrail(patience=2)
+    curve = [(1.0, 0.9), (0.6, 0.7), (0.3, 0.75), (0.1, 0.9), (0.05, 1.2), (0.01, 1.5)]
+    control = _drive(guard, curve)
+    assert control.should_training_stop
+    summary = guard.summary()
+    assert summary["triggered"] and summary["stopped_at_step"] == 40     # 2 bad evaluations after step 20
+    assert summary["best_step"] == 20 and summary["best_eval_loss"] == pytest.approx(0.7)
+    assert len(summary["history"]) == 4                                  # stopped: epochs 5-6 never ran
+    assert summary["history"][-1]["gap"] == pytest.approx(0.9 - 0.1)
+    assert "memorising" in summary["message"] and "step 40" in summary["message"]
+
+
+def test_does_not_stop_while_validation_loss_improves_or_both_losses_plateau():
+    improving = OverfittingGuardrail(patience=2)
+    assert not _drive(improving, [(1.0, 1.0), (0.8, 0.9), (0.6, 0.8), (0.5, 0.79)]).should_training_stop
+    assert not improving.summary()["triggered"]
+    assert "No sign of overfitting" in improving.summary()["message"]
+    # validation loss stalls but training loss is not falling either: underfitting, not memorising
+    plateau = OverfittingGuardrail(patience=2)
+    assert not _drive(plateau, [(1.0, 0.9), (1.1, 0.95), (1.2, 0.97), (1.3, 0.99)]).should_training_stop
+
+
+def test_min_delta_counts_tiny_improvements_as_no_improvement():
+    guard = OverfittingGuardrail(patience=2, min_delta=0.05)
+    assert _drive(guard, [(1.0, 0.90), (0.8, 0.89), (0.6, 0.88)]).should_training_stop
+    assert guard.summary()["best_step"] == 10
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError):
+        OverfittingGuardrail(patience=0)
+    with pytest.raises(ConfigError):
+        OverfittingGuardrail(min_delta=-1.0)
+
+
+def _clusters(seed: int, n: int = 120, d: int = 12, c: int = 3, sep: float = 2.0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(c), n // c)
+    return rng.normal(size=(c, d))[labels] * sep + rng.normal(size=(n, d)), labels, rng
+
+
+def test_negative_transfer_verdicts():
+    informative, labels, rng = _clusters(0)
+    noise = rng.normal(size=informative.shape)
+    good = compare_to_random_init(pretrained_features=informative, random_features=noise, labels=labels)
+    assert good.verdict == "better" and not good.warn
+    assert good.pretrained["logistic_accuracy"] > good.random_init["logistic_accuracy"] + 0.3
+
+    bad = compare_to_random_init(pretrained_features=noise, random_features=informative, labels=labels,
+                                 model_name="ckpt-x")
+    assert bad.warn and bad.verdict == "not_better"
+    assert "too different from what the checkpoint was trained on" in bad.message and "ckpt-x" in bad.message
+    assert bad.to_dict()["warn"] is True and bad.to_dict()["num_samples"] == labels.size
