@@ -1,0 +1,143 @@
+"""The output folder: what a run leaves behind, and the rules that keep a user's work safe.
+
+Layout (docs/ARCHITECTURE.md): the merged model + image processor at the top (loadable by
+``AutoModelForImageClassification.from_pretrained(OUT)`` and ``pipeline()``), the peft adapter in
+``OUT/adapter/``, ``labels.json``, ``metrics.json``, ``confusion_matrix.png``, ``run_config.yaml``,
+``training_summary.json``, ``examples/`` and the Trainer's ``checkpoints/``. An existing run is never
+overwritten: it is resumed (``--resume``) or the run refuses to start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import OutputDirError
+
+CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_DIR = "adapter"
+METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "training_summary.json"
+CONFIG_FILE = "run_config.yaml"
+LABELS_FILE = "labels.json"
+CONFUSION_FILE = "confusion_matrix.png"
+EXAMPLES_DIR = "examples"
+DATA_REPORT_FILE = "data_report.json"
+
+
+def prepare_output_dir(output_dir: str | Path, *, resume: bool) -> Path:
+    """Create ``output_dir`` for a new run, or check that there is a run to resume; never overwrite."""
+    out = Path(output_dir).expanduser()
+    existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"--output-dir {out} is a file. Choose a folder path.")
+    if resume:
+        if not latest_checkpoint(out):
+            raise OutputDirError(
+                f"--resume: no checkpoint to resume in {out / CHECKPOINTS_DIR}. Drop --resume to start a new run "
+                "there (only if the folder is empty) or point --output-dir at the run to continue."
+            )
+        return out
+    if existing:
+        shown = ", ".join(existing[:6]) + (" ..." if len(existing) > 6 else "")
+        raise OutputDirError(
+            f"--output-dir {out} already holds files ({shown}). hf_transfer never overwrites a run: pass --resume to "
+            "continue it, or choose a new --output-dir."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest *complete* Trainer checkpoint (one holding trainer_state.json), or None."""
+    root = Path(output_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()
+             and (p / "trainer_state.json").is_file()]
+    return max(found)[1] if found else None
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (temp file + rename): a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=_json_default)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        return default
+    return json.loads(path.read_text())
+
+
+def labels_payload(label_names: Sequence[str], problem_type: str) -> dict[str, Any]:
+    return {"id2label": {str(i): n for i, n in enumerate(label_names)}, "problem_type": problem_type}
+
+
+def safe_name(label: str) -> str:
+    """A label as a folder name (labels may hold slashes or spaces)."""
+    cleaned = re.sub(r"[^\w.-]+", "_", str(label)).strip("._")
+    return cleaned or "label"
+
+
+def save_examples(dataset, label_names: Sequence[str], out: Path, *, per_class: int) -> dict[str, list[str]]:
+    """Save a few real validation images per class under ``OUT/examples/<label>/``; returns label → files."""
+    from .images import load_image
+
+    if per_class <= 0:
+        return {}
+    saved: dict[str, list[str]] = {}
+    target = out / EXAMPLES_DIR
+    raw = dataset.with_format(None)
+    for index, label in enumerate(raw["label"]):
+        ids = label if isinstance(label, list) else [label]
+        if not ids:
+            continue
+        name = label_names[ids[0]]
+        files = saved.setdefault(name, [])
+        if len(files) >= per_class:
+            continue
+        image = load_image(raw[index]["image"], name=f"example {index}")
+        image.thumbnail((512, 512))
+        folder = target / safe_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{len(files):02d}.png"
+        image.save(path)
+        files.append(str(path.relative_to(out)))
+        if all(len(saved.get(n, [])) >= per_class for n in label_names):
+            break
+    write_json(target / "index.json", saved)
+    return saved
+
+
+def load_run_info(folder: str | Path) -> dict[str, Any]:
+    """Metrics, summary and labels of a run folder (or a downloaded repo); missing files give empty dicts."""
+    folder = Path(folder)
+    return {
+        "metrics": read_json(folder / METRICS_FILE, {}),
+        "summary": read_json(folder / SUMMARY_FILE, {}),
+        "labels": read_json(folder / LABELS_FILE, {}),
+        "examples": read_json(folder / EXAMPLES_DIR / "index.json", {}),
+    }

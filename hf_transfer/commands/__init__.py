@@ -1,0 +1,1 @@
+"""One module per ``hf-transfer`` sub-command; each defines ``register(subparsers)``."""

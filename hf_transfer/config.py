@@ -1,0 +1,312 @@
+"""Configuration dataclasses: the single contract for the CLI, YAML files and the Python API.
+
+Four groups, every field with help text: :class:`ModelConfig` (which checkpoint), :class:`DataConfig`
+(which images and labels), :class:`StrategyConfig` (what to train) and :class:`TrainConfig` (how).
+Field names are unique across groups, so a YAML file may be flat or sectioned (``model:``, ``data:``,
+``strategy:``, ``train:``), and every field can be overridden on the command line (``--max-steps 10``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+SECTIONS = ("model", "data", "strategy", "train")
+
+
+@dataclass
+class ModelConfig:
+    model: Optional[str] = field(
+        default=None,
+        metadata={"help": "Checkpoint to adapt: a Hub repo id (google/vit-base-patch16-224, timm/resnet50.a1_in1k), "
+                  "a local folder, or embedded:efficientnet_lite0 (real ImageNet weights that work offline)."},
+    )
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "Hub branch, tag or commit of --model (default: main)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom modelling code from the checkpoint's repo (off: safer)."}
+    )
+    init: Literal["pretrained", "random"] = field(
+        default="pretrained",
+        metadata={"help": "pretrained: load the checkpoint's weights (transfer). random: same architecture from "
+                  "scratch, as a baseline that shows what the pretraining is worth."},
+    )
+
+    def validate(self) -> None:
+        if not self.model:
+            raise ConfigError("No checkpoint given: pass --model <hub id | folder | embedded:efficientnet_lite0>.")
+
+
+@dataclass
+class DataConfig:
+    data: Optional[str] = field(
+        default=None,
+        metadata={"help": "Images and labels: a Hub dataset id, a local folder with one sub-folder per class "
+                  "(optionally split into train/ validation/ test/), a CSV/JSONL file of image paths and "
+                  "labels, or embedded:lfw_faces / embedded:digits / embedded:textures."},
+    )
+    data_config_name: Optional[str] = field(
+        default=None, metadata={"help": "Configuration name of a Hub dataset (the `name` of load_dataset)."}
+    )
+    data_revision: Optional[str] = field(default=None, metadata={"help": "Hub dataset branch, tag or commit."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    validation_split: Optional[str] = field(
+        default=None,
+        metadata={"help": "Split to validate on. Default: a split named validation/valid/val/dev if there is one, "
+                  "else a stratified --validation-fraction of the training split."},
+    )
+    test_split: Optional[str] = field(
+        default=None, metadata={"help": "Held-out split for the final report. Default: a split named test, if any."}
+    )
+    image_column: str = field(default="image", metadata={"help": "Column holding the images (or image paths)."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the labels (names or ids)."})
+    validation_fraction: float = field(
+        default=0.15, metadata={"help": "Share of the training split held out for validation when none is given."}
+    )
+    shots_per_class: Optional[int] = field(
+        default=None, metadata={"help": "Train on only K examples per class (seeded), for low-data runs."}
+    )
+    multi_label: bool = field(
+        default=False,
+        metadata={"help": "Each image may carry several labels (label column holds a list, or names joined by "
+                  "--label-separator). Trains with a sigmoid/BCE head."},
+    )
+    label_separator: str = field(
+        default="|", metadata={"help": "Separator of several labels in one CSV/JSONL cell (multi-label data)."}
+    )
+    on_bad_image: Literal["error", "skip"] = field(
+        default="error",
+        metadata={"help": "What to do with corrupt, truncated or non-image files: stop with a list of them (error) "
+                  "or leave them out and report them (skip)."},
+    )
+    check_images: Optional[bool] = field(
+        default=None,
+        metadata={"help": "Decode every image once before training to find bad files early. Default: on for "
+                  "local data, off for Hub data sets."},
+    )
+    augment: Literal["none", "light", "strong"] = field(
+        default="light",
+        metadata={"help": "Training augmentation built on the checkpoint's preprocessing: none, light (random "
+                  "resized crop + flip) or strong (light + TrivialAugment)."},
+    )
+    data_seed: int = field(default=42, metadata={"help": "Seed of the validation split and of shot sampling."})
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ConfigError("No data given: pass --data <hub dataset id | image folder | file.csv | embedded:lfw_faces>.")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}.")
+        if self.shots_per_class is not None and self.shots_per_class < 1:
+            raise ConfigError(f"--shots-per-class must be at least 1, got {self.shots_per_class}.")
+
+
+@dataclass
+class StrategyConfig:
+    strategy: str = field(
+        default="lora",
+        metadata={"help": "What to train: linear (frozen backbone, new head), full, lora, dora, or another peft "
+                  "method (loha, lokr, ia3, oft, boft, vera, fourierft, hra, adalora). `hf-transfer strategies` "
+                  "lists them."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "Rank of LoRA/DoRA/LoHa/LoKr/VeRA updates."})
+    lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA scaling alpha (default: equal to --lora-r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
+    target_modules: Optional[str] = field(
+        default=None,
+        metadata={"help": "Override the adapter targets: comma-separated module-name suffixes or a regex. Default: "
+                  "chosen per architecture (attention + MLP Linear layers; 1x1/3x3 Conv2d on conv backbones)."},
+    )
+    peft_options: Optional[str] = field(
+        default=None, metadata={"help": 'Extra keyword arguments of the peft config as JSON, e.g. \'{"init_weights": false}\'.'}
+    )
+    layer_decay: Optional[float] = field(
+        default=None,
+        metadata={"help": "full only: layer-wise learning-rate decay (e.g. 0.75): the head gets the full rate, "
+                  "each earlier block this factor less."},
+    )
+    head_only_steps: int = field(
+        default=0,
+        metadata={"help": "Staged unfreeze: train only the head for this many optimizer steps, then the rest "
+                  "(full and peft strategies)."},
+    )
+
+    def validate(self) -> None:
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"--layer-decay must be in (0, 1], got {self.layer_decay}.")
+        if self.head_only_steps < 0:
+            raise ConfigError(f"--head-only-steps must be >= 0, got {self.head_only_steps}.")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Folder for the trained model, metrics, plots and checkpoints. Never overwritten: an "
+                  "existing run is continued only with --resume."},
+    )
+    resume: bool = field(default=False, metadata={"help": "Continue the run in --output-dir from its last checkpoint."})
+    num_train_epochs: float = field(default=10.0, metadata={"help": "Passes over the training data."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."})
+    learning_rate: Optional[float] = field(
+        default=None,
+        metadata={"help": "Peak learning rate. Default per strategy: linear 1e-3, full 5e-5, peft methods 5e-4 "
+                  "(the new head always trains at least at 1e-3)."},
+    )
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches accumulated per optimizer step."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases/norms)."})
+    warmup_fraction: float = field(default=0.1, metadata={"help": "Share of steps with linear learning-rate warm-up."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name (cosine, linear, constant, ...)."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the cross-entropy loss."})
+    class_weighting: Literal["none", "balanced"] = field(
+        default="none",
+        metadata={"help": "balanced: weight the loss by inverse class frequency (imbalanced data)."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of model init, data order and augmentation."})
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(
+        default="auto", metadata={"help": "auto: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU."}
+    )
+    dataloader_num_workers: int = field(
+        default=-1,
+        metadata={"help": "Data-loading worker processes per device; -1 picks one per spare CPU core (max 8)."},
+    )
+    eval_strategy: Literal["epoch", "steps"] = field(
+        default="epoch", metadata={"help": "Evaluate (and checkpoint) every epoch or every --eval-steps steps."}
+    )
+    eval_steps: int = field(default=100, metadata={"help": "Steps between evaluations with --eval-strategy steps."})
+    metric_for_best_model: str = field(
+        default="accuracy", metadata={"help": "Validation metric that picks the kept checkpoint (accuracy, macro_f1, loss)."}
+    )
+    early_stopping_patience: int = field(
+        default=5, metadata={"help": "Stop after this many evaluations without improvement (0: never)."}
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept on disk (the best is always kept)."})
+    logging_steps: int = field(default=10, metadata={"help": "Steps between loss logs."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
+    report_to: str = field(default="none", metadata={"help": "Experiment trackers (none, tensorboard, wandb, ...)."})
+    examples_per_class: int = field(
+        default=3, metadata={"help": "Validation images per class saved to OUT/examples (the Space shows them)."}
+    )
+
+    def validate(self) -> None:
+        if not self.output_dir:
+            raise ConfigError("No output folder given: pass --output-dir <folder>.")
+        if self.num_train_epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("Nothing to train: set --num-train-epochs > 0 or --max-steps > 0.")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}.")
+
+
+@dataclass
+class RunConfig:
+    """All four groups together, as one run needs them."""
+
+    model: ModelConfig
+    data: DataConfig
+    strategy: StrategyConfig
+    train: TrainConfig
+
+    def validate(self) -> "RunConfig":
+        for group in (self.model, self.data, self.strategy, self.train):
+            group.validate()
+        return self
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def save_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        flat = flatten_sections(values)
+        groups = {}
+        for name, klass in zip(SECTIONS, GROUPS):
+            names = {f.name for f in dataclasses.fields(klass)}
+            groups[name] = klass(**{k: v for k, v in flat.items() if k in names})
+        return cls(**groups)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(read_yaml(path))
+
+
+GROUPS = (ModelConfig, DataConfig, StrategyConfig, TrainConfig)
+FIELD_NAMES = {f.name for group in GROUPS for f in dataclasses.fields(group)}
+
+
+def flatten_sections(values: dict[str, Any]) -> dict[str, Any]:
+    """Accept a flat mapping or one sectioned as model/data/strategy/train; refuse unknown keys by name."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key.replace("-", "_")] = value
+    unknown = sorted(set(flat) - FIELD_NAMES)
+    if unknown:
+        raise ConfigError(
+            f"Unknown config key(s) {unknown}. Known keys: {sorted(FIELD_NAMES)} (see `hf-transfer train --help`)."
+        )
+    return flat
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist. Pass a YAML file such as recipes/configs/lora.yaml.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Config file {path} is not valid YAML: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of keys to values, not {type(values).__name__}.")
+    return values
+
+
+def build_parser():
+    """An HfArgumentParser over the four groups plus ``--config`` (YAML whose values become defaults)."""
+    from transformers import HfArgumentParser
+
+    hf_parser = HfArgumentParser(GROUPS)
+    hf_parser.add_argument(
+        "--config", default=None, help="YAML file of defaults (flat or sectioned); command-line flags override it."
+    )
+    return hf_parser
+
+
+def parse_run_config(argv: list[str] | None = None) -> RunConfig:
+    """Parse ``--config file.yaml`` then command-line overrides into a validated :class:`RunConfig`."""
+    parser = build_parser()
+    config_path = _find_config_flag(argv)
+    if config_path:
+        parser.set_defaults(**flatten_sections(read_yaml(config_path)))
+    namespace, extra = parser.parse_known_args(args=argv)
+    if extra:
+        raise ConfigError(
+            f"Unknown option(s) {extra}. Run `hf-transfer train --help` for the list (spelling: --max-steps or --max_steps)."
+        )
+    values = vars(namespace)
+    values.pop("config", None)
+    return RunConfig.from_dict(values).validate()
+
+
+def _find_config_flag(argv: list[str] | None) -> str | None:
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    for index, arg in enumerate(args):
+        if arg == "--config" and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None

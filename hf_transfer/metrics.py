@@ -1,0 +1,123 @@
+"""Honest evaluation: accuracy, macro-F1, per-class precision/recall/F1, top-k and a confusion matrix.
+
+Computed with scikit-learn. (``evaluate.load("accuracy")`` downloads its metric script from the Hub and
+fails offline, blaming a missing local file; scikit-learn computes the same numbers with no download.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: Sequence[str], *,
+                           multi_label: bool = False, top_k: Sequence[int] = (5,)) -> dict[str, Any]:
+    """All headline numbers for one split. ``logits`` (N, C); ``labels`` (N,) ids or (N, C) multi-hot."""
+    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
+                                 top_k_accuracy_score)
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    names = list(label_names)
+    ids = list(range(len(names)))
+    if multi_label:
+        predicted = (logits > 0).astype(int)
+        truth = labels.astype(int)
+        precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, zero_division=0)
+        return {
+            "accuracy": float(accuracy_score(truth, predicted)),  # exact-match (subset) accuracy
+            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+            "per_class": _per_class(names, precision, recall, f1, support),
+            "num_samples": int(len(truth)),
+        }
+    predicted = logits.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=ids, zero_division=0)
+    metrics: dict[str, Any] = {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=ids, average="macro", zero_division=0)),
+        "top_k_accuracy": {},
+        "per_class": _per_class(names, precision, recall, f1, support),
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=ids).tolist(),
+        "num_samples": int(len(labels)),
+    }
+    for k in top_k:
+        if 1 < k < len(names):
+            metrics["top_k_accuracy"][str(k)] = float(top_k_accuracy_score(labels, logits, k=k, labels=ids))
+    return metrics
+
+
+def _per_class(names, precision, recall, f1, support) -> dict[str, dict[str, float]]:
+    return {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(names, precision, recall, f1, support)}
+
+
+def trainer_metrics(label_names: Sequence[str], *, multi_label: bool = False):
+    """``compute_metrics`` for the Trainer: the cheap headline numbers at every evaluation."""
+    def compute(eval_prediction) -> dict[str, float]:
+        logits = eval_prediction.predictions
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        full = classification_metrics(logits, eval_prediction.label_ids, label_names, multi_label=multi_label,
+                                      top_k=())
+        return {"accuracy": full["accuracy"], "macro_f1": full["macro_f1"]}
+
+    return compute
+
+
+def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence[str], path: str | Path, *,
+                          title: str = "Confusion matrix") -> Path:
+    """Row-normalised confusion matrix with counts, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix)
+    n = len(label_names)
+    rows = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
+    size = min(4 + 0.45 * n, 24)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=110)
+    image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n), labels=label_names, rotation=45, ha="right", fontsize=8 if n > 12 else 10)
+    ax.set_yticks(range(n), labels=label_names, fontsize=8 if n > 12 else 10)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7 if n > 12 else 9,
+                        color="white" if normalised[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def format_metrics(metrics: dict[str, Any], *, max_classes: int = 20) -> str:
+    """A short human-readable table of the headline and per-class numbers."""
+    lines = [f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+             f"samples {metrics.get('num_samples', '?')}"]
+    for k, value in (metrics.get("top_k_accuracy") or {}).items():
+        lines[0] += f"   top-{k} {value:.4f}"
+    per_class = metrics.get("per_class", {})
+    if per_class:
+        width = max(len(n) for n in per_class)
+        lines.append(f"{'class'.ljust(width)}  precision  recall     f1  support")
+        for name, row in list(per_class.items())[:max_classes]:
+            lines.append(f"{name.ljust(width)}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  "
+                         f"{row['support']:7d}")
+        if len(per_class) > max_classes:
+            lines.append(f"... {len(per_class) - max_classes} more classes in metrics.json")
+    return "\n".join(lines)
