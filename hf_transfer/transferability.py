@@ -146,7 +146,8 @@ class _Spectrum:
         alpha, beta = 1.0, 1.0
         converged = False
         it = 0
-        for it in range(1, max_iter + 1):
+        while it < max_iter:
+            it += 1
             _, m_sq, res = self.evidence(z, y_sq, alpha, beta)
             gamma = float(np.sum(beta * self.sigma / (alpha + beta * self.sigma)))
             # guard the degenerate ends (a perfect fit or a zero weight vector) so logs stay finite
