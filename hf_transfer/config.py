@@ -196,6 +196,13 @@ class TrainConfig:
     examples_per_class: int = field(
         default=3, metadata={"help": "Validation images per class saved to OUT/examples (the Space shows them)."}
     )
+    push_to_hub: Optional[str] = field(
+        default=None,
+        metadata={"help": "Push the trained model with a model card to this Hub repo (NAMESPACE/NAME) when training "
+                  "ends. The token is checked before training starts; a failed push keeps the run and prints the "
+                  "`hf-transfer push` command that retries it."},
+    )
+    hub_private: bool = field(default=False, metadata={"help": "With --push-to-hub: create the repo as private."})
 
     def validate(self) -> None:
         if not self.output_dir:

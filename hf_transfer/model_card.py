@@ -51,6 +51,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _fmt_param(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _eval_results(metrics: dict, *, dataset_type: str, dataset_name: str) -> list[EvalResult]:
     split = metrics.get("split")
     common = {"task_type": PIPELINE_TAG, "task_name": "Image Classification", "dataset_type": dataset_type,
@@ -81,7 +85,7 @@ def usage_snippet(repo_id: str, *, adapter: bool, base_model: str | None, labels
         )
     text = (
         "This repo holds a peft adapter (and the new classification head); the base model is loaded from "
-        f"`{base_model}`. With hf_transfer (`pip install hf_transfer`), which resolves the base model and labels:\n\n"
+        f"`{base_model}`. With hf_transfer (`pip install hf-transfer-learning`), which resolves the base model and labels:\n\n"
         "```python\nfrom hf_transfer.inference import load_classifier\n"
         f'classifier = load_classifier("{repo_id}")\n'
         'print(classifier.predict("path/to/image.jpg"))\n```\n'
@@ -135,7 +139,7 @@ def _training_section(summary: dict) -> str:
     hyper = summary.get("hyperparameters") or {}
     if hyper:
         lines.append("\n| hyperparameter | value |\n|---|---|")
-        lines.extend(f"| {_md_escape(k)} | {_md_escape(_fmt(v, 6))} |" for k, v in hyper.items())
+        lines.extend(f"| {_md_escape(k)} | {_md_escape(_fmt_param(v))} |" for k, v in hyper.items() if v is not None)
     return "\n".join(lines) + "\n"
 
 

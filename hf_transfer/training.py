@@ -155,6 +155,10 @@ class AdaLoraBudget(TrainerCallback):
 def train(run: RunConfig) -> RunResult:
     """Train ``run`` and write its output folder; returns the final metrics."""
     run.validate()
+    if run.train.push_to_hub and is_main_process():
+        from .hub import check_write_access
+
+        check_write_access(run.train.push_to_hub)  # a missing or bad token fails now, not after training
     out = artifacts.prepare_output_dir(run.train.output_dir, resume=run.train.resume)
     set_seed(run.train.seed)
     started = time.time()
@@ -272,6 +276,10 @@ def train(run: RunConfig) -> RunResult:
         print(format_metrics(metrics), flush=True)
         print(f"saved to {out}", flush=True)
     trainer.accelerator.wait_for_everyone()
+    if run.train.push_to_hub and trainer.is_world_process_zero():
+        from .hub import push_model
+
+        print(push_model(out, run.train.push_to_hub, private=run.train.hub_private).describe(), flush=True)
     return RunResult(out, metrics, summary)
 
 

@@ -35,9 +35,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import yaml
@@ -63,7 +62,7 @@ def git_blob_oid(data: bytes) -> str:
 
 def hub_date(ts: float) -> str:
     """A timestamp in the Hub's format: ``2024-01-01T00:00:00.000Z``."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def front_matter(text: str) -> dict | None:
@@ -787,7 +786,7 @@ class HubServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
