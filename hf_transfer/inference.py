@@ -59,8 +59,11 @@ class ImageClassifier:
 
         folder = local_folder(model, revision=revision)
         target = torch.device(device) if device else pick_device()
+        processor_source: str | Path = folder
         if (folder / "adapter_config.json").is_file():
-            loaded = _load_adapter(folder)
+            loaded, base_spec, base_revision = _load_adapter(folder)
+            if not (folder / "preprocessor_config.json").is_file():  # timm keeps preprocessing in config.json
+                processor_source = resolve_model(base_spec, revision=base_revision)
         elif (folder / "config.json").is_file():
             try:
                 loaded = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
@@ -68,7 +71,7 @@ class ImageClassifier:
                 raise CheckpointError(f"{model}: no loadable safetensors weights ({error}).") from error
         else:
             raise CheckpointError(f"{model} holds neither config.json nor adapter_config.json: not a trained model.")
-        processor = AutoImageProcessor.from_pretrained(folder)
+        processor = AutoImageProcessor.from_pretrained(processor_source)
         return cls(loaded.to(target), processor, source=model, folder=folder, device=target)
 
     @torch.no_grad()
@@ -106,7 +109,8 @@ def _load_adapter(folder: Path):
     names = [id2label[str(i)] for i in range(len(id2label))]
     base = load_model_for_labels(config.base_model_name_or_path, names, revision=config.revision,
                                  multi_label=labels.get("problem_type") == "multi_label_classification")
-    return PeftModel.from_pretrained(base, folder).merge_and_unload()
+    merged = PeftModel.from_pretrained(base, folder).merge_and_unload()
+    return merged, config.base_model_name_or_path, config.revision
 
 
 def load_classifier(model: str, *, revision: str | None = None, device: str | None = None) -> ImageClassifier:

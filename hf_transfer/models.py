@@ -132,6 +132,9 @@ def load_model_for_labels(
     labels = label_config(label_names, multi_label=multi_label)
     config = _load_config(source, spec=spec, revision=revision, trust_remote_code=trust_remote_code, **labels)
     check_image_classifier(config, spec=spec)
+    if getattr(config, "model_type", None) == "timm_wrapper":
+        # TimmWrapperConfig saves `label_names`, not id2label; a stale ImageNet list would come back on reload.
+        config.label_names = [labels["id2label"][i] for i in range(labels["num_labels"])]
     if init == "random":
         if not getattr(config, "architectures", None):
             config.architectures = [_classifier_class_name(config)]

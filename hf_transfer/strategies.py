@@ -249,6 +249,9 @@ def apply_strategy(model: nn.Module, cfg: StrategyConfig, *, total_steps: int | 
             f"{_short(targets)}: {error}. Try --strategy lora (works on Linear and Conv2d layers), set "
             "--target-modules, or pass method options with --peft-options."
         ) from error
+    # The adapter holds only adapter + head weights: BatchNorm statistics drifting in the frozen base would make
+    # the saved adapter disagree with the trained model, so frozen BatchNorm layers stay in eval mode.
+    freeze_frozen_statistics(peft_model, only=(nn.modules.batchnorm._BatchNorm,))
     applied = _applied(peft_model, strategy, heads)
     applied.target_modules = targets
     applied.peft_config = peft_config.to_dict()
@@ -266,7 +269,7 @@ def _applied(model: nn.Module, strategy: Strategy, heads: list[str]) -> AppliedS
     return AppliedStrategy(model, strategy, heads, trainable, total)
 
 
-def freeze_frozen_statistics(model: nn.Module) -> None:
+def freeze_frozen_statistics(model: nn.Module, *, only: tuple[type, ...] | None = None) -> None:
     """Keep fully frozen sub-modules in eval mode during training (BatchNorm statistics, dropout).
 
     A linear probe must see the same backbone features at train and test time; ``Trainer`` calls
@@ -277,6 +280,8 @@ def freeze_frozen_statistics(model: nn.Module) -> None:
 
     for module in model.modules():
         params = list(module.parameters())
+        if only is not None and not isinstance(module, only):
+            continue
         if module is not model and params and not any(p.requires_grad for p in params):
             module.train = types.MethodType(always_eval, module)
 

@@ -21,7 +21,7 @@ import os
 import time
 
 import pytest
-from hubserver import ALICE_TOKEN, HubServer
+from hubserver import HubServer, client_env
 
 
 @pytest.fixture(scope="session")
@@ -39,23 +39,13 @@ def hub(hub_server):
 
 @pytest.fixture
 def hub_env(hub, tmp_path, monkeypatch) -> dict[str, str]:
+    env = client_env(hub.url, tmp_path / "hf_home")
     for key in list(os.environ):
-        if key.startswith(("HF_", "HUGGING_FACE_")):
+        if key not in env:
             monkeypatch.delenv(key)
-    values = {
-        "HF_HOME": str(tmp_path / "hf_home"),
-        "HF_ENDPOINT": hub.url,
-        "HF_TOKEN": ALICE_TOKEN,
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    }
-    for key, value in values.items():
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return dict(os.environ)
+    return env
 
 
 class _TimeWithoutSleep:

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import yaml
@@ -136,6 +137,7 @@ class Fault:
     status: int = 500
     drop: bool = False  # close the connection without an answer
     after: bool = False  # apply the request first, then fail (the client never learns it succeeded)
+    message: str = "Injected fault"
     hits: int = 0
 
 
@@ -207,9 +209,11 @@ class HubState:
         status: int = 500,
         drop: bool = False,
         after: bool = False,
+        message: str = "Injected fault",
     ) -> Fault:
-        """Make the next ``times`` requests whose raw path matches the regex ``path`` fail."""
-        fault = Fault(method.upper(), re.compile(path), times, status, drop, after)
+        """Make the next ``times`` requests whose raw path matches the regex ``path`` fail: answer ``status``
+        with ``message``, or (``drop``) close the connection; ``after``: only once the server applied them."""
+        fault = Fault(method.upper(), re.compile(path), times, status, drop, after, message)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -225,6 +229,17 @@ class HubState:
             self._new_commit(repo, "main", files, "initial commit", "", author)
             self.repos[(repo_type, repo_id)] = repo
             return repo
+
+    def seed_repo(self, repo_id: str, files: dict[str, bytes] | Path, *, repo_type: str = "model",
+                  private: bool = False, author: str | None = None) -> Commit:
+        """Create ``repo_id`` holding ``files`` (a dict, or every file under a folder) without going through HTTP."""
+        if isinstance(files, Path):
+            files = {p.relative_to(files).as_posix(): p.read_bytes() for p in sorted(files.rglob("*")) if p.is_file()}
+        with self.lock:
+            owner = author or repo_id.split("/")[0]
+            repo = self.create_repo(repo_id, repo_type=repo_type, private=private, author=owner)
+            head = repo.commits[repo.branches["main"]]
+            return self._new_commit(repo, "main", {**head.files, **files}, "seed", "", owner)
 
     # ---- inspection helpers for tests
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
@@ -302,14 +317,14 @@ class Handler(BaseHTTPRequestHandler):
             state.requests.append(entry)
         fault = state._take_fault(self.command, raw_path)
         if fault is not None and not fault.after:
-            response = None if fault.drop else error(fault.status, f"Injected fault ({fault.status})")
+            response = None if fault.drop else error(fault.status, fault.message)
         else:
             try:
                 response = Router(state, self, raw_path, parse_qs(query), body).route()
             except Exception as exc:  # noqa: BLE001 - a server bug: answer 500 and say what broke
                 response = error(500, f"test hub server error: {type(exc).__name__}: {exc}")
             if fault is not None:
-                response = None if fault.drop else error(fault.status, f"Injected fault ({fault.status})")
+                response = None if fault.drop else error(fault.status, fault.message)
         if response is None:
             self.close_connection = True
             return
@@ -794,6 +809,23 @@ class HubServer:
 
     def resolve_url(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "model") -> str:
         return f"{self.url}/{URL_PREFIX[repo_type]}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
+
+
+def client_env(endpoint: str, hf_home: str | Path, *, token: str | None = ALICE_TOKEN, base: dict | None = None) -> dict:
+    """An environment for a Hub client process aimed at ``endpoint``: ambient HF_* variables removed, a fresh
+    ``HF_HOME``, ``HF_TOKEN`` (unless None), telemetry and progress bars off, no proxy for the local server."""
+    import os
+
+    env = {k: v for k, v in (base if base is not None else os.environ).items()
+           if not k.startswith(("HF_", "HUGGING_FACE_"))}
+    env.update({
+        "HF_HOME": str(hf_home), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+    })
+    if token is not None:
+        env["HF_TOKEN"] = token
+    return env
 
 
 def run_python(code: str, env: dict[str, str], *, timeout: float = 300, cwd=None,
