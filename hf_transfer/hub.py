@@ -82,6 +82,18 @@ class PushResult:
 # ------------------------------------------------------------------------------------------------ tokens
 
 
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What a Hub call raises when it fails: HTTP errors (HfHubHTTPError is an OSError), dropped connections and
+    timeouts of the client's HTTP library (httpx2 in huggingface_hub 2.x, httpx in 1.x), bad input (ValueError)."""
+    errors: list[type[BaseException]] = [OSError, ValueError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(name).HTTPError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
 def redact(text: str, token: str | None) -> str:
     """``text`` with every occurrence of ``token`` replaced (error messages can quote server text)."""
     return text.replace(token, "hf_***") if token else text
@@ -109,7 +121,7 @@ def check_write_access(repo_id: str, *, token: str | None = None, endpoint: str 
     api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.whoami()
-    except (OSError, ConnectionError) as error:
+    except transport_errors() as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
         if status == 401:
             raise HubAuthError(
@@ -155,7 +167,8 @@ def plan_model_files(run_dir: str | Path, *, adapter_only: bool = False, include
         raise HubError(f"--model-dir {run_dir} does not exist. Pass the --output-dir of a finished `hf-transfer train` run.")
     weights_dir = run_dir / artifacts.ADAPTER_DIR if adapter_only else run_dir
     patterns = ADAPTER_FILES if adapter_only else MODEL_FILES
-    files = {p.name: p for p in sorted(weights_dir.iterdir()) if p.is_file() and _matches(p.name, patterns)}
+    found = sorted(weights_dir.iterdir()) if weights_dir.is_dir() else []
+    files = {p.name: p for p in found if p.is_file() and _matches(p.name, patterns)}
     weights = "adapter_model.safetensors" if adapter_only else "model.safetensors"
     if not any(name.endswith(".safetensors") for name in files):
         hint = ("it holds no adapter/ folder: only peft runs (--strategy lora, dora, ...) have one; drop --adapter-only"
@@ -217,7 +230,7 @@ def base_model_license(base_model: str | None, *, revision: str | None, api) -> 
         return None
     try:
         card = api.model_info(base_model, revision=revision).card_data
-    except (OSError, ConnectionError):
+    except transport_errors():
         return None  # unknown: the card says so instead of guessing
     return card.get("license") if card is not None else None
 
@@ -259,7 +272,7 @@ def _commit(access: HubAccess, repo_id: str, *, repo_type: str, files: dict[str,
                        for path, src in files.items()]
         info = api.create_commit(repo_id, operations=operations, commit_message=message, repo_type=repo_type,
                                  revision=revision)
-    except (OSError, ConnectionError, ValueError) as error:
+    except transport_errors() as error:
         status = getattr(getattr(error, "response", None), "status_code", None)
         detail = redact(str(error), token).strip().splitlines()
         reason = f"HTTP {status}" if status else type(error).__name__
@@ -279,7 +292,7 @@ def _create_repo(access: HubAccess, repo_id: str, *, repo_type: str, private: bo
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **kwargs)
         info = api.repo_info(repo_id, repo_type=repo_type)
-    except (OSError, ConnectionError) as error:
+    except transport_errors() as error:
         raise HubPushError(f"Could not create or read {repo_type} repo {repo_id}: "
                            f"{redact(str(error), api.token)[:400]}. Retry with:\n  {retry}", retry_command=retry) from None
     if private and not info.private:
