@@ -325,3 +325,126 @@ def push_model(run_dir: str | Path, repo_id: str, *, private: bool = False, revi
     kind = "peft adapter" if adapter_only else "model"
     return _commit(access, repo_id, repo_type="model", files=files, revision=revision, managed=MANAGED,
                    message=commit_message or f"Upload {kind} trained with hf_transfer", retry=retry)
+
+
+# ------------------------------------------------------------------------------------------------ Space
+
+SPACE_CONFIG_FILE = "space_config.json"  # {"model_id", "model_revision"}: the app reads it (or MODEL_ID)
+SPACE_APP_FILE = "app.py"
+# What the vendored hf_transfer needs at inference time (transformers + peft adapters + timm checkpoints).
+# gradio is not listed: the Spaces runtime installs the README's sdk_version.
+SPACE_REQUIREMENTS = ("torch", "torchvision", "transformers", "huggingface_hub", "peft", "timm", "safetensors",
+                      "pillow", "numpy")
+SPACE_SKIP = ("__pycache__", ".pytest_cache", "tests", ".git")
+MANAGED_SPACE = (SPACE_CONFIG_FILE, "requirements.txt", "hf_transfer/*")
+
+
+def default_app_dir() -> Path:
+    """``space_app/`` of the source checkout this package runs from."""
+    return Path(__file__).resolve().parents[1] / "space_app"
+
+
+def _pinned(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{name}=={version(name)}"
+    except PackageNotFoundError:
+        return name
+
+
+def space_requirements(app_dir: Path) -> str:
+    """requirements.txt for the Space: the app's own lines plus what hf_transfer needs, pinned to the versions
+    installed here (the ones the tests ran with)."""
+    import re
+
+    lines: dict[str, str] = {}
+    own = app_dir / "requirements.txt"
+    for raw in (own.read_text().splitlines() if own.is_file() else []):
+        line = raw.split("#", 1)[0].strip()
+        name = re.split(r"[\s<>=!~\[;]", line, maxsplit=1)[0] if line else ""
+        if not name or name.startswith("-") or name.replace("_", "-").lower() in ("gradio", "hf-transfer-learning"):
+            continue
+        lines[name.replace("_", "-").lower()] = line if re.search(r"[<>=~]", line) else _pinned(name)
+    for name in SPACE_REQUIREMENTS:
+        lines.setdefault(name.replace("_", "-").lower(), _pinned(name))
+    return "".join(f"{line}\n" for _, line in sorted(lines.items()))
+
+
+def plan_space_files(app_dir: str | Path | None, *, model_id: str, space_id: str,
+                     model_revision: str | None = None) -> dict[str, Path | bytes]:
+    """``{path in Space repo: file or bytes}``: the app, the hf_transfer package it imports, requirements.txt,
+    the model it serves (space_config.json) and the Spaces README front matter."""
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    app_dir = Path(app_dir) if app_dir is not None else default_app_dir()
+    if not (app_dir / SPACE_APP_FILE).is_file():
+        raise HubError(f"{app_dir} has no {SPACE_APP_FILE}: pass --app-dir with the Gradio app to publish (the source "
+                       "checkout's space_app/ by default).")
+    files: dict[str, Path | bytes] = {}
+    for path in sorted(app_dir.rglob("*")):
+        rel = path.relative_to(app_dir)
+        if path.is_file() and not set(rel.parts) & set(SPACE_SKIP) and path.suffix != ".pyc" \
+                and rel.as_posix() not in ("README.md", "requirements.txt", SPACE_CONFIG_FILE):
+            files[rel.as_posix()] = path
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        if "__pycache__" not in path.parts:
+            files[f"hf_transfer/{path.relative_to(package).as_posix()}"] = path
+    files["requirements.txt"] = space_requirements(app_dir).encode()
+    files[SPACE_CONFIG_FILE] = (json.dumps({"model_id": model_id, "model_revision": model_revision}, indent=2)
+                                + "\n").encode()
+    try:
+        sdk_version = version("gradio")
+    except PackageNotFoundError:
+        raise HubError("gradio is not installed here, so the Space's sdk_version is unknown: pip install gradio.") from None
+    data = SpaceCardData(title=space_id.split("/")[-1][:30], sdk="gradio", sdk_version=sdk_version,
+                         app_file=SPACE_APP_FILE, models=[model_id], tags=["hf-transfer", "image-classification"],
+                         short_description=f"Image classifier demo of {model_id}"[:60])
+    body = (f"# {space_id.split('/')[-1]}\n\nA Gradio demo of the image classifier "
+            f"[{model_id}](https://huggingface.co/{model_id}), published with hf_transfer. The model id is read from "
+            f"`{SPACE_CONFIG_FILE}` (or the `MODEL_ID` variable).\n")
+    files["README.md"] = str(SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}")).encode()
+    return files
+
+
+def space_command(model_id: str, space_id: str, *, private: bool = False, model_revision: str | None = None,
+                  app_dir: str | Path | None = None) -> str:
+    parts = ["hf-transfer", "space", "push", "--model", model_id, "--space-id", space_id]
+    if private:
+        parts.append("--private")
+    if model_revision:
+        parts += ["--model-revision", model_revision]
+    if app_dir is not None:
+        parts += ["--app-dir", str(app_dir)]
+    return shlex.join(parts)
+
+
+def push_space(model_id: str, space_id: str, *, private: bool = False, model_revision: str | None = None,
+               app_dir: str | Path | None = None, token: str | None = None, endpoint: str | None = None) -> PushResult:
+    """Create or update the Gradio Space ``space_id`` serving ``model_id`` (which must exist on the Hub)."""
+    access = check_write_access(space_id, token=token, endpoint=endpoint)
+    space_id = full_repo_id(space_id, access)
+    retry = space_command(model_id, space_id, private=private, model_revision=model_revision, app_dir=app_dir)
+    try:
+        model = access.api.model_info(model_id, revision=model_revision)
+    except transport_errors() as error:
+        raise HubError(f"The model {model_id} cannot be read on {access.api.endpoint} "
+                       f"({redact(str(error), access.api.token).splitlines()[0][:200]}). Push it first with "
+                       f"`hf-transfer push --model-dir OUT --repo-id {model_id}`, and check the id.") from None
+    names = {s.rfilename for s in model.siblings or []}
+    if not names & {"config.json", "adapter_config.json"}:
+        raise HubError(f"{model_id} holds neither config.json nor adapter_config.json: not a model the Space can "
+                       f"load. Push one with `hf-transfer push --model-dir OUT --repo-id {model_id}`.")
+    files = plan_space_files(app_dir, model_id=model_id, space_id=space_id, model_revision=model_revision)
+    check_no_token_inside(files, access.api.token)
+    _create_repo(access, space_id, repo_type="space", private=private, retry=retry, space_sdk="gradio")
+    result = _commit(access, space_id, repo_type="space", files=files, revision=None, managed=MANAGED_SPACE,
+                     message=f"Serve {model_id} (published with hf_transfer)", retry=retry)
+    if model.private:
+        print(f"note: {model_id} is private, so the Space needs a read token to load it: add it as the Space secret "
+              f"HF_TOKEN in {result.url}/settings (hf_transfer never uploads your token).")
+    return result

@@ -25,7 +25,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from transfer_fixtures import make_image_folder, save_random_vit
 
 from hf_transfer.errors import HubError
-from hf_transfer.hub import HubAuthError, HubPushError, push_model
+from hf_transfer.hub import HubAuthError, HubPushError, push_model, push_space
 
 pytest_plugins = ["hub_fixtures"]
 
@@ -332,6 +332,80 @@ def test_push_dry_run_lists_files_and_card_without_a_token(tmp_path, trained):
     assert proc.returncode == 0, proc.stderr
     assert "adapter_model.safetensors" in proc.stdout and "library_name: peft" in proc.stdout
     assert "checkpoints" not in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------------ Space
+
+
+def make_app(folder: Path) -> Path:
+    """A stand-in Gradio app: what the publisher must carry over (and what it must leave out)."""
+    (folder / "ui").mkdir(parents=True)
+    (folder / "app.py").write_text("import gradio as gr\nfrom ui.wiring import build\nbuild().launch()\n")
+    (folder / "ui" / "wiring.py").write_text("def build():\n    raise NotImplementedError\n")
+    (folder / "requirements.txt").write_text("gradio>=5\nmatplotlib  # plots\n")
+    (folder / "README.md").write_text("# local notes, replaced by the Spaces card\n")
+    for skipped in ("tests/test_app.py", "__pycache__/app.cpython-311.pyc"):
+        (folder / skipped).parent.mkdir(parents=True, exist_ok=True)
+        (folder / skipped).write_text("skip me")
+    return folder
+
+
+def test_space_push_publishes_app_pinned_requirements_card_and_model_id(hub, hub_env, trained, tmp_path):
+    from importlib.metadata import version
+
+    from huggingface_hub import SpaceCard
+
+    seed_base(hub, trained)
+    push_model(trained.out, "alice/adapter", adapter_only=True, token=ALICE_TOKEN, endpoint=hub.url)
+    app = make_app(tmp_path / "app")
+    result = push_space("alice/adapter", "alice/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
+    assert result.changed and result.url == f"{hub.url}/spaces/alice/demo"
+    files = hub.state.files("alice/demo", "space")
+    assert files["app.py"] == (app / "app.py").read_bytes() and "ui/wiring.py" in files
+    assert not [p for p in files if p.startswith(("tests/", "__pycache__/"))]
+    assert {"hf_transfer/__init__.py", "hf_transfer/inference.py", "hf_transfer/models.py"} <= set(files)
+    requirements = files["requirements.txt"].decode().splitlines()
+    for name in ("torch", "transformers", "peft", "timm", "safetensors", "matplotlib"):
+        assert f"{name}=={version(name)}" in requirements, name
+    assert not [line for line in requirements if line.startswith("gradio")]  # the sdk_version provides it
+    card = SpaceCard(files["README.md"].decode())
+    assert (card.data.sdk, card.data.sdk_version, card.data.app_file) == ("gradio", version("gradio"), "app.py")
+    assert card.data.models == ["alice/adapter"]
+    assert json.loads(files["space_config.json"]) == {"model_id": "alice/adapter", "model_revision": None}
+    assert HfApi(endpoint=hub.url, token=ALICE_TOKEN).space_info("alice/demo").sdk == "gradio"
+
+    again = push_space("alice/adapter", "alice/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
+    assert not again.changed and again.commit_oid == result.commit_oid
+
+    # What the Space runtime does: check the repo out and import the vendored hf_transfer next to app.py.
+    checkout = Path(snapshot_download("alice/demo", repo_type="space", endpoint=hub.url, token=ALICE_TOKEN,
+                                      cache_dir=tmp_path / "c"))
+    proc = run_python(f"""
+import json, hf_transfer
+from hf_transfer.inference import load_classifier
+assert hf_transfer.__file__.startswith({str(checkout)!r}), hf_transfer.__file__
+config = json.load(open("space_config.json"))
+clf = load_classifier(config["model_id"], revision=config["model_revision"], device="cpu")
+print("PRED", clf.labels, clf.predict({trained.images[0]!r}, top_k=1)[0]["label"])
+""", {**hub_env, "PYTHONPATH": ""}, cwd=checkout)
+    assert "PRED ['diagonal', 'horizontal', 'vertical']" in proc.stdout
+    assert_no_token_leak(hub, proc.stdout, proc.stderr)
+
+
+def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path):
+    app = make_app(tmp_path / "app")
+    with pytest.raises(HubError, match="Push it first"):
+        push_space("alice/not-pushed", "alice/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
+    hub.state.seed_repo("alice/m", {"config.json": b"{}"})
+    with pytest.raises(HubError, match="has no app.py"):
+        push_space("alice/m", "alice/demo", app_dir=tmp_path / "empty", token=ALICE_TOKEN, endpoint=hub.url)
+    with pytest.raises(HubAuthError, match="cannot write"):
+        push_space("alice/m", "bob/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
+    assert ("space", "alice/demo") not in hub.state.repos
+    proc = cli(["space", "push", "--model", "alice/m", "--space-id", "alice/demo", "--private", "--app-dir", app],
+               hub_env)
+    assert proc.returncode == 0, proc.stderr
+    assert hub.state.repo("alice/demo", "space").private
 
 
 # ------------------------------------------------------------------------------------------------ live Hub

@@ -1,0 +1,41 @@
+"""hf-transfer space: the Gradio Space of a trained model. ``space push`` publishes it to the Hub.
+
+Other Space actions (e.g. serving the app locally) are further sub-commands of this group: add them to
+``ACTIONS`` below as ``name: (help, add_arguments, run)``.
+"""
+
+from __future__ import annotations
+
+
+def _push_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="Model repo the Space serves, NAMESPACE/NAME (pushed with "
+                        "`hf-transfer push`; merged model or adapter).")
+    parser.add_argument("--space-id", required=True, help="Space repo to create or update, NAMESPACE/NAME.")
+    parser.add_argument("--private", action="store_true", help="Create the Space as private.")
+    parser.add_argument("--model-revision", default=None, help="Branch or commit of --model to serve (default: main).")
+    parser.add_argument("--app-dir", default=None, help="The Gradio app folder (default: the checkout's space_app/).")
+
+
+def _push(args) -> int:
+    from ..hub import push_space
+
+    result = push_space(args.model, args.space_id, private=args.private, model_revision=args.model_revision,
+                        app_dir=args.app_dir)
+    print(result.describe())
+    return 0
+
+
+ACTIONS = {
+    "push": ("Create or update a Gradio Space on the Hub that serves a pushed model (app, pinned requirements, "
+             "Spaces README, model id).", _push_arguments, _push),
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("space", help="The model's Gradio Space: " + ", ".join(ACTIONS) + ".",
+                                   description="Gradio Space commands.")
+    actions = parser.add_subparsers(dest="space_action", required=True, metavar="ACTION")
+    for name, (help_text, add_arguments, run) in ACTIONS.items():
+        action = actions.add_parser(name, help=help_text, description=help_text)
+        add_arguments(action)
+        action.set_defaults(func=lambda args, extra, run=run: run(args))
