@@ -26,7 +26,10 @@ __all__ = [
     "calibrate_and_report",
     "expected_calibration_error",
     "fit_temperature",
+    "calibrate_trained_model",
     "fold_temperature_into_head",
+    "fold_temperature_into_model",
+    "head_linears",
     "plot_reliability_diagram",
     "plot_top_losses",
     "softmax",
@@ -122,6 +125,102 @@ def fold_temperature_into_head(head, temperature: float) -> None:
         head.weight.div_(temperature)
         if head.bias is not None:
             head.bias.div_(temperature)
+
+
+def head_linears(model) -> dict[str, object]:
+    """The Linear layer(s) that produce the logits: {qualified name: torch.nn.Linear}.
+
+    Unwraps a PeftModel; under a peft ``modules_to_save`` wrapper, returns the trained copies (the ones
+    that are saved in the adapter and merged into the model). A Sequential head (ResNet's
+    ``Flatten, Linear``) gives its last Linear. Several heads (DeiT's cls + distillation heads, whose
+    logits are averaged) are all returned: dividing each by T divides the average by T.
+    """
+    import torch
+
+    from hf_transfer.models import find_head_names
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    found: dict[str, object] = {}
+    for name in find_head_names(model):
+        module = base.get_submodule(name)
+        copies = getattr(module, "modules_to_save", None)
+        candidates = ({f"{name}.modules_to_save.{k}": v for k, v in copies.items()} if copies is not None
+                      else {name: module})
+        for cname, cand in candidates.items():
+            if isinstance(cand, torch.nn.Linear):
+                found[cname] = cand
+                continue
+            inner = [(n, m) for n, m in cand.named_modules() if isinstance(m, torch.nn.Linear)]
+            if inner:
+                found[f"{cname}.{inner[-1][0]}"] = inner[-1][1]
+    if not found:
+        raise DataError(f"no Linear classification head found in {type(base).__name__}; temperature scaling "
+                        "cannot be folded into it. Pass --no-calibrate.")
+    return found
+
+
+def fold_temperature_into_model(model, temperature: float) -> list[str]:
+    """Fold T into every head Linear of `model` (see :func:`head_linears`); returns the folded names."""
+    heads = head_linears(model)
+    for head in heads.values():
+        fold_temperature_into_head(head, temperature)
+    return list(heads)
+
+
+class _LazyImages:
+    """Images of a datasets split, decoded only when indexed (the gallery needs a dozen, not all)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        from hf_transfer.images import load_image
+
+        return load_image(self.dataset[int(i)]["image"])
+
+
+MIN_CALIBRATION_SAMPLES = 30
+
+
+def calibrate_trained_model(*, model, validation_logits, validation_labels, validation_dataset=None,
+                            label_names: list[str], output_dir: str | Path, test_logits=None,
+                            test_labels=None, min_samples: int = MIN_CALIBRATION_SAMPLES) -> dict:
+    """Fit T on validation logits, fold it into `model`'s head, write the calibration files, and return
+    the dict for training_summary.json. With a test split, also reports test ECE before/after (T is
+    never fitted on test). With fewer than `min_samples` validation images T is not fitted (one
+    parameter fitted on a handful of images does more harm than good): the model is left as it is, and
+    the reliability diagram and top-losses gallery are still written."""
+    id2label = dict(enumerate(label_names))
+    images = _LazyImages(validation_dataset) if validation_dataset is not None else None
+    z, y = _check(validation_logits, validation_labels, name="validation_logits")
+    out = Path(output_dir)
+    if y.size < min_samples:
+        probs = softmax(z)
+        summary = {"applied": False, "temperature": 1.0, "num_samples": int(y.size), "split": "validation",
+                   "ece_before": expected_calibration_error(probs=probs, labels=y), "nll_before": _nll(z, y, 1.0),
+                   "reason": f"only {y.size} validation images; fitting a temperature needs at least {min_samples}. "
+                             "Raise --validation-fraction or add a validation split to get calibrated scores."}
+        plot_reliability_diagram(probs_before=probs, labels=y, path=out / "reliability_diagram.png",
+                                 title="Reliability (validation, not calibrated)")
+        if images is not None:
+            plot_top_losses(images=images, probs=probs, labels=y, id2label=id2label, path=out / "top_losses.png")
+        (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+    report = calibrate_and_report(logits=z, labels=y, output_dir=out, id2label=id2label, images=images)
+    folded = fold_temperature_into_model(model, report.temperature)
+    summary = {"applied": True} | asdict(report) | {"folded_into": folded}
+    if test_logits is not None and test_labels is not None:
+        z, y = _check(test_logits, test_labels, name="test_logits")
+        summary["test"] = {
+            "ece_before": expected_calibration_error(probs=softmax(z), labels=y),
+            "ece_after": expected_calibration_error(probs=softmax(z, temperature=report.temperature), labels=y),
+            "nll_before": _nll(z, y, 1.0), "nll_after": _nll(z, y, report.temperature), "num_samples": int(y.size),
+        }
+    (Path(output_dir) / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------- plots

@@ -196,6 +196,21 @@ class TrainConfig:
     examples_per_class: int = field(
         default=3, metadata={"help": "Validation images per class saved to OUT/examples (the Space shows them)."}
     )
+    overfitting_guardrail: bool = field(
+        default=True,
+        metadata={"help": "Stop when validation loss rises for 3 evaluations in a row while training loss keeps "
+                  "falling (the model memorises its images); recorded in training_summary.json guardrails."},
+    )
+    negative_transfer_check: bool = field(
+        default=False,
+        metadata={"help": "Before training, probe the checkpoint's features against the same architecture at random "
+                  "init on up to 200 training images and warn if pretraining does not help (two extra forward passes)."},
+    )
+    calibrate: bool = field(
+        default=True,
+        metadata={"help": "Fit a temperature on validation logits and fold it into the head (weight and bias / T), so "
+                  "pipeline() scores are calibrated; writes calibration.json, reliability_diagram.png, top_losses.png."},
+    )
     push_to_hub: Optional[str] = field(
         default=None,
         metadata={"help": "Push the trained model with a model card to this Hub repo (NAMESPACE/NAME) when training "

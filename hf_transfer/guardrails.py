@@ -25,7 +25,10 @@ from hf_transfer.transferability import knn_accuracy, logistic_accuracy, logme_s
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NegativeTransferCheck", "OverfittingGuardrail", "compare_to_random_init"]
+__all__ = ["NegativeTransferCheck", "OverfittingGuardrail", "compare_to_random_init", "guardrail_summary",
+           "negative_transfer_check", "training_callbacks"]
+
+OVERFITTING_PATIENCE = 3          # evaluations in a row, used by `hf-transfer train`
 
 
 # ---------------------------------------------------------------------------------------------- overfitting
@@ -33,7 +36,7 @@ __all__ = ["NegativeTransferCheck", "OverfittingGuardrail", "compare_to_random_i
 
 class OverfittingGuardrail(TrainerCallback):
     """Stop training when validation loss has not improved for `patience` evaluations while training
-    loss kept falling, and record the evidence.
+    loss kept falling and validation accuracy did not improve either, and record the evidence.
 
     patience: evaluations in a row above the best validation loss (+ `min_delta`) before stopping;
     min_delta: improvement in validation loss (nats) that counts. :meth:`summary` gives the record.
@@ -81,11 +84,20 @@ class OverfittingGuardrail(TrainerCallback):
         self._bad += 1
         train_still_falling = (row["train_loss"] is None or self._best["train_loss"] is None
                                or row["train_loss"] < self._best["train_loss"])
-        if self._bad >= self.patience and train_still_falling:
+        if self._bad >= self.patience and train_still_falling and not self._accuracy_still_rising():
             self._trigger(row)
             control.should_training_stop = True
 
     # --------------------------------------------------------------------------------------------
+    def _accuracy_still_rising(self) -> bool:
+        """True when validation accuracy after the best-loss evaluation beats every accuracy up to it:
+        then the rising loss is over-confidence on a still-improving model (calibration fixes that), not
+        memorisation, so training goes on."""
+        cut = self.history.index(self._best) + 1
+        before = [h["eval_accuracy"] for h in self.history[:cut] if h["eval_accuracy"] is not None]
+        after = [h["eval_accuracy"] for h in self.history[cut:] if h["eval_accuracy"] is not None]
+        return bool(before and after) and max(after) > max(before)
+
     def _trigger(self, row: dict) -> None:
         best = self._best
         self.triggered = True
@@ -113,7 +125,8 @@ class OverfittingGuardrail(TrainerCallback):
             "best_step": None if self._best is None else self._best["step"],
             "best_eval_loss": None if self._best is None else self._best["eval_loss"],
             "message": self.message or ("No sign of overfitting: validation loss did not rise for "
-                                        f"{self.patience} evaluations in a row while training loss fell."),
+                                        f"{self.patience} evaluations in a row while training loss fell and "
+                                        "validation accuracy stalled."),
             "history": self.history,
         }
 
@@ -174,3 +187,39 @@ def compare_to_random_init(*, pretrained_features, random_features, labels, marg
                    "fine-tuning with more data, or a model trained from scratch.")
     return NegativeTransferCheck(verdict=verdict, message=message, pretrained=pre, random_init=rnd,
                                  margin=margin, num_samples=int(y.size))
+
+
+def negative_transfer_check(*, model: str, dataset, revision: str | None = None, sample_size: int = 200,
+                            seed: int = 0, cache_dir=None, margin: float = 0.02) -> NegativeTransferCheck:
+    """Embed a stratified sample of `dataset` (a single-label split) with `model`'s pretrained weights and
+    with the same architecture at random init (features are cached), then :func:`compare_to_random_init`."""
+    from hf_transfer.features import extract_features, stratified_sample
+
+    sample = stratified_sample(dataset, size=sample_size, seed=seed)
+    pre = extract_features(model=model, dataset=sample, revision=revision, cache_dir=cache_dir)
+    rnd = extract_features(model=model, dataset=sample, revision=revision, init="random", seed=seed,
+                           cache_dir=cache_dir)
+    return compare_to_random_init(pretrained_features=pre.features, random_features=rnd.features,
+                                  labels=pre.labels, margin=margin, seed=seed, model_name=model)
+
+
+# ---------------------------------------------------------------------------------------------- training hooks
+
+
+def training_callbacks(run) -> list:
+    """Guardrail callbacks for a :class:`~hf_transfer.config.RunConfig` (``hf-transfer train``)."""
+    if getattr(run.train, "overfitting_guardrail", True):
+        return [OverfittingGuardrail(patience=OVERFITTING_PATIENCE)]
+    return []
+
+
+def guardrail_summary(trainer) -> dict:
+    """training_summary.json["guardrails"] entries from the callbacks attached to `trainer`."""
+    found = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, OverfittingGuardrail)]
+    if not found:
+        return {"overfitting": {"enabled": False}}
+    summary = found[0].summary()
+    if summary["triggered"] and trainer.state.best_model_checkpoint:
+        summary["message"] += (f" The saved model is the best checkpoint by validation "
+                               f"{trainer.args.metric_for_best_model} ({trainer.state.best_model_checkpoint}).")
+    return {"overfitting": summary}

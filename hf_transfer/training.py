@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from . import __version__, artifacts
+from .calibration import calibrate_trained_model
 from .config import RunConfig
 from .data import DataReport, load_splits
+from .guardrails import guardrail_summary, training_callbacks
 from .metrics import classification_metrics, format_metrics, plot_confusion_matrix, trainer_metrics
 from .models import load_model_for_labels, load_processor
 from .strategies import AppliedStrategy, apply_strategy, build_param_groups, make_optimizer
@@ -181,6 +183,14 @@ def train(run: RunConfig) -> RunResult:
             print(f"left out {len(report.bad_images)} unreadable image(s); see {out / artifacts.DATA_REPORT_FILE}")
         run.save_yaml(out / artifacts.CONFIG_FILE)
         artifacts.write_json(out / artifacts.DATA_REPORT_FILE, report.to_dict())
+    guardrails: dict[str, Any] = {}
+    if run.train.negative_transfer_check and run.model.init == "pretrained" and not multi and is_main_process():
+        from .guardrails import negative_transfer_check
+
+        check = negative_transfer_check(model=run.model.model, dataset=splits["train"], revision=run.model.revision,
+                                        seed=run.train.seed)
+        print(check.message, flush=True)
+        guardrails["negative_transfer"] = check.to_dict()
 
     def with_transform(split: str, train_mode: bool):
         return splits[split].with_transform(make_batch_transform(
@@ -269,9 +279,11 @@ def train(run: RunConfig) -> RunResult:
         },
         "early_stopped": bool(trainer.state.global_step < trainer.state.max_steps),
         "hf_transfer_version": __version__,
-        "guardrails": {},
+        "guardrails": guardrails | guardrail_summary(trainer),
     }
     if trainer.is_world_process_zero():
+        if run.train.calibrate and not multi:
+            summary["calibration"] = _calibrate(trainer.model, evaluations, splits, labels, out)
         save_run(trainer, applied, processor, run, out, metrics, summary, splits)
         print(format_metrics(metrics), flush=True)
         print(f"saved to {out}", flush=True)
@@ -284,8 +296,23 @@ def train(run: RunConfig) -> RunResult:
 
 
 def extra_callbacks(run: RunConfig, out: Path) -> list[TrainerCallback]:
-    """Hook for callbacks that other modules add (guardrails); none by default."""
-    return []
+    """Hook for callbacks that other modules add: the overfitting guardrail (--no-overfitting-guardrail)."""
+    return training_callbacks(run)
+
+
+def _calibrate(model, evaluations, splits, labels: list[str], out: Path) -> dict[str, Any]:
+    """Temperature scaling fitted on validation, folded into the head before saving (see calibration.py)."""
+    val_logits, val_labels, _ = evaluations["validation"]
+    test_logits, test_labels, _ = evaluations.get("test", (None, None, None))
+    result = calibrate_trained_model(model=model, validation_logits=val_logits, validation_labels=val_labels,
+                                     validation_dataset=splits["validation"], label_names=labels, output_dir=out,
+                                     test_logits=test_logits, test_labels=test_labels)
+    if result["applied"]:
+        print(f"calibration: temperature {result['temperature']:.3f} folded into the head; validation ECE "
+              f"{result['ece_before']:.3f} -> {result['ece_after']:.3f}", flush=True)
+    else:
+        print(f"calibration: not applied: {result['reason']}", flush=True)
+    return result
 
 
 def _predict(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray, float]:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from hf_transfer.calibration import (
     calibrate_and_report,
+    calibrate_trained_model,
     expected_calibration_error,
     fit_temperature,
     fold_temperature_into_head,
@@ -100,3 +101,85 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model_and_folds_into
 def test_bad_input_raises_data_error(call):
     with pytest.raises(DataError):
         call()
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_train_folds_temperature_into_the_saved_head_so_pipeline_scores_are_calibrated(tmp_path):
+    """A real `train` run: calibration files are written, and pipeline() on the saved folder reproduces the
+    calibrated validation probabilities (so the ECE of its scores equals calibration.json's ece_after)."""
+    from transfer_fixtures import make_image_folder, save_random_vit
+    from transformers import pipeline
+
+    from hf_transfer.config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
+    from hf_transfer.data import load_splits
+    from hf_transfer.images import load_image
+    from hf_transfer.training import train
+
+    data = make_image_folder(tmp_path / "data", per_class=40, seed=3)   # 36 validation images: enough to fit T
+    save_random_vit(tmp_path / "vit", num_labels=4, seed=0)
+    out = tmp_path / "out"
+    run = RunConfig(
+        model=ModelConfig(model=str(tmp_path / "vit")),
+        data=DataConfig(data=str(data), validation_fraction=0.3, augment="none"),
+        strategy=StrategyConfig(strategy="lora"),   # the head sits in peft's modules_to_save wrapper
+        train=TrainConfig(output_dir=str(out), max_steps=12, learning_rate=3e-3, per_device_train_batch_size=8,
+                          eval_strategy="steps", eval_steps=6, logging_steps=3, use_cpu=True,
+                          dataloader_num_workers=0, early_stopping_patience=0, examples_per_class=1),
+    )
+    result = train(run)
+    calibration = json.loads((out / "calibration.json").read_text())
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert calibration["applied"] and calibration["num_samples"] == 36
+    assert summary["calibration"]["temperature"] == pytest.approx(calibration["temperature"])
+    assert summary["calibration"]["folded_into"] == ["classifier.modules_to_save.default"]
+    assert "overfitting" in summary["guardrails"] and summary["guardrails"]["overfitting"]["enabled"]
+    for png in ("reliability_diagram.png", "top_losses.png"):
+        assert (out / png).stat().st_size > 5_000
+
+    splits, _ = load_splits(run.data)
+    val = splits["validation"]
+    classify = pipeline("image-classification", model=str(out), top_k=None)
+    names = result.summary["label_names"]
+    probs = np.zeros((len(val), len(names)))
+    for i, row in enumerate(val):
+        for item in classify(load_image(row["image"])):
+            probs[i, names.index(item["label"])] = item["score"]
+    labels = np.asarray(val["label"])
+    assert expected_calibration_error(probs=probs, labels=labels) == pytest.approx(calibration["ece_after"], abs=2e-3)
+    nll = -np.mean(np.log(probs[np.arange(labels.size), labels]))
+    # pipeline() reproduces the calibrated scores, far closer than it comes to the uncalibrated ones
+    assert abs(calibration["temperature"] - 1.0) > 0.05
+    assert abs(nll - calibration["nll_before"]) > 10 * abs(nll - calibration["nll_after"])
+    # the adapter folder carries the same calibrated head as the merged model
+    from hf_transfer.inference import load_classifier
+
+    images = [load_image(row["image"]) for row in val.select(range(5))]
+    adapter = load_classifier(str(out / "adapter")).predict_proba(images).numpy()
+    np.testing.assert_allclose(adapter, probs[:5], atol=1e-4)
+
+
+def test_small_validation_set_is_not_calibrated_and_says_why(tmp_path):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = torch.nn.Linear(4, 3)
+
+    net = Net()
+    before = net.classifier.weight.detach().clone()
+    rng = np.random.default_rng(0)
+    result = calibrate_trained_model(model=net, validation_logits=rng.normal(size=(12, 3)) * 5,
+                                     validation_labels=rng.integers(0, 3, 12), label_names=["a", "b", "c"],
+                                     output_dir=tmp_path)
+    assert not result["applied"] and "only 12 validation images" in result["reason"]
+    assert torch.equal(net.classifier.weight, before)
+    assert json.loads((tmp_path / "calibration.json").read_text())["applied"] is False
+    assert (tmp_path / "reliability_diagram.png").exists()
+    big = calibrate_trained_model(model=net, validation_logits=rng.normal(size=(60, 3)) * 5,
+                                  validation_labels=rng.integers(0, 3, 60), label_names=["a", "b", "c"],
+                                  output_dir=tmp_path, test_logits=rng.normal(size=(20, 3)) * 5,
+                                  test_labels=rng.integers(0, 3, 20))
+    assert big["applied"] and big["folded_into"] == ["classifier"] and big["temperature"] > 2   # noise logits x5
+    torch.testing.assert_close(net.classifier.weight, before / big["temperature"])
+    assert big["test"]["nll_after"] < big["test"]["nll_before"]

@@ -10,13 +10,14 @@ from hf_transfer.errors import ConfigError
 from hf_transfer.guardrails import OverfittingGuardrail, compare_to_random_init
 
 
-def _drive(guard: OverfittingGuardrail, curve: list[tuple[float, float]]) -> TrainerControl:
+def _drive(guard: OverfittingGuardrail, curve: list[tuple[float, float]], accuracy=None) -> TrainerControl:
     """Feed (train_loss, eval_loss) pairs as the Trainer would: a log, then an evaluation, per epoch."""
     state, control = TrainerState(), TrainerControl()
     for epoch, (train_loss, eval_loss) in enumerate(curve, start=1):
         state.global_step, state.epoch = 10 * epoch, float(epoch)
+        acc = 0.5 if accuracy is None else accuracy[epoch - 1]
         guard.on_log(None, state, control, logs={"loss": train_loss, "learning_rate": 1e-3})
-        guard.on_evaluate(None, state, control, metrics={"eval_loss": eval_loss, "eval_accuracy": 0.5})
+        guard.on_evaluate(None, state, control, metrics={"eval_loss": eval_loss, "eval_accuracy": acc})
         if control.should_training_stop:
             break
     return control
@@ -43,6 +44,15 @@ def test_does_not_stop_while_validation_loss_improves_or_both_losses_plateau():
     # validation loss stalls but training loss is not falling either: underfitting, not memorising
     plateau = OverfittingGuardrail(patience=2)
     assert not _drive(plateau, [(1.0, 0.9), (1.1, 0.95), (1.2, 0.97), (1.3, 0.99)]).should_training_stop
+
+
+def test_does_not_stop_while_validation_accuracy_still_improves():
+    # loss rises (over-confidence) but accuracy keeps climbing: not memorisation
+    guard = OverfittingGuardrail(patience=2)
+    curve = [(1.0, 0.9), (0.6, 0.7), (0.3, 0.75), (0.1, 0.9), (0.05, 1.2)]
+    assert not _drive(guard, curve, accuracy=[0.5, 0.6, 0.65, 0.7, 0.72]).should_training_stop
+    # the same losses with accuracy stalled at its best-loss value do stop
+    assert _drive(OverfittingGuardrail(patience=2), curve, accuracy=[0.5, 0.6, 0.6, 0.55, 0.6]).should_training_stop
 
 
 def test_min_delta_counts_tiny_improvements_as_no_improvement():
@@ -76,3 +86,52 @@ def test_negative_transfer_verdicts():
     assert bad.warn and bad.verdict == "not_better"
     assert "too different from what the checkpoint was trained on" in bad.message and "ckpt-x" in bad.message
     assert bad.to_dict()["warn"] is True and bad.to_dict()["num_samples"] == labels.size
+
+
+# ---------------------------------------------------------------------------------------------- with `train`
+
+
+def test_train_stops_a_memorising_run_and_records_it(tmp_path):
+    """Random labels: a full fine-tune can only memorise, so validation loss climbs while training loss
+    falls; the guardrail must stop the run and say so in training_summary.json."""
+    import json
+
+    from PIL import Image
+    from transfer_fixtures import save_random_vit
+
+    from hf_transfer.config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
+    from hf_transfer.training import train
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    save_random_vit(tmp_path / "vit", num_labels=2, seed=0)
+    run = RunConfig(
+        model=ModelConfig(model=str(tmp_path / "vit")),
+        data=DataConfig(data=str(tmp_path / "data"), validation_fraction=0.3, augment="none"),
+        strategy=StrategyConfig(strategy="full"),
+        train=TrainConfig(output_dir=str(tmp_path / "out"), num_train_epochs=40, learning_rate=3e-3,
+                          per_device_train_batch_size=14, logging_steps=1, use_cpu=True, dataloader_num_workers=0,
+                          early_stopping_patience=0, examples_per_class=0, calibrate=False, save_total_limit=1),
+    )
+    result = train(run)
+    guard = json.loads((tmp_path / "out" / "training_summary.json").read_text())["guardrails"]["overfitting"]
+    assert guard["triggered"], guard["history"]
+    assert result.summary["global_step"] == guard["stopped_at_step"] < 40 * 2   # 28 images / 14 = 2 steps an epoch
+    assert "memorising" in guard["message"] and "best checkpoint" in guard["message"]
+    hist = guard["history"]
+    best = next(h for h in hist if h["step"] == guard["best_step"])
+    assert hist[-1]["eval_loss"] > best["eval_loss"] and hist[-1]["train_loss"] < best["train_loss"]
+    assert not (tmp_path / "out" / "calibration.json").exists()                # --no-calibrate respected
+
+
+def test_guardrail_can_be_switched_off_from_the_command_line():
+    from hf_transfer.config import parse_run_config
+    from hf_transfer.guardrails import training_callbacks
+
+    base = ["--model", "m", "--data", "d", "--output-dir", "o"]
+    assert len(training_callbacks(parse_run_config(base))) == 1
+    off = parse_run_config([*base, "--no_overfitting_guardrail", "--negative_transfer_check", "--no_calibrate"])
+    assert training_callbacks(off) == [] and off.train.negative_transfer_check and not off.train.calibrate
