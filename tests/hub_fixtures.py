@@ -4,7 +4,8 @@ Load them from a test module with ``pytest_plugins = ["hub_fixtures"]``; import 
 helpers from ``hubserver`` (importing this module directly would stop pytest rewriting its asserts).
 
 - ``hub_server`` (session): the running server; its ``url`` is the ``HF_ENDPOINT``.
-- ``hub`` (function): the same server with its state wiped and the test users registered:
+- ``hub`` (function): the same server with its state wiped, the test users registered and huggingface_hub's
+  offline switch off in this process (the suite sets ``HF_HUB_OFFLINE=1``; this Hub is local). Users:
   ``alice`` (write token, member of org ``acme``; also a read-only token) and ``bob`` (write token).
 - ``hub_env`` (function): a clean environment pointing at ``hub``: fresh ``HF_HOME``, ``HF_ENDPOINT``,
   ``HF_TOKEN`` (alice), telemetry and progress bars off; applied to ``os.environ`` and returned as a dict
@@ -31,7 +32,11 @@ def hub_server():
 
 
 @pytest.fixture
-def hub(hub_server):
+def hub(hub_server, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    # The suite runs with HF_HUB_OFFLINE=1 (conftest.py); this Hub is on 127.0.0.1, so let this process reach it.
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     hub_server.state.reset()
     hub_server.state.add_test_users()
     return hub_server

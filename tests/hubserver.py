@@ -11,7 +11,8 @@ round trip (see ``/work/shared/hub-protocol.md``), with real git-like history so
   ``preupload`` (always ``regular``, with the git blob ``oid`` of the file already at that revision, so
   the client drops unchanged files and an all-unchanged push makes no commit), ``commit`` (ndjson
   ``header`` / ``file`` / ``deletedFile`` / ``deletedFolder``), repo info (+ ``revision``), ``tree``
-  (recursive or not, paginated with ``Link``), ``paths-info``, ``refs``, ``commits``, ``branch``;
+  (recursive or not, paginated with ``Link``), ``paths-info``, ``refs``, ``commits``, ``branch``, Space
+  ``variables``;
 - downloads: ``HEAD``/``GET /{[spaces/|datasets/]}ns/name/resolve/{rev}/{path}`` with ``X-Repo-Commit``,
   ``ETag``, ``Content-Length``, ``Range`` (206), and the ``X-Error-Code`` headers the client maps to
   ``RepositoryNotFoundError`` / ``RevisionNotFoundError`` / ``EntryNotFoundError``.
@@ -109,6 +110,7 @@ class Repo:
     created_at: float = field(default_factory=time.time)
     branches: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
+    variables: dict[str, dict] = field(default_factory=dict)  # Space variables: key -> {"value", "description", ...}
 
     @property
     def namespace(self) -> str:
@@ -168,7 +170,8 @@ def json_response(status: int, payload, headers: dict | None = None) -> Response
 
 
 def error(status: int, message: str, code: str | None = None, extra: dict | None = None, **headers) -> Response:
-    h = {"X-Error-Message": message, **headers}
+    # Header values must be latin-1: escape anything else (paths and labels may be unicode).
+    h = {"X-Error-Message": message.encode("ascii", "backslashreplace").decode(), **headers}
     if code is not None:
         h["X-Error-Code"] = code
     return json_response(status, {"error": message, **(extra or {})}, h)
@@ -484,6 +487,8 @@ class Router:
                 return self.list_commits(repo_type, repo_id, unquote(arg))
             if action == "settings" and method == "PUT":
                 return self.settings(repo_type, repo_id)
+            if action == "variables" and repo_type == "space" and method in ("GET", "POST", "DELETE"):
+                return self.variables(repo_type, repo_id)
         return error(404, f"Not found: {method} {self.path}")
 
     def _revision(self, repo: Repo, revision: str) -> tuple[Commit | None, Response | None]:
@@ -709,6 +714,21 @@ class Router:
             repo.private = bool(payload["private"])
         return json_response(200, {})
 
+    def variables(self, repo_type: str, repo_id: str) -> Response:
+        repo, err = self.writable(repo_type, repo_id)
+        if err is not None:
+            return err
+        if self.method == "POST":
+            payload = self.json()
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", payload.get("key") or ""):
+                return error(400, f"Invalid variable name {payload.get('key')!r}")
+            repo.variables[payload["key"]] = {"value": str(payload.get("value", "")),
+                                              "description": payload.get("description"),
+                                              "updatedAt": hub_date(time.time())}
+        elif self.method == "DELETE":
+            repo.variables.pop(self.json().get("key"), None)
+        return json_response(200, repo.variables)
+
     # ---- downloads
     def resolve(self, repo_type: str, repo_id: str, revision: str, path: str) -> Response:
         with self.state.lock:
@@ -812,8 +832,8 @@ class HubServer:
 
 
 def client_env(endpoint: str, hf_home: str | Path, *, token: str | None = ALICE_TOKEN, base: dict | None = None) -> dict:
-    """An environment for a Hub client process aimed at ``endpoint``: ambient HF_* variables removed, a fresh
-    ``HF_HOME``, ``HF_TOKEN`` (unless None), telemetry and progress bars off, no proxy for the local server."""
+    """An environment for a Hub client process aimed at ``endpoint``: ambient HF_* variables removed (including
+    ``HF_HUB_OFFLINE``, which would block the local Hub too), a fresh ``HF_HOME``, ``HF_TOKEN`` (unless None), telemetry and progress bars off, no proxy for the local server."""
     import os
 
     env = {k: v for k, v in (base if base is not None else os.environ).items()
@@ -822,6 +842,7 @@ def client_env(endpoint: str, hf_home: str | Path, *, token: str | None = ALICE_
         "HF_HOME": str(hf_home), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
         "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+        "HF_DATASETS_OFFLINE": "1",  # local data never needs the network
     })
     if token is not None:
         env["HF_TOKEN"] = token

