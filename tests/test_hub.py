@@ -40,7 +40,9 @@ class TrainedRun:
     base_files: dict[str, bytes]
     pushed: dict[str, bytes]  # alice/trained right after `train --push-to-hub`
     requests: list[LoggedRequest]
-    output: str
+    output: str  # the training run, whose push failed (injected 500 on the commit)
+    retry_command: str  # what it printed
+    retry_output: str  # running that command
     images: list[str]
 
 
@@ -90,13 +92,20 @@ def trained(hub_server, tmp_path_factory) -> TrainedRun:
     state.seed_repo(BASE, base_files)
     data = make_image_folder(root / "data", per_class=8)
     env = client_env(hub_server.url, root / "hf_home")
+    # The push at the end of training fails (the Hub answers 500 to the commit): the run must survive it and say
+    # how to retry; the retry, run as printed, completes the push.
+    state.inject_fault(r"^/api/models/alice/trained/commit/", status=500)
     proc = cli(["train", "--model", BASE, "--data", data, "--strategy", "lora", "--output-dir", root / "out",
                 "--max-steps", "3", "--per-device-train-batch-size", "8", "--examples-per-class", "1",
                 "--dataloader-num-workers", "0", "--use-cpu", "--push-to-hub", "alice/trained"], env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-5000:]
+    retry = proc.stderr.split("Retry with:\n", 1)[1].strip().splitlines()[0].strip()
+    retried = cli(shlex.split(retry)[1:], env)
+    assert retried.returncode == 0, retried.stderr
     images = [str(p) for cls in ("diagonal", "horizontal", "vertical") for p in sorted((data / "train" / cls).glob("*.png"))[:2]]
     return TrainedRun(root=root, out=root / "out", base_files=base_files, pushed=state.files("alice/trained"),
-                      requests=list(state.requests), output=proc.stdout + proc.stderr, images=images)
+                      requests=list(state.requests), output=proc.stdout + proc.stderr, retry_command=retry,
+                      retry_output=retried.stdout + retried.stderr, images=images)
 
 
 # ------------------------------------------------------------------------------------------------ train → push
@@ -117,10 +126,20 @@ def test_train_push_to_hub_checks_the_token_first_and_pushes_model_card_and_metr
     card = ModelCard(files["README.md"].decode())
     assert card.data.base_model == BASE and card.data.license == "mit"  # inherited from the base model's card
     assert card.data.eval_results[0].metric_value == round(metrics["accuracy"], 4)
-    assert "pushed" in trained.output and "alice/trained" in trained.output
     for token in ALL_TOKENS:
-        assert token not in trained.output
+        assert token not in trained.output + trained.retry_output
         assert all(token.encode() not in data for data in files.values())
+
+
+def test_train_survives_a_failed_push_and_the_printed_retry_completes_it(trained):
+    assert "saved to" in trained.output and "HTTP 500" in trained.output
+    assert "Nothing local was changed" in trained.output
+    assert trained.retry_command == shlex.join(["hf-transfer", "push", "--model-dir", str(trained.out),
+                                                "--repo-id", "alice/trained"])
+    assert (trained.out / "model.safetensors").is_file() and (trained.out / "checkpoints").is_dir()
+    commits = [r for r in trained.requests if r.path == "/api/models/alice/trained/commit/main"]
+    assert [r.status for r in commits] == [500, 200]
+    assert "pushed" in trained.retry_output and "alice/trained" in trained.retry_output
 
 
 def test_train_with_push_fails_before_training_on_a_bad_token(hub, tmp_path, trained):
