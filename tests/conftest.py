@@ -1,0 +1,48 @@
+"""Suite-wide set-up: offline Hub, a private cache, tiny checkpoints and data made on the fly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Offline and hermetic before anything imports huggingface_hub/transformers/datasets.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.pop("HF_TOKEN", None)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "HF_TRANSFER_CACHE" not in os.environ:  # the embedded checkpoint is converted once per machine, then reused
+    os.environ["HF_TRANSFER_CACHE"] = str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hf_transfer_tests")
+
+from tiny import make_checkpoint, make_image_folder  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _private_hf_home(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """arch → folder of a tiny random checkpoint, built once per session on first use."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    cache: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in cache:
+            cache[arch] = make_checkpoint(arch, root / arch)
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images"), per_class=8)
+
+
+@pytest.fixture(scope="session")
+def split_image_folder(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("split_images"), per_class=8, split_folders=True)

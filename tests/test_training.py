@@ -1,0 +1,114 @@
+"""Every architecture × linear/full/lora: train a few steps, save, reload by path, same predictions and labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny import ARCHITECTURES, quick_run_config
+from transformers import AutoModelForImageClassification, pipeline
+
+from hf_transfer import artifacts
+from hf_transfer.inference import load_classifier
+from hf_transfer.training import train
+
+LABELS = ["cat", "dog", "fish"]
+
+
+@pytest.mark.parametrize("strategy", ["linear", "full", "lora"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_train_save_reload_predict(arch, strategy, tiny_checkpoints, image_folder, tmp_path):
+    out = tmp_path / "run"
+    result = train(quick_run_config(tiny_checkpoints(arch), image_folder, out, strategy=strategy))
+
+    # the output folder holds what the contract promises
+    for name in ("config.json", "model.safetensors", "labels.json", "metrics.json", "confusion_matrix.png",
+                 "run_config.yaml", "training_summary.json"):
+        assert (out / name).is_file(), name
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() == (strategy == "lora")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["per_class"]) == set(LABELS)
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and "macro_f1" in metrics
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["label_names"] == LABELS and summary["strategy"] == strategy
+    assert 0 < summary["trainable_params"] <= summary["total_params"]
+    if strategy != "full":
+        assert summary["trainable_params"] < summary["total_params"]
+
+    # reload: pipeline() and hf_transfer's own inference agree, with real label names
+    image = Image.open(next((image_folder / "dog").iterdir())).convert("RGB")
+    pipe = pipeline("image-classification", model=str(out), device="cpu")
+    from_pipeline = {p["label"]: p["score"] for p in pipe(image, top_k=3)}
+    assert set(from_pipeline) == set(LABELS)
+    ours = {p["label"]: p["score"] for p in load_classifier(str(out), device="cpu").predict(image, top_k=3)}
+    for label in LABELS:
+        assert ours[label] == pytest.approx(from_pipeline[label], abs=1e-5)
+    reloaded = AutoModelForImageClassification.from_pretrained(out)
+    assert reloaded.config.id2label == {0: "cat", 1: "dog", 2: "fish"}
+    assert result.metrics["accuracy"] == metrics["accuracy"]
+
+    if strategy == "lora":  # the adapter alone rebuilds the same model from its base and labels.json
+        adapter = {p["label"]: p["score"] for p in load_classifier(str(out / "adapter"), device="cpu").predict(image, top_k=3)}
+        for label in LABELS:
+            assert adapter[label] == pytest.approx(ours[label], abs=1e-4)
+
+
+def test_linear_probe_keeps_backbone_exactly(tiny_checkpoints, image_folder, tmp_path):
+    """A linear probe changes the head only: backbone weights and BatchNorm statistics are untouched."""
+    source = tiny_checkpoints("resnet")
+    before = AutoModelForImageClassification.from_pretrained(source).state_dict()
+    train(quick_run_config(source, image_folder, tmp_path / "run", strategy="linear", max_steps=4))
+    after = AutoModelForImageClassification.from_pretrained(tmp_path / "run").state_dict()
+    changed = [k for k in before if not k.startswith("classifier") and not torch.equal(before[k], after[k])]
+    assert changed == []
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("classifier.1"))
+
+
+def test_training_learns_the_task(tiny_checkpoints, image_folder, tmp_path):
+    """Not just runs: a full fine-tune of a tiny ViT separates the synthetic classes."""
+    result = train(quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="full",
+                                    max_steps=40, learning_rate=3e-3, eval_steps=20))
+    assert result.metrics["accuracy"] >= 0.8
+
+
+def test_split_folders_report_on_test_split(tiny_checkpoints, split_image_folder, tmp_path):
+    result = train(quick_run_config(tiny_checkpoints("vit"), split_image_folder, tmp_path / "run", strategy="linear"))
+    assert result.metrics["split"] == "test"
+    assert result.metrics["num_samples"] == 3 * 4
+    assert "validation" in result.metrics
+
+
+def test_resolved_config_replays(tiny_checkpoints, image_folder, tmp_path):
+    from hf_transfer.config import RunConfig
+
+    run = quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="lora", lora_r=4)
+    train(run)
+    replay = RunConfig.from_yaml(tmp_path / "run" / artifacts.CONFIG_FILE)
+    assert replay.to_dict() == run.to_dict()
+
+
+def test_class_weights_label_smoothing_and_staged_unfreeze(tiny_checkpoints, image_folder, tmp_path):
+    result = train(quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="full",
+                                    class_weighting="balanced", label_smoothing=0.1, head_only_steps=2,
+                                    layer_decay=0.7, max_steps=4))
+    assert result.summary["hyperparameters"]["class_weighting"] == "balanced"
+    assert np.isfinite(result.summary["train_loss"])
+
+
+def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path):
+    rows = ["path,tags"]
+    for i, file in enumerate(sorted(image_folder.rglob("*.png"))):
+        tags = file.parent.name + ("|striped" if i % 2 else "")
+        rows.append(f"{file},{tags}")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    result = train(quick_run_config(tiny_checkpoints("vit"), csv, out, strategy="linear", multi_label=True,
+                                    image_column="path", label_column="tags", metric_for_best_model="macro_f1"))
+    assert result.summary["problem_type"] == "multi_label_classification"
+    assert set(result.metrics["per_class"]) == {"cat", "dog", "fish", "striped"}
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert model.config.problem_type == "multi_label_classification"
