@@ -36,7 +36,7 @@ MODEL_FILES = ("config.json", "model.safetensors", "model-*-of-*.safetensors", "
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json",
                  artifacts.LABELS_FILE)
 REPORT_FILES = (artifacts.METRICS_FILE, artifacts.SUMMARY_FILE, artifacts.CONFIG_FILE, artifacts.CONFUSION_FILE,
-                "calibration.json", "reliability_diagram.png", "top_losses.png", "*curve*.png")
+                "calibration.json", "reliability_diagram.png", "top_losses.png", "*curve*.png", "curve.json")
 # Repo paths a push manages: stale ones (from an earlier push of another kind) are deleted in the same commit.
 MANAGED = (*MODEL_FILES, *ADAPTER_FILES, *REPORT_FILES, f"{artifacts.EXAMPLES_DIR}/*")
 

@@ -26,6 +26,7 @@ OPTIONAL_PLOTS = {
     "training_curves.png": "Training curves",
     "learning_curves.png": "Learning curves",
     "loss_curve.png": "Loss curve",
+    "curve.png": "Accuracy vs training images per class (pretrained vs random init)",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -162,15 +163,23 @@ def _guardrails_section(guardrails: dict) -> str:
 
 def _calibration_section(calibration: dict) -> str:
     lines = []
-    if isinstance(calibration.get("temperature"), (int, float)):
-        lines.append(f"- Temperature: {calibration['temperature']:.3f} ({calibration.get('mechanism', 'applied to the head')})")
+    if calibration.get("applied") is False:
+        lines.append(f"- Not calibrated: {calibration.get('reason') or 'no temperature was fitted'}")
+    elif isinstance(calibration.get("temperature"), (int, float)):
+        lines.append(f"- Temperature: {calibration['temperature']:.3f} ({calibration.get('mechanism', 'applied to the head')}"
+                     "; the pushed weights already include it, so `pipeline()` scores are calibrated)")
     for key, label in (("ece_before", "ECE before"), ("ece_after", "ECE after"),
                        ("ece_after_crossfit", "ECE after (cross-fitted)"), ("nll_before", "NLL before"),
                        ("nll_after", "NLL after")):
         if isinstance(calibration.get(key), (int, float)):
             lines.append(f"- {label}: {calibration[key]:.4f}")
     if calibration.get("split"):
-        lines.append(f"- Fitted on: {calibration['split']} ({calibration.get('num_samples', '?')} images)")
+        verb = "Measured on" if calibration.get("applied") is False else "Fitted on"
+        lines.append(f"- {verb}: {calibration['split']} ({calibration.get('num_samples', '?')} images)")
+    test = calibration.get("test") or {}
+    if isinstance(test.get("ece_before"), (int, float)) and isinstance(test.get("ece_after"), (int, float)):
+        lines.append(f"- Test split ({test.get('num_samples', '?')} images): ECE {test['ece_before']:.4f} before, "
+                     f"{test['ece_after']:.4f} after")
     return "\n".join(lines) + "\n" if lines else ""
 
 

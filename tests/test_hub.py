@@ -126,6 +126,11 @@ def test_train_push_to_hub_checks_the_token_first_and_pushes_model_card_and_metr
     card = ModelCard(files["README.md"].decode())
     assert card.data.base_model == BASE and card.data.license == "mit"  # inherited from the base model's card
     assert card.data.eval_results[0].metric_value == round(metrics["accuracy"], 4)
+    # What the rest of the run left in the folder (guardrails, calibration, plots) is pushed and in the card.
+    assert {"calibration.json", "reliability_diagram.png", "top_losses.png"} <= set(files)
+    for text in ("## Calibration", "Overfitting guardrail", "](top_losses.png)", "](confusion_matrix.png)",
+                 "| diagonal |", 'pipeline("image-classification", model="alice/trained")'):
+        assert text in card.text, text
     for token in ALL_TOKENS:
         assert token not in trained.output + trained.retry_output
         assert all(token.encode() not in data for data in files.values())

@@ -103,6 +103,17 @@ def test_card_body_has_labels_per_class_table_plots_training_and_usage(tmp_path)
     assert 'pipeline("image-classification", model="alice/pets")' in usage
 
 
+def test_calibration_that_was_not_applied_says_why(tmp_path):
+    run = make_run(tmp_path / "run", calibration=False)
+    (run / "calibration.json").write_text(json.dumps({
+        "applied": False, "temperature": 1.0, "num_samples": 3, "split": "validation", "ece_before": 0.05,
+        "nll_before": 1.1, "reason": "only 3 validation images; fitting a temperature needs at least 30."}))
+    text = build_model_card(run, repo_id="alice/p").text
+    section = text[text.index("## Calibration"):]
+    assert "Not calibrated: only 3 validation images" in section and "Measured on: validation (3 images)" in section
+    assert "Temperature" not in section
+
+
 def test_plots_are_linked_only_when_pushed(tmp_path):
     run = make_run(tmp_path / "run")
     text = build_model_card(run, repo_id="alice/p", pushed_files={"model.safetensors"}).text
