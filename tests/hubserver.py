@@ -497,11 +497,17 @@ class Router:
             return None, error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return commit, None
 
-    def repo_info(self, repo_type: str, repo_id: str, revision: str) -> Response:
-        repo, err = self.readable(repo_type, repo_id)
+    def _repo_at(self, repo_type: str, repo_id: str, revision: str, *, write: bool = False):
+        """(repo, commit, None) when the caller may read (or ``write``) the repo and the revision exists,
+        else (None, None, the error response)."""
+        repo, err = (self.writable if write else self.readable)(repo_type, repo_id)
         if err is not None:
-            return err
+            return None, None, err
         commit, err = self._revision(repo, revision)
+        return (repo, commit, None) if err is None else (None, None, err)
+
+    def repo_info(self, repo_type: str, repo_id: str, revision: str) -> Response:
+        repo, commit, err = self._repo_at(repo_type, repo_id, revision)
         if err is not None:
             return err
         info = {
@@ -527,10 +533,7 @@ class Router:
         return json_response(200, info)
 
     def preupload(self, repo_type: str, repo_id: str, revision: str) -> Response:
-        repo, err = self.writable(repo_type, repo_id)
-        if err is not None:
-            return err
-        commit, err = self._revision(repo, revision)
+        repo, commit, err = self._repo_at(repo_type, repo_id, revision, write=True)
         if err is not None:
             return err
         files = []
@@ -622,10 +625,7 @@ class Router:
         return sorted(out, key=lambda e: e["path"])
 
     def tree(self, repo_type: str, repo_id: str, revision: str, sub: str) -> Response:
-        repo, err = self.readable(repo_type, repo_id)
-        if err is not None:
-            return err
-        commit, err = self._revision(repo, revision)
+        repo, commit, err = self._repo_at(repo_type, repo_id, revision)
         if err is not None:
             return err
         recursive = self.query.get("recursive", ["false"])[0].lower() in ("true", "1")
@@ -641,10 +641,7 @@ class Router:
         return json_response(200, page, headers)
 
     def paths_info(self, repo_type: str, repo_id: str, revision: str) -> Response:
-        repo, err = self.readable(repo_type, repo_id)
-        if err is not None:
-            return err
-        commit, err = self._revision(repo, revision)
+        repo, commit, err = self._repo_at(repo_type, repo_id, revision)
         if err is not None:
             return err
         content_type = self.handler.headers.get("Content-Type", "")
@@ -691,10 +688,7 @@ class Router:
         return json_response(200, {"branches": branches, "tags": [], "converts": [], "pullRequests": []})
 
     def list_commits(self, repo_type: str, repo_id: str, revision: str) -> Response:
-        repo, err = self.readable(repo_type, repo_id)
-        if err is not None:
-            return err
-        commit, err = self._revision(repo, revision or "main")
+        repo, commit, err = self._repo_at(repo_type, repo_id, revision or "main")
         if err is not None:
             return err
         return json_response(200, [
@@ -732,10 +726,7 @@ class Router:
     # ---- downloads
     def resolve(self, repo_type: str, repo_id: str, revision: str, path: str) -> Response:
         with self.state.lock:
-            repo, err = self.readable(repo_type, repo_id)
-            if err is not None:
-                return err
-            commit, err = self._revision(repo, revision)
+            repo, commit, err = self._repo_at(repo_type, repo_id, revision)
             if err is not None:
                 return err
             data = commit.files.get(path)

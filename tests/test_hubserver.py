@@ -50,6 +50,15 @@ def make_folder(root: Path) -> dict[str, bytes]:
     return files
 
 
+def uploaded(hub, repo_id: str, tmp_path: Path):
+    """``repo_id`` created and filled by ``upload_folder`` from a fresh folder: (api, commit info, src, files)."""
+    api = api_for(hub)
+    api.create_repo(repo_id)
+    src = tmp_path / "src"
+    files = make_folder(src)
+    return api, api.upload_folder(repo_id=repo_id, folder_path=src), src, files
+
+
 def test_whoami_knows_tokens_and_refuses_bad_ones(hub):
     me = api_for(hub).whoami()
     assert me["name"] == "alice"
@@ -78,11 +87,7 @@ def test_create_repo_conflict_returns_url_on_request_host(hub):
 
 
 def test_upload_folder_then_snapshot_download_is_byte_identical(hub, tmp_path):
-    api = api_for(hub)
-    api.create_repo("alice/folder")
-    src = tmp_path / "src"
-    files = make_folder(src)
-    info = api.upload_folder(repo_id="alice/folder", folder_path=src)
+    api, info, src, files = uploaded(hub, "alice/folder", tmp_path)
     assert len(info.oid) == 40 and int(info.oid, 16) >= 0
     assert info.commit_url == f"{hub.url}/alice/folder/commit/{info.oid}"
     out = Path(snapshot_download("alice/folder", endpoint=hub.url, token=ALICE_TOKEN, cache_dir=tmp_path / "cache"))
@@ -93,11 +98,7 @@ def test_upload_folder_then_snapshot_download_is_byte_identical(hub, tmp_path):
 
 
 def test_unchanged_push_makes_no_commit_and_a_change_makes_exactly_one(hub, tmp_path):
-    api = api_for(hub)
-    api.create_repo("alice/same")
-    src = tmp_path / "src"
-    make_folder(src)
-    first = api.upload_folder(repo_id="alice/same", folder_path=src)
+    api, first, src, _ = uploaded(hub, "alice/same", tmp_path)
     n_commits = len(hub.state.commits("alice/same"))
     # Both client paths: upload_folder (the pipelined upload) and create_commit.
     again = api.upload_folder(repo_id="alice/same", folder_path=src)
@@ -128,11 +129,7 @@ def test_server_flags_a_commit_identical_to_its_parent(hub):
 
 
 def test_create_commit_adds_and_deletes_files_and_folders(hub, tmp_path):
-    api = api_for(hub)
-    api.create_repo("alice/ops")
-    src = tmp_path / "src"
-    make_folder(src)
-    api.upload_folder(repo_id="alice/ops", folder_path=src)
+    api, *_ = uploaded(hub, "alice/ops", tmp_path)
     api.create_commit("alice/ops", commit_message="prune", operations=[
         CommitOperationDelete("sub/"), CommitOperationDelete("empty.txt"),
         CommitOperationAdd("new.txt", b"new"),
@@ -233,11 +230,7 @@ def test_branches_refs_and_history(hub):
 
 
 def test_tree_listing_recursive_and_paginated(hub, tmp_path):
-    api = api_for(hub)
-    api.create_repo("alice/tree")
-    src = tmp_path / "src"
-    make_folder(src)
-    api.upload_folder(repo_id="alice/tree", folder_path=src)
+    api, *_ = uploaded(hub, "alice/tree", tmp_path)
     hub.state.tree_page_size = 2  # force the client to follow Link: rel="next"
     flat = {(e.path, type(e).__name__) for e in api.list_repo_tree("alice/tree")}
     assert flat == {(".gitattributes", "RepoFile"), ("config.json", "RepoFile"), ("empty.txt", "RepoFile"),
