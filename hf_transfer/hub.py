@@ -128,9 +128,13 @@ def check_write_access(repo_id: str, *, token: str | None = None, endpoint: str 
                 f"The Hub at {api.endpoint} rejected the token from {source} (401): it is invalid, expired or "
                 f"revoked. {TOKEN_HELP} (`hf auth login --force` replaces a stored token.)"
             ) from None
+        detail = " ".join(redact(str(error), token).split())[:300]
+        if status is not None:
+            raise HubError(f"The Hub at {api.endpoint} answered HTTP {status} when checking the token ({detail}). "
+                           "Wait a moment and retry (429: too many requests; 5xx: the Hub is having trouble).") from None
         raise HubError(
-            f"Cannot reach the Hub at {api.endpoint} to check the token ({type(error).__name__}: "
-            f"{redact(str(error), token)[:300]}). Check the network (and HF_ENDPOINT), then retry."
+            f"Cannot reach the Hub at {api.endpoint} to check the token ({type(error).__name__}: {detail}). "
+            "Check the network (and HF_ENDPOINT), then retry."
         ) from None
     user = info.get("name", "")
     orgs = tuple(o.get("name", "") for o in info.get("orgs") or [])

@@ -282,6 +282,16 @@ def test_bad_tokens_and_foreign_namespaces_fail_before_upload(hub, trained, toke
     assert token not in str(info.value)
 
 
+def test_hub_unreachable_or_refusing_whoami_is_a_clear_error(hub, trained):
+    with pytest.raises(HubError, match="Cannot reach the Hub at http://127.0.0.1:9"):
+        push_model(trained.out, "alice/x", token=ALICE_TOKEN, endpoint="http://127.0.0.1:9")
+    hub.state.inject_fault(r"^/api/whoami-v2$", method="GET", status=429)
+    with pytest.raises(HubError, match="HTTP 429") as info:
+        push_model(trained.out, "alice/x", token=ALICE_TOKEN, endpoint=hub.url)
+    assert not isinstance(info.value, HubAuthError)
+    assert hub.state.repos == {}
+
+
 def test_repo_owned_by_someone_else_is_refused_even_if_it_exists(hub, trained):
     hub.state.seed_repo("bob/shared", {"README.md": b"# bob's\n"})
     with pytest.raises(HubAuthError, match="cannot write"):
