@@ -191,9 +191,9 @@ def format_table(ranking: Ranking) -> str:
         verdict = c.negative_transfer
         versus = "not computed"
         if verdict:
-            pre = (verdict["pretrained"]["logistic_accuracy"] + verdict["pretrained"]["knn_accuracy"]) / 2
-            rnd = (verdict["random_init"]["logistic_accuracy"] + verdict["random_init"]["knn_accuracy"]) / 2
-            versus = f"{'better' if not verdict['warn'] else 'NOT better'} ({pre:.0%} vs {rnd:.0%})"
+            rnd = verdict["random_init"]
+            versus = (f"{'better' if not verdict['warn'] else 'NOT better'} (random init: LogME {rnd['logme']:.3f}, "
+                      f"logistic {rnd['logistic_accuracy']:.1%}, k-NN {rnd['knn_accuracy']:.1%})")
         rows.append([str(i), c.model, *[_fmt(c.scores.get(n), n) for n in names], versus])
     widths = [max(len(r[j]) for r in [headers, *rows]) for j in range(len(headers))]
     line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731

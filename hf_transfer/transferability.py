@@ -121,8 +121,19 @@ class _Spectrum:
     eigenvalues of F^T F only contribute log(alpha) terms.
     """
 
-    def __init__(self, features: np.ndarray) -> None:
+    def __init__(self, features: np.ndarray, *, rescale: bool = False) -> None:
         self.n, self.d = features.shape
+        # The maximised evidence is invariant to F -> F / c (alpha absorbs c^2), so LogME may work on
+        # unit-RMS features: randomly initialised deep nets can emit features of norm ~1e-19, whose
+        # optimal alpha would fall outside any sane numeric range. `scale2` converts alpha back.
+        self.scale2 = 1.0
+        if rescale:
+            rms = float(np.sqrt(np.mean(features**2)))
+            if rms == 0.0:
+                raise DataError("features are all zero, so they cannot explain any label; check the backbone's "
+                                "output (wrong layer, or weights that were never loaded).")
+            features = features / rms
+            self.scale2 = rms**2
         u, s, _vt = np.linalg.svd(features, full_matrices=False)
         self.u = u                      # (N, k)
         self.sigma = s**2               # (k,) eigenvalues of F^T F (non-zero part)
@@ -161,7 +172,7 @@ class _Spectrum:
                 converged = True
                 break
         ev, _, _ = self.evidence(z, y_sq, alpha, beta)
-        return LogMEFit(alpha=alpha, beta=beta, evidence=ev, iterations=it, converged=converged)
+        return LogMEFit(alpha=alpha * self.scale2, beta=beta, evidence=ev, iterations=it, converged=converged)
 
 
 def logme_evidence(*, features, target, alpha: float, beta: float) -> float:
@@ -191,7 +202,7 @@ def logme_fit(*, features, target, max_iter: int = 100, tol: float = 1e-6) -> Lo
     t = np.asarray(target, dtype=np.float64)
     if t.shape != (f.shape[0],):
         raise DataError(f"target must have shape ({f.shape[0]},) to match features {f.shape}, got {t.shape}.")
-    return _Spectrum(f).fit(t, max_iter=max_iter, tol=tol)
+    return _Spectrum(f, rescale=True).fit(t, max_iter=max_iter, tol=tol)
 
 
 def logme_score(*, features, labels, max_iter: int = 100, tol: float = 1e-6) -> float:
@@ -201,7 +212,7 @@ def logme_score(*, features, labels, max_iter: int = 100, tol: float = 1e-6) -> 
     sample); higher means the features explain the labels better with a linear model.
     """
     f, y, c = _check_features_labels(features, labels)
-    spec = _Spectrum(f)
+    spec = _Spectrum(f, rescale=True)
     total = 0.0
     for k in range(c):
         fit = spec.fit((y == k).astype(np.float64), max_iter=max_iter, tol=tol)
@@ -300,17 +311,21 @@ def _cv_folds(y: np.ndarray, folds: int) -> int:
 
 
 def knn_accuracy(*, features, labels, k: int = 5, folds: int = 5, seed: int = 0) -> float:
-    """Stratified cross-validated k-nearest-neighbour accuracy (cosine distance on the features).
+    """Stratified cross-validated k-nearest-neighbour accuracy: cosine distance on features standardised
+    per dimension (fitted on each training fold), so a large shared offset or a tiny overall scale in
+    the features does not swamp the distances.
 
     features: (N, D); labels: (N,). k is capped by the training-fold size. Returns a float in [0, 1].
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     f, y, _ = _check_features_labels(features, labels)
     n_folds = _cv_folds(y, folds)
     k_eff = max(1, min(k, int(f.shape[0] * (n_folds - 1) / n_folds)))
-    clf = KNeighborsClassifier(n_neighbors=k_eff, metric="cosine")
+    clf = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=k_eff, metric="cosine"))
     cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return float(np.mean(cross_val_score(clf, f, y, cv=cv)))
 

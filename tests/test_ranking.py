@@ -77,8 +77,9 @@ def test_negative_transfer_warning_in_plain_words(world):
     else:
         assert ranking.warnings == []
     pre, rnd = verdict["pretrained"], verdict["random_init"]
-    gain = (pre["logistic_accuracy"] + pre["knn_accuracy"] - rnd["logistic_accuracy"] - rnd["knn_accuracy"]) / 2
-    assert verdict["warn"] == (gain <= verdict["margin"])
+    better = (pre["logme"] > rnd["logme"] + verdict["logme_margin"]
+              and pre["probe_accuracy"] >= rnd["probe_accuracy"] - verdict["accuracy_margin"])
+    assert verdict["warn"] == (not better)
 
 
 @pytest.mark.parametrize(("per_class", "strategy"), [(1, "linear"), (10, "linear"), (11, "lora"), (100, "lora"),

@@ -133,6 +133,28 @@ def test_logme_fixed_point_reaches_the_evidence_maximum():
     assert 2.0 < fit.beta < 8.0
 
 
+def test_logme_is_invariant_to_the_overall_feature_scale():
+    # random-init deep nets can emit features of norm ~1e-19: the score must not depend on that scale
+    features, labels, _, _ = _task(8)
+    ref = logme_score(features=features, labels=labels)
+    for scale in (1e-19, 1e-6, 1e6):
+        assert logme_score(features=features * scale, labels=labels) == pytest.approx(ref, rel=1e-7)
+    t = (labels == 0).astype(float)
+    fit, tiny = logme_fit(features=features, target=t), logme_fit(features=features * 1e-10, target=t)
+    assert tiny.evidence == pytest.approx(fit.evidence, rel=1e-7)
+    assert tiny.alpha == pytest.approx(fit.alpha * 1e-20, rel=1e-5) and tiny.beta == pytest.approx(fit.beta, rel=1e-5)
+    # and alpha is reported in the caller's units: the direct likelihood at (alpha, beta) matches
+    assert _direct_log_evidence(features, t, fit.alpha, fit.beta) == pytest.approx(fit.evidence, rel=1e-9)
+    with pytest.raises(DataError, match="all zero"):
+        logme_score(features=np.zeros((6, 3)), labels=[0, 1] * 3)
+
+
+def test_knn_ignores_a_shared_offset_that_swamps_cosine_distance():
+    features, labels, _, _ = _task(9, separation=1.5)
+    shifted = features * 1e-3 + 50.0        # a shared offset dominates raw cosine distances
+    assert knn_accuracy(features=shifted, labels=labels) == pytest.approx(knn_accuracy(features=features, labels=labels))
+
+
 def test_logme_score_is_mean_per_sample_evidence_over_one_vs_rest_targets():
     rng = np.random.default_rng(4)
     labels = np.array(["cat", "dog", "fox"] * 10)
