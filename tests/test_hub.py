@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -173,6 +174,9 @@ def test_pull_by_repo_id_gives_the_same_predictions_and_labels(hub, hub_env, tra
     assert "model.safetensors" not in adapter_files and "config.json" not in adapter_files
     assert json.loads(adapter_files["adapter_config.json"])["base_model_name_or_path"] == BASE
 
+    snippets = [block for repo in ("alice/merged", "alice/adapter")
+                for block in re.findall(r"```python\n(.*?)```", hub.state.files(repo)["README.md"].decode(), re.S)]
+    assert len(snippets) == 3  # pipeline(); hf_transfer and peft for the adapter
     code = f"""
 import json
 from transformers import AutoModelForImageClassification, pipeline
@@ -185,6 +189,23 @@ for name, source in (("local", {str(trained.out)!r}), ("merged", "alice/merged")
 pipe = pipeline("image-classification", model="alice/merged", device="cpu")
 out["pipeline"] = {{"labels": None, "preds": [pipe(i, top_k=3) for i in images]}}
 out["from_pretrained"] = AutoModelForImageClassification.from_pretrained("alice/merged").config.id2label
+
+# The usage snippets of the two model cards, run as a reader would (on the first image).
+import ast, contextlib, io, torch
+from PIL import Image
+from transformers import AutoImageProcessor
+out["snippets"] = []
+for snippet in {snippets!r}:
+    scope, printed = {{}}, io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(snippet.replace("path/to/image.jpg", images[0]), scope)
+    if "PeftModel" in snippet:  # loads only; predict like pipeline() does
+        processor = AutoImageProcessor.from_pretrained("alice/adapter")
+        with torch.no_grad():
+            logits = scope["model"](**processor(images=Image.open(images[0]).convert("RGB"), return_tensors="pt")).logits
+        out["snippets"].append(scope["model"].config.id2label[int(logits.argmax())])
+    else:
+        out["snippets"].append(ast.literal_eval(printed.getvalue().strip())[0]["label"])
 print("RESULT" + json.dumps(out))
 """
     proc = run_python(code, hub_env)
@@ -197,6 +218,7 @@ print("RESULT" + json.dumps(out))
         for got, want in zip(result[name]["preds"], reference, strict=True):
             assert [p["label"] for p in got] == [p["label"] for p in want], name
             assert all(abs(g["score"] - w["score"]) < 1e-4 for g, w in zip(got, want, strict=True)), name
+    assert result["snippets"] == [reference[0][0]["label"]] * 3  # every card snippet works and agrees
     # The adapter repo was resolved through its base model on the Hub, by id.
     assert hub.state.requests_to(rf"^/{BASE}/resolve/", "GET")
     assert_no_token_leak(hub, proc.stdout, proc.stderr)
