@@ -40,6 +40,12 @@ def _load_config(source: str, *, spec: str, revision: str | None, trust_remote_c
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
     from transformers import AutoConfig
 
+    if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        found = ", ".join(sorted(p.name for p in Path(source).iterdir())[:8]) or "nothing"
+        raise CheckpointError(
+            f"--model {spec} has no usable config.json (found: {found}): it is not a transformers/timm checkpoint "
+            "folder. Point --model at a folder written by save_pretrained (config.json + model.safetensors)."
+        )
     try:
         return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
     except RevisionNotFoundError as error:

@@ -86,27 +86,37 @@ def _ia3(targets, heads, cfg, extra, **_):
     return IA3Config(target_modules=targets, feedforward_modules=[], modules_to_save=heads, **extra)
 
 
-def _block_size(model, targets, preferred=(32, 16, 8, 4, 2, 1)) -> int:
-    """Largest block size that divides every target's input features (OFT/BOFT need it)."""
-    dims = []
+def _blocked_targets(model, targets, preferred=(32, 16, 8, 4, 2)) -> tuple[int, list[str]]:
+    """OFT/BOFT rotate blocks of a weight's input dimension: pick the largest block size that divides the
+    input size of the targets, leaving out layers no block size fits (e.g. an RGB stem, 3 x 7 x 7 = 147)."""
+    dims = {}
     for name, module in model.named_modules():
         if name in targets:
-            dims.append(module.in_features if isinstance(module, nn.Linear) else
-                        module.in_channels * module.kernel_size[0] * module.kernel_size[1])
-    return next(b for b in preferred if all(d % b == 0 for d in dims))
+            dims[name] = (module.in_features if isinstance(module, nn.Linear) else
+                          module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+    if not dims:  # user-given suffixes/regex: let peft resolve them
+        return preferred[-1], targets
+    fitting = {n: d for n, d in dims.items() if d % preferred[-1] == 0}
+    for size in preferred:
+        if fitting and all(d % size == 0 for d in fitting.values()):
+            return size, [n for n in targets if n in fitting]
+    raise StrategyError("No layer has an input size divisible by 2, so orthogonal blocks cannot be formed. "
+                        "Use --strategy lora.")
 
 
 def _oft(targets, heads, cfg, extra, *, model, **_):
     from peft import OFTConfig
 
-    extra = {"r": 0, "oft_block_size": _block_size(model, targets), **extra}
+    block, targets = _blocked_targets(model, targets)
+    extra = {"r": 0, "oft_block_size": block, **extra}
     return OFTConfig(target_modules=targets, modules_to_save=heads, **extra)
 
 
 def _boft(targets, heads, cfg, extra, *, model, **_):
     from peft import BOFTConfig
 
-    extra = {"boft_block_size": _block_size(model, targets, (8, 4, 2)), "boft_n_butterfly_factor": 1, **extra}
+    block, targets = _blocked_targets(model, targets, (8, 4, 2))
+    extra = {"boft_block_size": block, "boft_n_butterfly_factor": 1, **extra}
     return BOFTConfig(target_modules=targets, modules_to_save=heads, **extra)
 
 

@@ -1,0 +1,158 @@
+"""Data sources, splits, shots and the bad-input catalogue: each error names the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny import make_image_folder
+
+from hf_transfer.config import DataConfig
+from hf_transfer.data import load_splits, stratified_split
+from hf_transfer.errors import DataError, DataNotFoundError, HfTransferError
+
+
+def test_image_folder_splits_and_labels(image_folder):
+    splits, report = load_splits(DataConfig(data=str(image_folder)))
+    assert report.label_names == ["cat", "dog", "fish"]
+    assert set(splits) == {"train", "validation"}
+    assert len(splits["train"]) + len(splits["validation"]) == 24
+    # stratified: every class is in validation
+    assert set(splits["validation"]["label"]) == {0, 1, 2}
+
+
+def test_split_folders(split_image_folder):
+    splits, _ = load_splits(DataConfig(data=str(split_image_folder)))
+    assert set(splits) == {"train", "validation", "test"}
+    assert len(splits["test"]) == 12
+
+
+def test_validation_folder_named_val(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=4)
+    val = tmp_path / "v"
+    make_image_folder(val, per_class=2)
+    layout = tmp_path / "split"
+    (layout).mkdir()
+    root.rename(layout / "train")
+    val.rename(layout / "val")
+    splits, _ = load_splits(DataConfig(data=str(layout)))
+    assert len(splits["validation"]) == 6 and len(splits["train"]) == 12
+
+
+def test_shots_per_class_is_seeded_and_exact(image_folder):
+    a, _ = load_splits(DataConfig(data=str(image_folder), shots_per_class=2, data_seed=1))
+    b, _ = load_splits(DataConfig(data=str(image_folder), shots_per_class=2, data_seed=1))
+    assert sorted(a["train"]["label"]) == [0, 0, 1, 1, 2, 2]
+    assert [r["path"] for r in a["train"]["image"]] == [r["path"] for r in b["train"]["image"]]
+
+
+def test_too_few_examples_for_shots(image_folder):
+    with pytest.raises(DataError, match=r"Lower it to \d+ or fewer"):
+        load_splits(DataConfig(data=str(image_folder), shots_per_class=50))
+
+
+def test_csv_with_custom_columns(image_folder, tmp_path):
+    rows = ["file,species"] + [f"{p.relative_to(image_folder)},{p.parent.name}" for p in sorted(image_folder.rglob("*.png"))]
+    (image_folder / "labels.csv").write_text("\n".join(rows))
+    try:
+        splits, report = load_splits(DataConfig(data=str(image_folder / "labels.csv"), image_column="file",
+                                                label_column="species"))
+        assert report.label_names == ["cat", "dog", "fish"]
+        assert len(splits["train"]) + len(splits["validation"]) == 24
+    finally:
+        (image_folder / "labels.csv").unlink()
+
+
+def test_jsonl_source(image_folder, tmp_path):
+    import json
+
+    lines = [json.dumps({"image": str(p), "label": p.parent.name}) for p in sorted(image_folder.rglob("*.png"))]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines))
+    _, report = load_splits(DataConfig(data=str(path)))
+    assert report.label_names == ["cat", "dog", "fish"]
+
+
+def test_missing_column_lists_existing(image_folder, tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("path,kind\n" + "\n".join(f"{p},{p.parent.name}" for p in sorted(image_folder.rglob("*.png"))))
+    with pytest.raises(DataError, match=r"no column 'image'. The columns are \['path', 'kind'\]; pass --image-column"):
+        load_splits(DataConfig(data=str(csv)))
+    with pytest.raises(DataError, match="pass --label-column"):
+        load_splits(DataConfig(data=str(csv), image_column="path"))
+
+
+def test_empty_class_folder(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=3)
+    (root / "empty_class").mkdir()
+    with pytest.raises(DataError, match=r"\['empty_class'\].*hold no images. Add images to them or delete them"):
+        load_splits(DataConfig(data=str(root)))
+
+
+def test_single_class(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=("only",), per_class=4)
+    with pytest.raises(DataError, match="needs at least two"):
+        load_splits(DataConfig(data=str(root)))
+
+
+def test_missing_path_and_unknown_hub_id(tmp_path):
+    with pytest.raises(DataNotFoundError, match="no such file or folder"):
+        load_splits(DataConfig(data=str(tmp_path / "nope")))
+    with pytest.raises(DataNotFoundError):
+        load_splits(DataConfig(data="someone/definitely-not-a-dataset-xyz"))
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "truncated", "zero_bytes", "pdf_renamed"])
+def test_bad_images_error_or_skip(kind, tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=4)
+    bad = root / "cat" / "bad.jpg"
+    if kind == "corrupt":
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    elif kind == "truncated":
+        data = (root / "cat" / "000.png").read_bytes()
+        bad = root / "cat" / "bad.png"
+        bad.write_bytes(data[: len(data) // 2])
+    elif kind == "zero_bytes":
+        bad.write_bytes(b"")
+    else:
+        bad.write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n")
+    with pytest.raises(DataError, match="--on-bad-image skip"):
+        load_splits(DataConfig(data=str(root)))
+    splits, report = load_splits(DataConfig(data=str(root), on_bad_image="skip"))
+    assert [b["file"] for b in report.bad_images] == [str(bad)]
+    assert sum(len(s) for s in splits.values()) == 12
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1"])
+def test_every_image_mode_loads(mode, tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=3)
+    rgb = Image.open(root / "cat" / "000.png").convert("RGB")
+    if mode == "I;16":
+        odd = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257), mode="I;16")
+        odd.save(root / "cat" / "odd.png")
+    elif mode == "CMYK":
+        rgb.convert("CMYK").save(root / "cat" / "odd.jpg")
+    else:
+        rgb.convert(mode).save(root / "cat" / "odd.png")
+    splits, report = load_splits(DataConfig(data=str(root)))
+    assert report.bad_images == []
+    from hf_transfer.images import load_image
+
+    for record in list(splits["train"]["image"]) + list(splits["validation"]["image"]):
+        assert load_image(record).mode == "RGB"
+
+
+def test_stratified_split_keeps_every_class():
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"label": [0] * 10 + [1] * 3 + [2] * 2},
+                                    features=datasets.Features({"label": datasets.ClassLabel(names=["a", "b", "c"])}))
+    train, val = stratified_split(ds, 0.2, seed=0)
+    assert sorted(set(ds.select(val)["label"])) == [0, 1, 2]
+    assert sorted(set(ds.select(train)["label"])) == [0, 1, 2]
+    assert not set(train) & set(val)
+
+
+def test_errors_are_package_and_builtin_errors():
+    assert issubclass(DataError, HfTransferError) and issubclass(DataError, ValueError)
+    assert issubclass(DataNotFoundError, FileNotFoundError)

@@ -1,0 +1,115 @@
+"""The strategy registry: every peft method on a transformer backbone, conv support, clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForImageClassification
+
+from hf_transfer.config import StrategyConfig
+from hf_transfer.errors import HfTransferError, StrategyError
+from hf_transfer.models import find_head_names, load_model_for_labels
+from hf_transfer.strategies import REGISTRY, Strategy, apply_strategy, build_param_groups, get_strategy, register
+
+PEFT_METHODS = [name for name, s in REGISTRY.items() if s.is_peft]
+CONV_METHODS = [name for name, s in REGISTRY.items() if s.is_peft and torch.nn.Conv2d in s.layer_types]
+LINEAR_ONLY = [name for name, s in REGISTRY.items() if s.is_peft and torch.nn.Conv2d not in s.layer_types]
+
+
+def _model(tiny_checkpoints, arch):
+    return load_model_for_labels(str(tiny_checkpoints(arch)), ["a", "b"])
+
+
+def _step(model):
+    """One forward/backward: the trainable parameters get gradients and the head is among them."""
+    pixels = torch.randn(2, 3, 32, 32)
+    out = model(pixel_values=pixels, labels=torch.tensor([0, 1]))
+    out.loss.backward()
+    grads = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is not None]
+    assert grads
+    return grads
+
+
+def test_registry_lists_expected_methods():
+    assert {"linear", "full", "lora", "dora", "loha", "lokr", "ia3", "oft", "boft", "vera", "fourierft", "hra",
+            "adalora"} <= set(REGISTRY)
+
+
+def test_duplicate_registration_refused():
+    with pytest.raises(StrategyError, match="already registered"):
+        register(Strategy("lora", "again", 1e-3))
+
+
+def test_unknown_strategy_names_choices():
+    with pytest.raises(StrategyError, match="Choose one of: linear, full, lora"):
+        get_strategy("lorax")
+    assert issubclass(StrategyError, ValueError) and issubclass(StrategyError, HfTransferError)
+
+
+@pytest.mark.parametrize("method", PEFT_METHODS)
+def test_every_peft_method_on_vit(method, tiny_checkpoints, tmp_path):
+    applied = apply_strategy(_model(tiny_checkpoints, "vit"), StrategyConfig(strategy=method, lora_r=4), total_steps=20)
+    grads = _step(applied.model)
+    assert any("classifier" in n for n in grads), "the head must train"
+    assert any("classifier" not in n for n in grads), "the adapter must train"
+    # ViT attention in transformers 5 is q_proj/k_proj/v_proj/o_proj: the targets must include them
+    assert any(t.endswith("q_proj") for t in applied.target_modules)
+    assert applied.trainable_params < applied.total_params
+    applied.model.save_pretrained(tmp_path / method)
+    assert (tmp_path / method / "adapter_model.safetensors").is_file()
+    merged = applied.model.merge_and_unload()
+    assert isinstance(merged, torch.nn.Module)
+
+
+@pytest.mark.parametrize("method", CONV_METHODS)
+def test_conv_methods_on_resnet(method, tiny_checkpoints):
+    applied = apply_strategy(_model(tiny_checkpoints, "resnet"), StrategyConfig(strategy=method, lora_r=4))
+    grads = _step(applied.model)
+    assert any("classifier" in n for n in grads)
+    assert any("convolution" in t for t in applied.target_modules)
+
+
+@pytest.mark.parametrize("method", LINEAR_ONLY)
+def test_linear_only_methods_refuse_conv_backbones_with_a_fix(method, tiny_checkpoints):
+    with pytest.raises(StrategyError, match="Linear layers only.*Use lora"):
+        apply_strategy(_model(tiny_checkpoints, "resnet"), StrategyConfig(strategy=method))
+
+
+@pytest.mark.parametrize("arch", ["swin", "convnext", "dinov2", "timm_resnet", "timm_vit", "deit", "beit"])
+def test_lora_targets_every_backbone(arch, tiny_checkpoints):
+    applied = apply_strategy(_model(tiny_checkpoints, arch), StrategyConfig(strategy="lora", lora_r=2))
+    assert applied.target_modules, arch
+    _step(applied.model)
+
+
+def test_head_detection(tiny_checkpoints):
+    assert find_head_names(_model(tiny_checkpoints, "vit")) == ["classifier"]
+    assert find_head_names(_model(tiny_checkpoints, "timm_resnet")) == ["timm_model.fc"]
+
+
+def test_layer_decay_groups(tiny_checkpoints):
+    model = _model(tiny_checkpoints, "vit")
+    applied = apply_strategy(model, StrategyConfig(strategy="full", layer_decay=0.5))
+    groups = build_param_groups(model, applied, learning_rate=1e-3, weight_decay=0.05, layer_decay=0.5)
+    lrs = sorted({g["lr"] for g in groups if not g["is_head"]})
+    assert len(lrs) >= 3 and lrs[0] < lrs[-1]  # earlier layers learn slower
+    assert all(g["weight_decay"] == 0.0 for g in groups if all(p.ndim <= 1 for p in g["params"]))
+
+
+def test_layer_decay_only_for_full(tiny_checkpoints):
+    with pytest.raises(StrategyError, match="--layer-decay applies to --strategy full"):
+        apply_strategy(_model(tiny_checkpoints, "vit"), StrategyConfig(strategy="lora", layer_decay=0.5))
+
+
+def test_bad_peft_options_json(tiny_checkpoints):
+    with pytest.raises(StrategyError, match="not valid JSON"):
+        apply_strategy(_model(tiny_checkpoints, "vit"), StrategyConfig(strategy="lora", peft_options="{r: 3"))
+
+
+def test_linear_probe_freezes_backbone(tiny_checkpoints):
+    model = AutoModelForImageClassification.from_pretrained(tiny_checkpoints("resnet"))
+    applied = apply_strategy(model, StrategyConfig(strategy="linear"))
+    trainable = [n for n, p in applied.model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("classifier") for n in trainable)
+    applied.model.train()
+    assert not applied.model.resnet.training  # frozen backbone stays in eval mode (BatchNorm statistics)
