@@ -1,0 +1,70 @@
+"""Config dataclasses: YAML (flat or sectioned) + command-line overrides, validated with fixes named."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hf_transfer.config import GROUPS, RunConfig, parse_run_config
+from hf_transfer.errors import ConfigError
+
+
+def test_every_field_has_help():
+    for group in GROUPS:
+        for field in dataclasses.fields(group):
+            assert field.metadata.get("help"), f"{group.__name__}.{field.name} has no help text"
+
+
+def test_yaml_then_cli_overrides(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  model: embedded:efficientnet_lite0\ndata:\n  data: some/folder\n"
+                      "strategy:\n  strategy: dora\n  lora_r: 4\ntrain:\n  output_dir: out\n  max_steps: 7\n")
+    run = parse_run_config(["--config", str(config), "--max-steps", "3", "--strategy", "lora", "--lora_r", "8"])
+    assert run.model.model == "embedded:efficientnet_lite0"
+    assert run.train.max_steps == 3 and run.strategy.strategy == "lora" and run.strategy.lora_r == 8
+    assert run.data.data == "some/folder"
+
+
+def test_flat_yaml(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: m\ndata: d\noutput_dir: o\nresume: true\n")
+    run = parse_run_config(["--config", str(config)])
+    assert run.train.resume is True
+
+
+def test_unknown_yaml_key_named(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: m\ndata: d\noutput_dir: o\nlearning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match=r"Unknown config key\(s\) \['learning_rat'\]"):
+        parse_run_config(["--config", str(config)])
+
+
+def test_unknown_cli_flag_named():
+    with pytest.raises(ConfigError, match="--max-stepz"):
+        parse_run_config(["--model", "m", "--data", "d", "--output-dir", "o", "--max-stepz", "3"])
+
+
+def test_required_values_named():
+    with pytest.raises(ConfigError, match="pass --model"):
+        parse_run_config(["--data", "d", "--output-dir", "o"])
+    with pytest.raises(ConfigError, match="pass --output-dir"):
+        parse_run_config(["--model", "m", "--data", "d"])
+
+
+def test_bad_values():
+    with pytest.raises(ConfigError, match="--validation-fraction"):
+        parse_run_config(["--model", "m", "--data", "d", "--output-dir", "o", "--validation-fraction", "1.5"])
+    with pytest.raises(ConfigError, match="--shots-per-class"):
+        parse_run_config(["--model", "m", "--data", "d", "--output-dir", "o", "--shots-per-class", "0"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_run_config(["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_round_trip(tmp_path):
+    run = RunConfig.from_dict({"model": "m", "data": "d", "output_dir": "o", "strategy": "ia3"}).validate()
+    run.save_yaml(tmp_path / "r.yaml")
+    assert RunConfig.from_yaml(tmp_path / "r.yaml").to_dict() == run.to_dict()
