@@ -237,7 +237,7 @@ class RunConfig:
     strategy: StrategyConfig
     train: TrainConfig
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         for group in (self.model, self.data, self.strategy, self.train):
             group.validate()
         return self
@@ -249,7 +249,7 @@ class RunConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         flat = flatten_sections(values)
         groups = {}
         for name, klass in zip(SECTIONS, GROUPS):
@@ -258,7 +258,7 @@ class RunConfig:
         return cls(**groups)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "RunConfig":
+    def from_yaml(cls, path: str | Path) -> RunConfig:
         return cls.from_dict(read_yaml(path))
 
 

@@ -104,7 +104,6 @@ def _load_raw(cfg: DataConfig):
 
 def _load_folder(folder: Path):
     """An image folder: class sub-folders, optionally under train/ validation/ test/ split folders."""
-    import datasets
 
     children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     split_dirs = [p for p in children if p.name.lower() in SPLIT_FOLDER_NAMES]

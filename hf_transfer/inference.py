@@ -7,8 +7,9 @@ then softmax (sigmoid for multi-label models).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ class ImageClassifier:
         self.info = artifacts.load_run_info(folder) if folder else {"metrics": {}, "summary": {}, "labels": {}, "examples": {}}
 
     @classmethod
-    def from_pretrained(cls, model: str, *, revision: str | None = None, device: str | None = None) -> "ImageClassifier":
+    def from_pretrained(cls, model: str, *, revision: str | None = None, device: str | None = None) -> ImageClassifier:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         folder = local_folder(model, revision=revision)

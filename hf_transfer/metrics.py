@@ -6,8 +6,9 @@ fails offline, blaming a missing local file; scikit-learn computes the same numb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: Sequence[str], *,
                            multi_label: bool = False, top_k: Sequence[int] = (5,)) -> dict[str, Any]:
     """All headline numbers for one split. ``logits`` (N, C); ``labels`` (N,) ids or (N, C) multi-hot."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
-                                 top_k_accuracy_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
 
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels)

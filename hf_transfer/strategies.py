@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import re
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -8,8 +8,9 @@ decode/augment path can swap :func:`make_train_transform` without touching the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -30,7 +31,7 @@ class PreprocessSpec:
     crop_pct: float = 1.0
 
     @classmethod
-    def from_processor(cls, processor: Any) -> "PreprocessSpec":
+    def from_processor(cls, processor: Any) -> PreprocessSpec:
         data_config = getattr(processor, "data_config", None)
         if data_config:  # timm (TimmWrapperImageProcessor)
             _, height, width = data_config["input_size"]
