@@ -28,12 +28,13 @@ SCORES: dict[str, str] = {
     "knn_accuracy": "k-NN acc",
 }
 NEEDS_SOURCE_HEAD = ("nce", "leep")
+NCE_MIN_PER_SOURCE_CLASS = 5     # images per predicted source class below which NCE is flagged as biased
 
 # examples per class at or below which each strategy is recommended (the last one covers the rest)
 STRATEGY_THRESHOLDS = ((10, "linear"), (100, "lora"))
 
-__all__ = ["SCORES", "CandidateScores", "Ranking", "format_table", "plot_ranking", "rank_models",
-           "recommend_strategy", "score_features", "write_ranking"]
+__all__ = ["SCORES", "CandidateScores", "Ranking", "format_table", "nce_reliability_note", "plot_ranking",
+           "rank_models", "recommend_strategy", "score_features", "write_ranking"]
 
 
 @dataclass
@@ -89,6 +90,18 @@ def score_features(*, features, labels, source_probs=None, seed: int = 0) -> dic
     return out
 
 
+def nce_reliability_note(source_probs) -> str | None:
+    """A warning when the N images spread over so many predicted source classes (fewer than
+    NCE_MIN_PER_SOURCE_CLASS images each) that H(Y|Z) is underestimated and NCE looks too good."""
+    probs = np.asarray(source_probs)
+    n, used = probs.shape[0], int(np.unique(probs.argmax(axis=1)).size)
+    if n / used >= NCE_MIN_PER_SOURCE_CLASS:
+        return None
+    return (f"NCE: the {n} images fall into {used} source classes (about {n / used:.1f} each), so H(Y|Z) is "
+            "estimated from very few images per class and NCE is biased towards 0 (too optimistic); trust "
+            "LogME/LEEP more here, or raise --sample-size.")
+
+
 def recommend_strategy(*, examples_per_class: float) -> tuple[str, str]:
     """(strategy, reason) for this many training examples per class."""
     name = next((n for limit, n in STRATEGY_THRESHOLDS if examples_per_class <= limit), "full")
@@ -133,6 +146,8 @@ def rank_models(*, data, models: Sequence[str], sample_size: int | None = 500, s
         pre = extract_features(model=spec, dataset=sample, cache_dir=cache_dir, batch_size=batch_size)
         scores = score_features(features=pre.features, labels=pre.labels, source_probs=pre.source_probs, seed=seed)
         notes = [pre.meta["source_head_note"]]
+        if pre.source_probs is not None and (note := nce_reliability_note(pre.source_probs)):
+            notes.append(note)
         random_scores: dict[str, float | None] = {}
         verdict: dict[str, Any] = {}
         if baseline:
@@ -204,6 +219,7 @@ def format_table(ranking: Ranking) -> str:
     text.append(f"Recommended checkpoint: {ranking.recommended_model}")
     text.append(f"Recommended strategy: {ranking.recommended_strategy} ({ranking.strategy_reason})")
     text.extend(ranking.warnings)
+    text.extend(f"{c.model}: {n}" for c in ranking.candidates for n in c.notes if n.startswith("NCE"))
     return "\n".join(text)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 from transfer_fixtures import make_image_folder, save_headless_vit, save_random_vit, save_trained_vit
@@ -11,7 +12,7 @@ from transfer_fixtures import make_image_folder, save_headless_vit, save_random_
 from hf_transfer.cli import main
 from hf_transfer.config import DataConfig
 from hf_transfer.errors import ConfigError
-from hf_transfer.ranking import SCORES, rank_models, recommend_strategy
+from hf_transfer.ranking import SCORES, nce_reliability_note, rank_models, recommend_strategy
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,8 @@ def test_rank_cli_puts_the_informed_checkpoint_first(world, capsys):
     for name in SCORES:
         assert first["scores"][name] is not None and second["scores"][name] is not None
         assert first["scores"][name] > second["scores"][name], name
+    # 45 images over the informed head's 3 source classes: enough per class, so NCE is not flagged
+    assert not any(n.startswith("NCE") for n in first["notes"])
     # the guardrail: trained features beat random-init ones of the same architecture
     assert first["negative_transfer"]["verdict"] == "better"
     assert first["random_init"]["logme"] < first["scores"]["logme"]
@@ -98,3 +101,16 @@ def test_bad_arguments(world, tmp_path):
         rank_models(data=cfg, models=[str(root / "random")], rank_by="accuracy")
     assert main(["rank", "--data", str(data), "--models", str(tmp_path / "nope"), "--output-dir",
                  str(tmp_path / "o")]) == 2
+
+
+def test_nce_is_flagged_when_source_classes_outnumber_the_sample():
+    from hf_transfer.transferability import nce_score
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 15)
+    spread = np.eye(300)[rng.choice(300, size=30, replace=False)]      # 30 images, 30 distinct source classes
+    note = nce_reliability_note(spread)
+    assert note and "30 source classes" in note and "biased towards 0" in note
+    # the bias is real: unrelated labels still get the best possible NCE, 0
+    assert nce_score(source_predictions=spread, labels=labels) == pytest.approx(0.0)
+    assert nce_reliability_note(np.eye(3)[np.arange(30) % 3]) is None   # 10 images per source class
