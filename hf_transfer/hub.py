@@ -281,8 +281,9 @@ def _commit(access: HubAccess, repo_id: str, *, repo_type: str, files: dict[str,
         detail = redact(str(error), token).strip().splitlines()
         reason = f"HTTP {status}" if status else type(error).__name__
         raise HubPushError(
-            f"Push to {repo_id} failed ({reason}: {' '.join(detail)[:400]}). Nothing local was changed and the Hub "
-            f"repo was left as it was. Retry with:\n  {retry}",
+            f"Push to {repo_id} failed ({reason}: {' '.join(detail)[:400]}). Nothing local was changed. The push is "
+            f"one commit, so the Hub repo holds all of it or none of it, and retrying is safe (files already there "
+            f"are not sent again). Retry with:\n  {retry}",
             retry_command=retry,
         ) from None
     prefix = "" if repo_type == "model" else f"{repo_type}s/"

@@ -264,6 +264,16 @@ def test_push_failing_midway_keeps_everything_and_the_printed_retry_completes(hu
     assert_no_token_leak(hub, message, proc.stdout, proc.stderr)
 
 
+def test_a_lost_commit_response_is_safe_to_retry(hub, trained):
+    hub.state.inject_fault(r"/commit/", drop=True, after=True)  # the commit lands, its answer never arrives
+    with pytest.raises(HubPushError) as info:
+        push_model(trained.out, "alice/lost", token=ALICE_TOKEN, endpoint=hub.url)
+    assert "all of it or none of it" in str(info.value)
+    landed = hub.state.commits("alice/lost")[0].oid
+    again = push_model(trained.out, "alice/lost", token=ALICE_TOKEN, endpoint=hub.url)
+    assert not again.changed and again.commit_oid == landed
+
+
 def test_server_error_text_quoting_the_token_is_redacted(hub, trained):
     hub.state.inject_fault(r"/commit/", status=502, message=f"proxy saw Authorization: Bearer {ALICE_TOKEN}")
     with pytest.raises(HubPushError) as info:
