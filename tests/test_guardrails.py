@@ -114,10 +114,17 @@ def test_train_stops_a_memorising_run_and_records_it(tmp_path):
         strategy=StrategyConfig(strategy="full"),
         train=TrainConfig(output_dir=str(tmp_path / "out"), num_train_epochs=40, learning_rate=3e-3,
                           per_device_train_batch_size=14, logging_steps=1, use_cpu=True, dataloader_num_workers=0,
-                          early_stopping_patience=0, examples_per_class=0, calibrate=False, save_total_limit=1),
+                          early_stopping_patience=0, examples_per_class=0, calibrate=False, save_total_limit=1,
+                          negative_transfer_check=True),
     )
     result = train(run)
-    guard = json.loads((tmp_path / "out" / "training_summary.json").read_text())["guardrails"]["overfitting"]
+    guardrails = json.loads((tmp_path / "out" / "training_summary.json").read_text())["guardrails"]
+    # the opt-in pre-training check ran on the training images and recorded its verdict
+    check = guardrails["negative_transfer"]
+    assert check["verdict"] in ("better", "not_better") and check["num_samples"] == 28
+    assert set(check["pretrained"]) == set(check["random_init"]) == {"logme", "logistic_accuracy", "knn_accuracy",
+                                                                     "probe_accuracy"}
+    guard = guardrails["overfitting"]
     assert guard["triggered"], guard["history"]
     assert result.summary["global_step"] == guard["stopped_at_step"] < 40 * 2   # 28 images / 14 = 2 steps an epoch
     assert "memorising" in guard["message"] and "best checkpoint" in guard["message"]
