@@ -242,8 +242,8 @@ def plot_ranking(ranking: Ranking, path: str | Path) -> Path:
         colors = ["tab:green" if i == 0 else "tab:blue" for i in range(len(cands))]
         ax.barh(ypos, shown, color=colors, alpha=0.8)
         for y, v in zip(ypos, values, strict=True):
-            if v is None:
-                ax.text(0, y, " n/a (no head)", va="center", fontsize=7)
+            label = " n/a (no head)" if v is None else f" {_fmt(v, name)}"
+            ax.text(0, y + 0.3, label, va="center", fontsize=7)
         base = [c.random_init.get(name) for c in cands]
         if any(b is not None for b in base):
             ax.scatter([b for b in base if b is not None], [y for y, b in zip(ypos, base, strict=True) if b is not None],
