@@ -500,9 +500,10 @@ def _hub_reachable() -> bool:
 
 @pytest.mark.live_hub
 @pytest.mark.skipif(not LIVE_TOKEN, reason="live Hub test: needs HF_LIVE_TOKEN (or HF_TOKEN)")
-def test_live_hub_push_and_pull_by_id(trained, tmp_path):
+def test_live_hub_push_and_pull_by_id(request, tmp_path):
     if not _hub_reachable():
         pytest.skip("live Hub test: huggingface.co is not reachable")
+    trained = request.getfixturevalue("trained")  # only once the Hub is known to be there
     api = HfApi(token=LIVE_TOKEN, endpoint="https://huggingface.co")
     user = api.whoami()["name"]
     run = tmp_path / "run"
