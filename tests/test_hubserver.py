@@ -117,6 +117,19 @@ def test_unchanged_push_makes_no_commit_and_a_change_makes_exactly_one(hub, tmp_
     assert '"path": "config.json"' in body and "weights.bin" not in body  # only the changed file was sent
 
 
+def test_dataset_repos_round_trip_under_their_own_url_prefix(hub, tmp_path):
+    api = api_for(hub)
+    assert api.create_repo("alice/pics", repo_type="dataset") == f"{hub.url}/datasets/alice/pics"
+    api.upload_file(path_or_fileobj=b"a,b\n1,2\n", path_in_repo="data/train.csv", repo_id="alice/pics",
+                    repo_type="dataset")
+    path = hf_hub_download("alice/pics", "data/train.csv", repo_type="dataset", endpoint=hub.url,
+                           token=ALICE_TOKEN, cache_dir=tmp_path / "c")
+    assert Path(path).read_bytes() == b"a,b\n1,2\n"
+    assert hub.state.requests_to(r"^/datasets/alice/pics/resolve/", "GET")
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("alice/pics")  # a dataset is not a model
+
+
 def test_server_flags_a_commit_identical_to_its_parent(hub):
     api_for(hub).create_repo("alice/noop")
     head = hub.state.commits("alice/noop")[0].oid
