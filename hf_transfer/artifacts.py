@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import OutputDirError
 
 CHECKPOINTS_DIR = "checkpoints"
+STAGING_DIR = ".staging"  # under checkpoints/: checkpoints being written; never resumed from
 ADAPTER_DIR = "adapter"
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "training_summary.json"
@@ -56,13 +59,69 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest *complete* Trainer checkpoint (one holding trainer_state.json), or None."""
+    """The newest *complete* Trainer checkpoint (one holding a readable trainer_state.json), or None.
+
+    Checkpoints are written under ``checkpoints/.staging/`` and renamed into place only when complete
+    (:func:`publish_checkpoint`), so a save that was killed is never picked.
+    """
     root = Path(output_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return None
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()
-             and (p / "trainer_state.json").is_file()]
+             and _readable_json(p / "trainer_state.json")]
     return max(found)[1] if found else None
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def publish_checkpoint(staging: str | Path, final: str | Path) -> Path:
+    """Make a fully written checkpoint folder visible under its final name in one atomic rename.
+
+    Files are flushed to disk first, so the rename never becomes durable before the data it names.
+    """
+    staging, final = Path(staging), Path(final)
+    for path in staging.rglob("*"):
+        if path.is_file():
+            _fsync(path)
+    _fsync(staging)
+    if final.exists():  # the same step saved again (e.g. after resuming from an older checkpoint)
+        replaced = staging.with_name(f"{final.name}.replaced")
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.replace(final, replaced)
+        os.replace(staging, final)
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    _fsync(final.parent)
+    try:
+        staging.parent.rmdir()  # the staging folder, once empty
+    except OSError:
+        pass
+    return final
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def discard_partial_checkpoints(output_dir: str | Path) -> list[str]:
+    """Delete checkpoints whose save was interrupted (left in ``checkpoints/.staging``); returns their names."""
+    root = Path(output_dir) / CHECKPOINTS_DIR / STAGING_DIR
+    if not root.is_dir():
+        return []
+    names = sorted(p.name for p in root.iterdir())
+    shutil.rmtree(root, ignore_errors=True)
+    return names
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -26,7 +26,16 @@ from .data import DataReport, load_splits
 from .guardrails import guardrail_summary, training_callbacks
 from .metrics import classification_metrics, format_metrics, plot_confusion_matrix, trainer_metrics
 from .models import load_model_for_labels, load_processor
-from .strategies import AppliedStrategy, apply_strategy, build_param_groups, make_optimizer
+from .strategies import AppliedStrategy, apply_strategy, build_param_groups, get_strategy
+from .trainer import (
+    AugmentationEpoch,
+    PerSampleAugmentation,
+    TransferTrainer,
+    check_launch,
+    is_main_process,
+    unsharded_model,
+    world_size,
+)
 from .transforms import PreprocessSpec, collate, make_batch_transform
 
 
@@ -38,14 +47,6 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
 
 def default_num_workers() -> int:
     """One loader worker per spare core of this process's share of the machine (never 0 with spare cores)."""
@@ -77,6 +78,8 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy_name: str) -
     t = run.train
     metric = t.metric_for_best_model.removeprefix("eval_")
     workers = default_num_workers() if t.dataloader_num_workers < 0 else t.dataloader_num_workers
+    # Several processes without CUDA: without use_cpu the Trainer would run N independent single-process trainings.
+    use_cpu = t.use_cpu or (world_size() > 1 and not torch.cuda.is_available())
     return TrainingArguments(
         output_dir=str(out / artifacts.CHECKPOINTS_DIR),
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -101,14 +104,14 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy_name: str) -
         data_seed=t.seed,
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,
-        dataloader_pin_memory=torch.cuda.is_available() and not t.use_cpu,
+        dataloader_pin_memory=torch.cuda.is_available() and not use_cpu,
         remove_unused_columns=False,  # the image column is turned into pixel_values by our transform
         label_names=["labels"],
         report_to=t.report_to,
-        use_cpu=t.use_cpu,
+        use_cpu=use_cpu,
         torch_compile=t.torch_compile,
         ddp_find_unused_parameters=strategy_name == "full",  # e.g. DINOv2's mask token is unused in forward
-        **mixed_precision(t.mixed_precision, use_cpu=t.use_cpu),
+        **mixed_precision(t.mixed_precision, use_cpu=use_cpu),
     )
 
 
@@ -161,17 +164,28 @@ def train(run: RunConfig) -> RunResult:
         from .hub import check_write_access
 
         check_write_access(run.train.push_to_hub)  # a missing or bad token fails now, not after training
-    out = artifacts.prepare_output_dir(run.train.output_dir, resume=run.train.resume)
-    set_seed(run.train.seed)
+    out = Path(run.train.output_dir).expanduser()
+    args = build_training_arguments(run, out, strategy_name=get_strategy(run.strategy.strategy).name)
+    check_launch(args)  # the process group is up from here on (accelerate launch / torchrun)
     started = time.time()
-
-    splits, report = load_splits(run.data)
-    labels = report.label_names
     multi = run.data.multi_label
-    model = load_model_for_labels(run.model.model, labels, revision=run.model.revision, multi_label=multi,
-                                  init=run.model.init, trust_remote_code=run.model.trust_remote_code)
-    processor = load_processor(run.model.model, revision=run.model.revision,
-                               trust_remote_code=run.model.trust_remote_code)
+    # The main process checks the output folder and fills shared caches (embedded checkpoint/data) first.
+    with args.main_process_first(local=False, desc="output folder, data and checkpoint"):
+        if args.process_index == 0:
+            out = artifacts.prepare_output_dir(out, resume=run.train.resume)
+            for name in artifacts.discard_partial_checkpoints(out):
+                print(f"removed {name}: its save was interrupted before it completed", flush=True)
+        set_seed(run.train.seed)
+        splits, report = load_splits(run.data)
+        labels = report.label_names
+
+        def load_model():
+            return load_model_for_labels(run.model.model, labels, revision=run.model.revision, multi_label=multi,
+                                         init=run.model.init, trust_remote_code=run.model.trust_remote_code)
+
+        model = load_model()
+        processor = load_processor(run.model.model, revision=run.model.revision,
+                                   trust_remote_code=run.model.trust_remote_code)
     spec = PreprocessSpec.from_processor(processor)
     total_steps = estimate_total_steps(len(splits["train"]), run)
     applied = apply_strategy(model, run.strategy, total_steps=total_steps)
@@ -198,9 +212,13 @@ def train(run: RunConfig) -> RunResult:
             num_labels=len(labels)))
 
     learning_rate = run.train.learning_rate or applied.strategy.default_learning_rate
-    groups = build_param_groups(applied.model, applied, learning_rate=learning_rate,
-                                weight_decay=run.train.weight_decay, layer_decay=run.strategy.layer_decay)
-    callbacks: list[TrainerCallback] = []
+
+    def param_groups(model):
+        return build_param_groups(model, applied, learning_rate=learning_rate, weight_decay=run.train.weight_decay,
+                                  layer_decay=run.strategy.layer_decay)
+
+    train_dataset = PerSampleAugmentation(with_transform("train", True), seed=run.train.seed)
+    callbacks: list[TrainerCallback] = [AugmentationEpoch(train_dataset)]
     if run.train.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.train.early_stopping_patience))
     if run.strategy.head_only_steps > 0:
@@ -209,15 +227,15 @@ def train(run: RunConfig) -> RunResult:
         callbacks.append(AdaLoraBudget())
     callbacks.extend(extra_callbacks(run, out))
 
-    trainer = Trainer(
+    trainer = TransferTrainer(
         model=applied.model,
-        args=build_training_arguments(run, out, strategy_name=applied.strategy.name),
-        train_dataset=with_transform("train", True),
+        args=args,
+        param_groups=param_groups,
+        train_dataset=train_dataset,
         eval_dataset=with_transform("validation", False),
         data_collator=collate,
         compute_metrics=trainer_metrics(labels, multi_label=multi),
         processing_class=processor,
-        optimizers=(make_optimizer(groups), None),
         callbacks=callbacks,
         compute_loss_func=make_loss(run, report),
     )
@@ -281,6 +299,10 @@ def train(run: RunConfig) -> RunResult:
         "hf_transfer_version": __version__,
         "guardrails": guardrails | guardrail_summary(trainer),
     }
+    # FSDP shards the weights across processes: gather them into a plain copy on the main process to save.
+    full_model = unsharded_model(trainer, lambda: apply_strategy(load_model(), run.strategy, total_steps=total_steps).model)
+    if full_model is not None:
+        trainer.model = full_model
     if trainer.is_world_process_zero():
         if run.train.calibrate and not multi:
             summary["calibration"] = _calibrate(trainer.model, evaluations, splits, labels, out)
