@@ -199,7 +199,8 @@ class TrainConfig:
     overfitting_guardrail: bool = field(
         default=True,
         metadata={"help": "Stop when validation loss rises for 3 evaluations in a row while training loss keeps "
-                  "falling (the model memorises its images); recorded in training_summary.json guardrails."},
+                  "falling and validation accuracy stalls (the model memorises its images); recorded in "
+                  "training_summary.json guardrails."},
     )
     negative_transfer_check: bool = field(
         default=False,
