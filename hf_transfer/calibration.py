@@ -276,12 +276,12 @@ def plot_top_losses(*, images, probs, labels, id2label: dict[int, str], path: st
     order = np.argsort(-loss, kind="stable")[: max(1, min(k, y.size))]
     cols = min(4, order.size)
     rows = math.ceil(order.size / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.4 * rows), dpi=100, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), order, strict=False):
         pred = int(p[i].argmax())
-        ax.imshow(np.asarray(images[i].convert("RGB")))
+        ax.imshow(np.asarray(images[i].convert("RGB")), interpolation="nearest")
         ax.set_title(f"true: {id2label[int(y[i])]}\npred: {id2label[pred]} ({p[i, pred]:.2f})\n"
                      f"loss {loss[i]:.2f}", fontsize=8, color="black" if pred == y[i] else "darkred")
     fig.suptitle("Top losses (validation)", fontsize=10)
