@@ -84,9 +84,9 @@ def _open(source: Any, name: str) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
-            raise BadImageError(f"{path}: no such file.")
+            raise BadImageError(f"{name}: no such file.")
         if path.stat().st_size == 0:
-            raise BadImageError(f"{path}: the file is empty (0 bytes). Replace it with a real image or delete it.")
+            raise BadImageError(f"{name}: the file is empty (0 bytes). Replace it with a real image or delete it.")
         return Image.open(path)
     raise BadImageError(f"{name}: cannot read an image from a {type(source).__name__}.")
 
