@@ -25,9 +25,25 @@ def _push(args) -> int:
     return 0
 
 
+def _serve_arguments(parser) -> None:
+    from ..space import add_serve_arguments
+
+    add_serve_arguments(parser)
+
+
+def _serve(args) -> int:
+    from ..space import serve
+
+    serve(args)  # blocks until Ctrl+C
+    return 0
+
+
 ACTIONS = {
     "push": ("Create or update a Gradio Space on the Hub that serves a pushed model (app, pinned requirements, "
              "Spaces README, model id).", _push_arguments, _push),
+    "serve": ("Serve the try-it page of a trained model on this machine (the app a Space runs): upload an image, see "
+              "the top labels with scores, the model's labels, metrics, examples and how it was trained. --model takes "
+              "a run's --output-dir, its adapter/ folder or a Hub repo id. Stop with Ctrl+C.", _serve_arguments, _serve),
 }
 
 

@@ -1,0 +1,36 @@
+"""Try a transferred image classifier in the browser (the Gradio app of an hf_transfer Space).
+
+    python app.py --model OUT            # a run's --output-dir, its adapter/ folder, or a Hub repo id
+    MODEL_ID=user/my-model python app.py # how a Space names the model (Settings > Variables)
+
+Listens on GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (gradio's own variables; a Space sets them) unless
+--host / --port are given. Only wiring lives here: loading, prediction, bad-upload messages and the page
+itself are in ``hf_transfer.space`` (tested with the library); ``hf-transfer space serve`` runs the same page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+try:
+    from hf_transfer import space
+    from hf_transfer.errors import HfTransferError
+except ImportError as error:  # the Space was uploaded without the package
+    sys.exit(f"app.py needs the hf_transfer package ({error}). Install the project (pip install -e .) or put its "
+             "hf_transfer/ folder next to app.py (`hf-transfer space push` does), then pip install -r requirements.txt.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the try-it page of a model trained with hf_transfer.")
+    args = space.add_serve_arguments(parser).parse_args(argv)
+    try:
+        space.serve(args)
+    except HfTransferError as error:
+        print(f"app.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
