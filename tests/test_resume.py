@@ -1,0 +1,210 @@
+"""Kill-and-resume: a run SIGKILLed at any step, even in the middle of writing a checkpoint, and resumed with
+``--resume`` ends exactly where an uninterrupted run with the same seed ends (losses, learning rates, data order,
+augmentation, evaluations, final weights and metrics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from launch_helpers import (
+    assert_same_history,
+    history,
+    make_tiny_assets,
+    max_weight_diff,
+    offline_env,
+    read_json,
+    run,
+    tiny_args,
+)
+
+from hf_transfer import artifacts
+from hf_transfer.trainer import PerSampleAugmentation
+
+# Runs hf-transfer training and SIGKILLs itself (no clean-up of any kind, like `kill -9` or the OOM killer)
+# after optimizer step KILL_AT_STEP, or just before the main process publishes checkpoint KILL_AT_PUBLISH (the
+# staging folder then holds every file of that checkpoint, trainer_state.json included).
+KILLER = '''
+import os, signal, sys
+from transformers import TrainerCallback
+from hf_transfer import artifacts, training
+
+step, publish = int(os.environ.get("KILL_AT_STEP", "0")), os.environ.get("KILL_AT_PUBLISH")
+
+
+class Kill(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+callbacks = training.extra_callbacks
+training.extra_callbacks = lambda run, out: callbacks(run, out) + [Kill()]
+publish_checkpoint = artifacts.publish_checkpoint
+
+
+def killing_publish(staging, final):
+    if os.path.basename(str(final)) == publish:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return publish_checkpoint(staging, final)
+
+
+artifacts.publish_checkpoint = killing_publish
+training.run_from_argv(sys.argv[1:])
+'''
+
+# 24 training images, batch 8: 3 steps per epoch, 9 in all; evaluation and a checkpoint every 2 steps (so
+# checkpoints fall mid-epoch) and at the end; default save_total_limit (2) so rotation runs too.
+# The overfitting guardrail is off: it keeps its evaluation history in memory only (it is not a transformers
+# ExportableState), so after --resume it starts counting afresh and may stop at a different step than the
+# uninterrupted run (on this noise data it stops the reference at step 8).
+RUN = {"num_train_epochs": 3, "eval_strategy": "steps", "eval_steps": 2, "save_total_limit": 2,
+       "overfitting_guardrail": False}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    model, data = make_tiny_assets(root)
+    (root / "killer.py").write_text(KILLER)
+    return root, model, data
+
+
+def _train_in_process(args, cache):
+    from hf_transfer.config import parse_run_config
+    from hf_transfer.training import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the subprocesses (OMP_NUM_THREADS=1): the same float summation order
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in offline_env(cache).items():
+                patch.setenv(key, value)
+            return train(parse_run_config(args))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _killed(root, args, **kill):
+    done = run([sys.executable, root / "killer.py", *args], env=offline_env(root / "cache", **kill), cwd=root,
+               check=False)
+    assert done.returncode == -9, f"expected a SIGKILL, got {done.returncode}:\n{done.stderr[-3000:]}"
+
+
+def _resume(root, args, **kill):
+    if kill:
+        return _killed(root, [*args, "--resume"], **kill)
+    run([sys.executable, root / "killer.py", *args, "--resume"], env=offline_env(root / "cache"), cwd=root)
+
+
+def _assert_same_run(resumed, reference):
+    assert_same_history(history(resumed), history(reference), rtol=1e-6)
+    assert max_weight_diff(resumed / "model.safetensors", reference / "model.safetensors") < 1e-6
+    last = sorted((reference / "checkpoints").iterdir())[-1].name
+    weights = "adapter_model.safetensors" if (reference / "adapter").is_dir() else "model.safetensors"
+    assert max_weight_diff(resumed / "checkpoints" / last / weights, reference / "checkpoints" / last / weights) < 1e-6
+    m_res, m_ref = read_json(resumed / "metrics.json"), read_json(reference / "metrics.json")
+    assert m_res["confusion_matrix"] == m_ref["confusion_matrix"]
+    assert m_res["eval_loss"] == pytest.approx(m_ref["eval_loss"], rel=1e-6)
+    s_res, s_ref = read_json(resumed / "training_summary.json"), read_json(reference / "training_summary.json")
+    assert s_res["global_step"] == s_ref["global_step"] == 9
+    assert os.path.basename(s_res["best_checkpoint"]) == os.path.basename(s_ref["best_checkpoint"])
+
+
+def test_full_run_killed_during_a_save_and_mid_epoch_resumes_exactly(assets):
+    root, model, data = assets
+    args = tiny_args(model, data, strategy="full", **RUN)
+    reference = root / "full_reference"
+    _train_in_process([*args, "--output-dir", str(reference)], root / "cache")
+
+    out = root / "full_killed"
+    args = [*args, "--output-dir", str(out)]
+    _killed(root, args, KILL_AT_PUBLISH="checkpoint-4")
+    staged = out / "checkpoints" / artifacts.STAGING_DIR / "checkpoint-4"
+    assert (staged / "trainer_state.json").is_file() and (staged / "model.safetensors").is_file()
+    # Everything of checkpoint-4 was on disk, but it was never published: resume must not trust it.
+    assert artifacts.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-2"
+
+    _resume(root, args, KILL_AT_STEP="5")  # from checkpoint-2; killed mid-epoch, between checkpoints
+    assert not staged.exists(), "the interrupted save was not cleaned up"
+    assert artifacts.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-4"
+
+    _resume(root, args)  # from checkpoint-4, with one step of epoch 2 already done
+    _assert_same_run(out, reference)
+
+
+def test_lora_run_resumes_exactly_with_a_different_worker_count(assets):
+    root, model, data = assets
+    args = tiny_args(model, data, strategy="lora", **RUN)
+    reference = root / "lora_reference"
+    _train_in_process([*args, "--output-dir", str(reference)], root / "cache")
+
+    out = root / "lora_killed"
+    args = [*args, "--output-dir", str(out)]
+    _killed(root, args, KILL_AT_STEP="7")
+    assert artifacts.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-6"
+    # Augmentation is drawn per image from (seed, epoch, index): a loader worker process changes nothing.
+    _resume(root, [*args, "--dataloader-num-workers", "1"])
+    _assert_same_run(out, reference)
+
+
+# ------------------------------------------------------------------------------------- the pieces, directly
+
+def _checkpoint(folder, state=None):
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    if state is not None:
+        (folder / "trainer_state.json").write_text(state)
+    return folder
+
+
+def test_latest_checkpoint_trusts_only_published_complete_folders(tmp_path):
+    root = tmp_path / artifacts.CHECKPOINTS_DIR
+    _checkpoint(root / "checkpoint-2", json.dumps({"global_step": 2}))
+    _checkpoint(root / "checkpoint-4")  # no trainer_state.json: an old-style save that was cut short
+    _checkpoint(root / "checkpoint-6", '{"global_step": 6, "log_hi')  # truncated JSON
+    _checkpoint(root / artifacts.STAGING_DIR / "checkpoint-8", json.dumps({"global_step": 8}))
+    assert artifacts.latest_checkpoint(tmp_path) == root / "checkpoint-2"
+
+    assert artifacts.discard_partial_checkpoints(tmp_path) == ["checkpoint-8"]
+    assert not (root / artifacts.STAGING_DIR).exists()
+    assert artifacts.discard_partial_checkpoints(tmp_path) == []
+
+
+def test_publish_checkpoint_renames_into_place_and_replaces_a_stale_folder(tmp_path):
+    root = tmp_path / artifacts.CHECKPOINTS_DIR
+    staging = root / artifacts.STAGING_DIR
+    _checkpoint(root / "checkpoint-4", json.dumps({"global_step": 4, "old": True}))
+    _checkpoint(staging / "checkpoint-4", json.dumps({"global_step": 4}))
+    artifacts.publish_checkpoint(staging / "checkpoint-4", root / "checkpoint-4")
+    assert json.loads((root / "checkpoint-4" / "trainer_state.json").read_text()) == {"global_step": 4}
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-4"]  # staging and the replaced copy are gone
+
+
+class _Images:
+    """Stands in for a split with a random transform: returns random pixels drawn from the global torch RNG."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, index):
+        return {"pixel_values": torch.rand(3), "labels": index}
+
+
+def test_per_sample_augmentation_depends_only_on_seed_epoch_and_index():
+    data = PerSampleAugmentation(_Images(), seed=3)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    forward = [data[i]["pixel_values"] for i in range(6)]
+    backward = [data[i]["pixel_values"] for i in reversed(range(6))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))  # order and history do not matter
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG (dropout, ...) is untouched
+    assert len({tuple(x.tolist()) for x in forward}) == 6  # images still get different draws
+    data.set_epoch(1)
+    assert not torch.equal(data[0]["pixel_values"], forward[0])  # a new epoch, new augmentation
+    other_seed = PerSampleAugmentation(_Images(), seed=4)
+    assert not np.allclose(other_seed[0]["pixel_values"].numpy(), forward[0].numpy())
