@@ -169,7 +169,7 @@ def training_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if summary.get("global_step") is not None:
         steps = f"{summary['global_step']} steps"
         if isinstance(summary.get("epochs"), (int, float)):
-            steps += f", {summary['epochs']:g} epochs"
+            steps += f", {round(summary['epochs'], 2):g} epochs"
         if isinstance(summary.get("train_runtime_s"), (int, float)):
             steps += f", {summary['train_runtime_s']:.0f} s"
         rows.append(("Training", steps))
@@ -178,8 +178,8 @@ def training_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _table(rows: list[tuple[str, str]]) -> str:
-    return "\n".join(["| | |", "|---|---|", *(f"| {md(name)} | {md(value)} |" for name, value in rows)])
+def _bullets(rows: list[tuple[str, str]]) -> str:
+    return "\n".join(f"- **{md(name)}:** {md(value)}" for name, value in rows)
 
 
 def page_text(classifier: ImageClassifier) -> PageText:
@@ -199,8 +199,8 @@ def page_text(classifier: ImageClassifier) -> PageText:
         title=f"{name}: image classifier",
         intro=intro,
         labels=f"**Labels ({len(labels)}):** {shown}{more}",
-        metrics=_table(metrics) if metrics else "No evaluation metrics were saved with this model.",
-        training=_table(training) if training else "No training summary was saved with this model.",
+        metrics=_bullets(metrics) if metrics else "No evaluation metrics were saved with this model.",
+        training=_bullets(training) if training else "No training summary was saved with this model.",
     )
 
 
@@ -282,8 +282,8 @@ def build_demo(classifier: ImageClassifier, *, top_k: int = DEFAULT_TOP_K):
         submit.click(predict, inputs=image, outputs=label, api_name="predict")
         if examples:
             gr.Examples(examples=[[path] for path, _ in examples], inputs=image, outputs=label, fn=predict,
-                        run_on_click=True, cache_examples=False, example_labels=[name for _, name in examples],
-                        label="Examples (validation images the model did not train on)",
+                        run_on_click=True, cache_examples=False, examples_per_page=MAX_EXAMPLES,
+                        label="Examples: validation images the model did not train on, one class after another",
                         api_visibility="private")
         gr.Markdown(text.labels)
         with gr.Row():

@@ -233,12 +233,12 @@ def test_page_text_comes_from_the_run_folder(classifier, run_dir):
     text = space.page_text(classifier)
     assert text.title == "space_run: image classifier" and "**3 labels**" in text.intro
     assert text.labels == "**Labels (3):** diagonal, horizontal, vertical"
-    assert f"| Accuracy | {100 * metrics['accuracy']:.1f} % |" in text.metrics
-    assert f"| Evaluated on | {metrics['split']} split, {metrics['num_samples']} images |" in text.metrics
-    assert "| Strategy | lora, rank 4 |" in text.training
+    assert f"- **Accuracy:** {100 * metrics['accuracy']:.1f} %\n" in text.metrics
+    assert f"- **Evaluated on:** {metrics['split']} split, {metrics['num_samples']} images" in text.metrics
+    assert "- **Strategy:** lora, rank 4\n" in text.training
     assert f"{summary['trainable_params']:,} of {summary['total_params']:,}" in text.training
     assert space.md(str(summary["base_model"])) in text.training and "space\\_data" in text.training
-    assert f"| Training | 2 steps, {summary['epochs']:g} epochs" in text.training
+    assert f"- **Training:** 2 steps, {round(summary['epochs'], 2):g} epochs" in text.training
 
 
 def test_metrics_fall_back_to_the_model_card(run_dir, tmp_path):
