@@ -452,19 +452,6 @@ def test_space_push_publishes_app_pinned_requirements_card_and_model_id(hub, hub
     again = push_space("alice/adapter", "alice/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
     assert not again.changed and again.commit_oid == result.commit_oid
 
-    # What the Space runtime does: check the repo out, set its variables, use the vendored hf_transfer.
-    checkout = Path(snapshot_download("alice/demo", repo_type="space", endpoint=hub.url, token=ALICE_TOKEN,
-                                      cache_dir=tmp_path / "c"))
-    proc = run_python(f"""
-import os, hf_transfer
-from hf_transfer.inference import load_classifier
-assert hf_transfer.__file__.startswith({str(checkout)!r}), hf_transfer.__file__
-clf = load_classifier(os.environ["MODEL_ID"], device="cpu")
-print("PRED", clf.labels, clf.predict({trained.images[0]!r}, top_k=1)[0]["label"])
-""", {**hub_env, "PYTHONPATH": "", **variables}, cwd=checkout)
-    assert "PRED ['diagonal', 'horizontal', 'vertical']" in proc.stdout
-    assert_no_token_leak(hub, proc.stdout, proc.stderr)
-
     pinned = push_space("alice/adapter", "alice/demo", model_revision=model.commit_oid, app_dir=app,
                         token=ALICE_TOKEN, endpoint=hub.url)
     assert pinned.changed and pinned.commit_oid == result.commit_oid  # only the variables changed
@@ -485,6 +472,32 @@ def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path
                hub_env)
     assert proc.returncode == 0, proc.stderr
     assert hub.state.repo("alice/demo", "space").private
+
+
+def test_space_push_of_space_app_builds_the_page_from_a_checkout(hub, hub_env, trained, tmp_path):
+    from hf_transfer.space_publish import default_app_dir
+
+    seed_base(hub, trained)
+    push_model(trained.out, "alice/adapter", adapter_only=True, token=ALICE_TOKEN, endpoint=hub.url)
+    push_space("alice/adapter", "alice/try-it", token=ALICE_TOKEN, endpoint=hub.url)  # the real space_app/
+    files = hub.state.files("alice/try-it", "space")
+    assert files["app.py"] == (default_app_dir() / "app.py").read_bytes()
+    assert "hf_transfer/space.py" in files and "README.md" in files
+    assert "sdk: gradio" in files["README.md"].decode()  # space_app/README.md (local notes) is replaced
+    variables = {k: v["value"] for k, v in hub.state.repo("alice/try-it", "space").variables.items()}
+    checkout = Path(snapshot_download("alice/try-it", repo_type="space", endpoint=hub.url, token=ALICE_TOKEN,
+                                      cache_dir=tmp_path / "c"))
+    proc = run_python(f"""
+import app, hf_transfer  # app.py exits with a message when it cannot import hf_transfer
+from hf_transfer import space
+assert hf_transfer.__file__.startswith({str(checkout)!r}), hf_transfer.__file__
+classifier = space.load_for_space(device="cpu")
+print("SCORES", sorted(space.predict_scores(classifier, {trained.images[0]!r})))
+print("PAGE", type(space.build_demo(classifier)).__name__)
+""", {**hub_env, "PYTHONPATH": "", **variables}, cwd=checkout)
+    assert "SCORES ['diagonal', 'horizontal', 'vertical']" in proc.stdout
+    assert "PAGE Blocks" in proc.stdout
+    assert_no_token_leak(hub, proc.stdout, proc.stderr)
 
 
 # ------------------------------------------------------------------------------------------------ live Hub
