@@ -77,15 +77,21 @@ def free_port() -> int:
 @contextlib.contextmanager
 def served(classifier, temp_dir: Path, *, top_k: int = space.DEFAULT_TOP_K):
     """The app for ``classifier`` on a loopback port, as ``space.launch`` serves it; yields its URL."""
+    saved = {key: os.environ.get(key) for key in ("GRADIO_ANALYTICS_ENABLED", "GRADIO_TEMP_DIR")}
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ["GRADIO_TEMP_DIR"] = str(temp_dir)  # read when components are built: uploads land here
     demo = space.build_demo(classifier, top_k=top_k)
     port = free_port()
-    space.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
+        space.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def png_claiming_size(width: int, height: int) -> bytes:
