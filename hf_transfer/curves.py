@@ -31,6 +31,9 @@ METHODS = {
     "pretrained_lora": "pretrained, LoRA fine-tune",
 }
 ALL = "all"
+LORA_NOTE = ("each LoRA point is a full `hf-transfer train --strategy lora --shots-per-class K --data-seed SEED` "
+             "run: its K images per class are drawn by the data module (not the probes' images), and its kept "
+             "checkpoint is the best on the validation split, labelled data the linear probes do not see")
 
 __all__ = ["METHODS", "learning_curve", "parse_shots", "plot_curve", "sample_shots", "summarize", "verdicts", "write_curve"]
 
@@ -145,7 +148,7 @@ def learning_curve(*, data, model: str, shots: Sequence[int | str], seeds: int =
         "shots": shots,
         "seeds": seeds,
         "c_reg": c_reg,
-        "lora": {"shots": list(lora_shots), "max_steps": lora_steps} if lora_shots else None,
+        "lora": {"shots": list(lora_shots), "max_steps": lora_steps, "note": LORA_NOTE} if lora_shots else None,
         "methods": {m: METHODS[m] for m in dict.fromkeys(p["method"] for p in points)},
         "points": points,
         "summary": summarize(points),

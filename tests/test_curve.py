@@ -62,6 +62,7 @@ def test_curve_with_real_lora_runs_at_small_shots(world):
         summary = json.loads((root / "lora" / f"shots-2-seed-{seed}" / "training_summary.json").read_text())
         assert summary["strategy"] == "lora" and summary["shots_per_class"] == 2 and summary["train_samples"] == 6
     assert curve["summary"]["pretrained_lora"]["2"]["n"] == 2
+    assert curve["lora"]["shots"] == [2] and "validation split" in curve["lora"]["note"]
 
 
 def test_parse_and_sample_shots():
