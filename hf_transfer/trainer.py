@@ -91,12 +91,28 @@ class PerSampleAugmentation(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def sample_seed(self, index: int) -> int:
-        return int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1, np.uint64)[0])
+        return _mix(self.seed, self.epoch, int(index))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.sample_seed(index))
+        # torchvision draws from the default CPU generator; seeding it directly costs ~4 us (torch.manual_seed
+        # and fork_rng ~65 us, as they also reach for CUDA).
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(self.sample_seed(index))
+        try:
             return self.dataset[int(index)]
+        finally:
+            generator.set_state(state)
+
+
+def _mix(*values: int) -> int:
+    """A well-mixed 63-bit seed from small integers (splitmix64 steps): neighbouring indices get unrelated seeds."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = ((state ^ (value & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        state ^= state >> 31
+    return state >> 1
 
 
 class AugmentationEpoch(TrainerCallback):

@@ -14,7 +14,7 @@ PATHS = ("peer_default", "peer_tuned", "ours_full", "ours_lora", "ours_linear", 
 def test_bench_cpu_mode_reports_every_path(tmp_path):
     out = tmp_path / "bench.json"
     run([sys.executable, REPO / "bench" / "bench.py", "--cpu", "--images", "24", "--steps", "2", "--warmup", "1",
-         "--batch-size", "4", "--tuned-workers", "1", "--peak-tflops", "0.5", "--json", out],
+         "--batch-size", "4", "--tuned-workers", "1", "--repeats", "1", "--peak-tflops", "0.5", "--json", out],
         env=offline_env(tmp_path / "cache"), cwd=tmp_path, timeout=400)
     report = read_json(out)
     assert report["mode"] == "cpu" and not report["errors"]

@@ -23,6 +23,7 @@ from launch_helpers import (
 )
 
 STRATEGIES = ("linear", "full", "lora")
+OTHER_PEFT = ("dora", "loha", "lokr", "ia3", "oft", "boft", "vera", "fourierft", "hra", "adalora")
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,29 @@ def test_ddp_writes_one_output_folder(runs):
         assert checkpoints == ["checkpoint-3", "checkpoint-6"]  # no staging folder left, no duplicates
         files = {p.name for p in (out / "checkpoints" / "checkpoint-6").iterdir()}
         assert {"rng_state_0.pth", "rng_state_1.pth", "trainer_state.json", "optimizer.pt"} <= files
+
+
+@pytest.mark.slow
+def test_every_other_peft_method_trains_under_ddp_like_in_one_process(tmp_path):
+    """The remaining peft methods, one epoch each, 2 processes vs 1 (about 3 minutes on two cores)."""
+    model, data = make_tiny_assets(tmp_path)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    args = tiny_args(model, data, num_train_epochs=1)
+    launch_ddp(driver, [tmp_path / "ddp", ",".join(OTHER_PEFT), *args, "--per-device-train-batch-size", "4"],
+               env=offline_env(tmp_path / "cache"), cwd=tmp_path, timeout=900)
+    from hf_transfer.config import parse_run_config
+    from hf_transfer.training import train
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in offline_env(tmp_path / "cache").items():
+            patch.setenv(key, value)
+        for method in OTHER_PEFT:
+            train(parse_run_config([*args, "--strategy", method, "--output-dir", str(tmp_path / "single" / method)]))
+    for method in OTHER_PEFT:
+        ddp, single = tmp_path / "ddp" / method, tmp_path / "single" / method
+        assert read_json(ddp / "training_summary.json")["global_step"] == 3, method
+        assert read_json(ddp / "metrics.json")["num_samples"] == TEST_IMAGES, method
+        assert (ddp / "adapter" / "adapter_config.json").is_file(), method
+        assert_same_history(history(ddp), history(single), rtol=1e-4)
+        assert max_weight_diff(ddp / "model.safetensors", single / "model.safetensors") < 1e-4, method
