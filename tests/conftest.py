@@ -11,6 +11,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# A real token must never reach the tests' local Hub by accident: it is kept aside for the live_hub tests only.
+if os.environ.get("HF_TOKEN") and not os.environ.get("HF_LIVE_TOKEN"):
+    os.environ["HF_LIVE_TOKEN"] = os.environ["HF_TOKEN"]
 os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if "HF_TRANSFER_CACHE" not in os.environ:  # the embedded checkpoint is converted once per machine, then reused
