@@ -236,7 +236,7 @@ def plot_reliability_diagram(*, probs_before, labels, path: str | Path, probs_af
     import matplotlib.pyplot as plt
 
     p0, y = _check(probs_before, labels, name="probs_before")
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(5, 5.8), dpi=100)
     centers = (np.arange(n_bins) + 0.5) / n_bins
     series = [("before", p0, "tab:red")]
     if probs_after is not None:
@@ -250,7 +250,7 @@ def plot_reliability_diagram(*, probs_before, labels, path: str | Path, probs_af
                alpha=0.7, edgecolor="black", linewidth=0.5, label=f"{name} (ECE {ece:.3f})")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max softmax)", ylabel="accuracy", title=title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
