@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from hf_transfer.errors import ConfigError
 from hf_transfer.transferability import knn_accuracy, logistic_accuracy, logme_score
@@ -34,7 +35,7 @@ OVERFITTING_PATIENCE = 3          # evaluations in a row, used by `hf-transfer t
 # ---------------------------------------------------------------------------------------------- overfitting
 
 
-class OverfittingGuardrail(TrainerCallback):
+class OverfittingGuardrail(TrainerCallback, ExportableState):
     """Stop training when validation loss has not improved for `patience` evaluations while training
     loss kept falling and validation accuracy did not improve either, and record the evidence.
 
@@ -56,6 +57,16 @@ class OverfittingGuardrail(TrainerCallback):
         self.triggered = False
         self.message: str | None = None
         self.stopped_at_step: int | None = None
+
+    def state(self) -> dict:
+        """Saved in each checkpoint's trainer_state.json; restored on --resume when the Trainer runs with
+        restore_callback_states_from_checkpoint=True (JSON values only)."""
+        return {
+            "args": {"patience": self.patience, "min_delta": self.min_delta},
+            "attributes": {"history": self.history, "_recent_train": self._recent_train, "_best": self._best,
+                           "_bad": self._bad, "triggered": self.triggered, "message": self.message,
+                           "stopped_at_step": self.stopped_at_step},
+        }
 
     # transformers calls these ------------------------------------------------------------------
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -55,6 +55,25 @@ def test_does_not_stop_while_validation_accuracy_still_improves():
     assert _drive(OverfittingGuardrail(patience=2), curve, accuracy=[0.5, 0.6, 0.6, 0.55, 0.6]).should_training_stop
 
 
+def test_state_survives_a_checkpoint_round_trip_the_way_the_trainer_restores_it():
+    import json
+
+    guard = OverfittingGuardrail(patience=3)
+    _drive(guard, [(1.0, 0.9), (0.6, 0.7), (0.3, 0.75)])
+    saved = json.loads(json.dumps(guard.state()))          # trainer_state.json is JSON
+    restored = type(guard)(**saved["args"])                  # what Trainer._load_callback_state does
+    for name, value in saved["attributes"].items():
+        setattr(restored, name, value)
+    # one more bad evaluation after the restore completes the 3 in a row (0.75, 0.9, 1.2 after best 0.7)
+    state, control = TrainerState(), TrainerControl()
+    for step, (train_loss, eval_loss) in ((40, (0.1, 0.9)), (50, (0.05, 1.2))):
+        state.global_step, state.epoch = step, step / 10
+        restored.on_log(None, state, control, logs={"loss": train_loss})
+        restored.on_evaluate(None, state, control, metrics={"eval_loss": eval_loss, "eval_accuracy": 0.5})
+    assert control.should_training_stop and restored.summary()["stopped_at_step"] == 50
+    assert restored.summary()["best_step"] == 20 and len(restored.summary()["history"]) == 5
+
+
 def test_min_delta_counts_tiny_improvements_as_no_improvement():
     guard = OverfittingGuardrail(patience=2, min_delta=0.05)
     assert _drive(guard, [(1.0, 0.90), (0.8, 0.89), (0.6, 0.88)]).should_training_stop
