@@ -82,6 +82,7 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy_name: str) -
     use_cpu = t.use_cpu or (world_size() > 1 and not torch.cuda.is_available())
     return TrainingArguments(
         output_dir=str(out / artifacts.CHECKPOINTS_DIR),
+        restore_callback_states_from_checkpoint=True,  # early stopping and guardrail counters survive --resume
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -160,7 +161,7 @@ class AdaLoraBudget(TrainerCallback):
 def train(run: RunConfig) -> RunResult:
     """Train ``run`` and write its output folder; returns the final metrics."""
     run.validate()
-    if run.train.push_to_hub and is_main_process():
+    if run.train.push_to_hub:  # every process checks: one failing alone would leave the others waiting
         from .hub import check_write_access
 
         check_write_access(run.train.push_to_hub)  # a missing or bad token fails now, not after training
