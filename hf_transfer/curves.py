@@ -171,14 +171,26 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, flo
 
 
 def verdicts(curve: dict[str, Any]) -> list[str]:
-    """Plain-words comparison of pretrained vs scratch at each shot count."""
+    """Plain-words comparison of pretrained vs scratch at each shot count.
+
+    A difference counts only when it exceeds 2 points *and* the standard error of the difference over seeds:
+    with a handful of seeds, a 1-shot gap inside the seed spread is noise, and saying "helps" would overclaim.
+    """
     s = curve["summary"]
     pre, scr = s.get("pretrained_linear_probe", {}), s.get("scratch_linear_probe", {})
     lines = []
     for k in map(str, curve["shots"]):
         if k in pre and k in scr:
             diff = pre[k]["mean"] - scr[k]["mean"]
-            word = "helps" if diff > 0.02 else ("hurts (negative transfer)" if diff < -0.02 else "makes no clear difference")
+            n = max(1, min(pre[k]["n"], scr[k]["n"]))
+            noise = float(np.hypot(pre[k]["std"], scr[k]["std"]) / np.sqrt(n))
+            threshold = max(0.02, noise)
+            if diff > threshold:
+                word = "helps"
+            elif diff < -threshold:
+                word = "hurts (negative transfer)"
+            else:
+                word = "makes no clear difference (within the spread over seeds)"
             lines.append(f"{k} per class: pretrained {pre[k]['mean']:.1%} +/- {pre[k]['std']:.1%} vs scratch "
                          f"{scr[k]['mean']:.1%} +/- {scr[k]['std']:.1%}: pretraining {word}")
     return lines

@@ -13,7 +13,7 @@ overridden on the command line (``--max-steps 10``, ``--strategy dora``, ...)::
     # continue a killed run from its last complete checkpoint
     accelerate launch ... recipes/train.py --config recipes/configs/lora.yaml --output-dir runs/lora --resume
 
-`hf-transfer train` takes the same options. See docs/readme/distributed.md.
+`hf-transfer train` takes the same options. See the README section "Recipes, multi-GPU training and resuming".
 """
 
 from hf_transfer.training import run_from_argv

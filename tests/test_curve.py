@@ -78,3 +78,18 @@ def test_parse_and_sample_shots():
     assert sample_shots(labels, "all", seed=0).size == 12
     with pytest.raises(DataError, match="at most 3"):
         sample_shots(labels, 4, seed=0)
+
+
+def test_verdicts_do_not_overclaim_within_the_seed_spread():
+    from hf_transfer.curves import verdicts
+
+    def row(mean, std):
+        return {"mean": mean, "std": std, "min": mean - std, "max": mean + std, "n": 3}
+
+    curve = {"shots": [1, 5, 10], "summary": {
+        "pretrained_linear_probe": {"1": row(0.667, 0.225), "5": row(0.962, 0.010), "10": row(0.79, 0.01)},
+        "scratch_linear_probe": {"1": row(0.542, 0.088), "5": row(0.883, 0.046), "10": row(0.91, 0.01)}}}
+    one, five, ten = verdicts(curve)
+    assert "no clear difference" in one  # +12.5 points, but the seeds spread by +/-22
+    assert five.endswith("pretraining helps")
+    assert "hurts (negative transfer)" in ten
