@@ -49,32 +49,40 @@ def _load_config(source: str, *, spec: str, revision: str | None, trust_remote_c
         )
     try:
         return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
-    except RevisionNotFoundError as error:
-        raise CheckpointNotFoundError(f"--model {spec}: revision {revision!r} does not exist. Check --revision.") from error
-    except GatedRepoError as error:
-        raise CheckpointError(
-            f"--model {spec} is gated: accept its terms on https://huggingface.co/{spec} and log in with `hf auth login`."
-        ) from error
-    except RepositoryNotFoundError as error:
-        raise CheckpointNotFoundError(
-            f"--model {spec} was not found on the Hub (or is private). Check the id's spelling, log in with "
-            "`hf auth login` for private repos, or pass a local folder."
-        ) from error
-    except OSError as error:
-        if Path(source).is_dir():
+    except (OSError, ValueError, RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as error:
+        # transformers wraps the Hub's answer in an OSError: find what the Hub said in the chain of causes
+        cause = _find_cause(error, (RevisionNotFoundError, GatedRepoError, RepositoryNotFoundError))
+        if isinstance(cause, RevisionNotFoundError):
+            raise CheckpointNotFoundError(f"--model {spec}: revision {revision!r} does not exist. Check --revision.") from error
+        if isinstance(cause, GatedRepoError):
             raise CheckpointError(
-                f"--model {spec} has no usable config.json: it is not a transformers/timm checkpoint folder ({error})."
+                f"--model {spec} is gated: accept its terms on https://huggingface.co/{spec} and log in with `hf auth login`."
             ) from error
+        if isinstance(cause, RepositoryNotFoundError):
+            raise CheckpointNotFoundError(
+                f"--model {spec} was not found on the Hub (or is private). Check the id's spelling, log in with "
+                "`hf auth login` for private repos, or pass a local folder."
+            ) from error
+        if isinstance(error, ValueError):
+            if "trust_remote_code" in str(error):
+                raise CheckpointError(
+                    f"--model {spec} needs custom code from its repo. Review it, then pass --trust-remote-code."
+                ) from error
+            raise CheckpointError(f"--model {spec}: its config cannot be read: {error}") from error
         raise CheckpointNotFoundError(
             f"--model {spec}: could not fetch it from the Hub ({error}). Check the id and your network, or set "
             "HF_HUB_OFFLINE=1 to use only the local cache."
         ) from error
-    except ValueError as error:
-        if "trust_remote_code" in str(error):
-            raise CheckpointError(
-                f"--model {spec} needs custom code from its repo. Review it, then pass --trust-remote-code."
-            ) from error
-        raise CheckpointError(f"--model {spec}: its config cannot be read: {error}") from error
+
+
+def _find_cause(error: BaseException, types: tuple[type, ...]) -> BaseException | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, types):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def check_image_classifier(config, *, spec: str) -> None:
