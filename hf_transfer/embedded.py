@@ -123,13 +123,18 @@ CHECKPOINTS: dict[str, Callable[[Path], None]] = {"efficientnet_lite0": _build_e
 CHECKPOINT_LICENSES = {"efficientnet_lite0": "apache-2.0"}
 
 
+def _materialise(spec: str, builders: dict[str, Callable[[Path], None]], kind: str, error: type[Exception],
+                 folder: str) -> Path:
+    """The cached folder of ``embedded:NAME`` from ``builders``, built once on first use."""
+    name = spec[len(PREFIX):] if is_embedded(spec) else spec
+    if name not in builders:
+        raise error(f"Unknown embedded {kind} {spec!r}. Available: " + ", ".join(PREFIX + n for n in builders))
+    return _publish(builders[name], cache_root() / folder / name)
+
+
 def checkpoint_path(spec: str) -> Path:
     """Return the local folder of an ``embedded:NAME`` checkpoint, converting it on first use."""
-    name = spec[len(PREFIX):] if is_embedded(spec) else spec
-    if name not in CHECKPOINTS:
-        raise CheckpointError(f"Unknown embedded checkpoint {spec!r}. Available: "
-                              + ", ".join(PREFIX + n for n in CHECKPOINTS))
-    return _publish(CHECKPOINTS[name], cache_root() / "checkpoints" / name)
+    return _materialise(spec, CHECKPOINTS, "checkpoint", CheckpointError, "checkpoints")
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -195,11 +200,7 @@ DATASET_DESCRIPTIONS = {
 
 def dataset_path(spec: str) -> Path:
     """Return the image folder of an ``embedded:NAME`` data set, writing it on first use."""
-    name = spec[len(PREFIX):] if is_embedded(spec) else spec
-    if name not in DATASETS:
-        raise DataNotFoundError(f"Unknown embedded data set {spec!r}. Available: "
-                                + ", ".join(PREFIX + n for n in DATASETS))
-    return _publish(DATASETS[name], cache_root() / "datasets" / name)
+    return _materialise(spec, DATASETS, "data set", DataNotFoundError, "datasets")
 
 
 def sample_image(name: str = "chelsea"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._data_options import add_data_options, data_config_from
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -10,7 +12,6 @@ def register(subparsers) -> None:
                     "with random weights, at each --shots value and seed; optional real LoRA runs at small shot "
                     "counts (--lora-shots). Writes OUT/curve.json and OUT/curve.png.",
     )
-    parser.add_argument("--data", required=True, help="Images and labels, as for `hf-transfer train --data`.")
     parser.add_argument("--model", required=True, help="Checkpoint: Hub id, local folder, embedded:efficientnet_lite0.")
     parser.add_argument("--shots", nargs="+", default=["1", "2", "5", "10", "all"], metavar="K",
                         help="Training examples per class, or 'all' (default: 1 2 5 10 all).")
@@ -22,20 +23,16 @@ def register(subparsers) -> None:
     parser.add_argument("--c-reg", type=float, default=1.0, help="Inverse L2 strength of the linear probe.")
     parser.add_argument("--batch-size", type=int, default=32, help="Images per forward pass.")
     parser.add_argument("--cache-dir", default=None, help="Feature cache folder (default: $HF_TRANSFER_CACHE/features).")
-    parser.add_argument("--data-config-name", default=None, help="Configuration name of a Hub dataset.")
-    parser.add_argument("--image-column", default="image", help="Column holding the images.")
-    parser.add_argument("--label-column", default="label", help="Column holding the labels.")
+    add_data_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args, extra) -> int:
     from pathlib import Path
 
-    from ..config import DataConfig
     from ..curves import learning_curve, verdicts, write_curve
 
-    data = DataConfig(data=args.data, data_config_name=args.data_config_name, image_column=args.image_column,
-                      label_column=args.label_column)
+    data = data_config_from(args)
     curve = learning_curve(data=data, model=args.model, shots=args.shots, seeds=args.seeds, c_reg=args.c_reg,
                            cache_dir=args.cache_dir, batch_size=args.batch_size, lora_shots=args.lora_shots,
                            lora_steps=args.lora_steps, lora_dir=Path(args.output_dir) / "lora_runs", verbose=True)

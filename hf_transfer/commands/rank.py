@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._data_options import add_data_options, data_config_from
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -10,9 +12,6 @@ def register(subparsers) -> None:
                     "scores transferability, compares each candidate with the same architecture at random init, "
                     "and writes OUT/ranking.json and OUT/ranking.png.",
     )
-    parser.add_argument("--data", required=True,
-                        help="Images and labels, as for `hf-transfer train --data` (folder, CSV/JSONL, Hub id, "
-                             "embedded:lfw_faces ...).")
     parser.add_argument("--models", nargs="+", required=True, metavar="MODEL",
                         help="Candidate checkpoints: Hub ids, local folders, embedded:efficientnet_lite0.")
     parser.add_argument("--output-dir", required=True, help="Folder for ranking.json and ranking.png.")
@@ -26,18 +25,14 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="Images per forward pass.")
     parser.add_argument("--cache-dir", default=None,
                         help="Feature cache folder (default: $HF_TRANSFER_CACHE/features).")
-    parser.add_argument("--data-config-name", default=None, help="Configuration name of a Hub dataset.")
-    parser.add_argument("--image-column", default="image", help="Column holding the images.")
-    parser.add_argument("--label-column", default="label", help="Column holding the labels.")
+    add_data_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args, extra) -> int:
-    from ..config import DataConfig
     from ..ranking import format_table, rank_models, write_ranking
 
-    data = DataConfig(data=args.data, data_config_name=args.data_config_name, image_column=args.image_column,
-                      label_column=args.label_column)
+    data = data_config_from(args)
     ranking = rank_models(data=data, models=args.models, sample_size=args.sample_size, seed=args.seed,
                           rank_by=args.rank_by, baseline=not args.no_baseline, cache_dir=args.cache_dir,
                           batch_size=args.batch_size, verbose=True)
