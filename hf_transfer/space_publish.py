@@ -44,8 +44,11 @@ MANAGED_SPACE = ("requirements.txt", f"{PACKAGE}/*")  # stale vendored modules a
 
 
 def default_app_dir() -> Path:
-    """``space_app/`` of the source checkout this package runs from."""
-    return Path(__file__).resolve().parents[1] / "space_app"
+    """``space_app/`` of the source checkout this package runs from, else the copy a wheel install put under
+    ``<prefix>/share/hf-transfer-learning/space_app``."""
+    checkout = Path(__file__).resolve().parents[1] / "space_app"
+    installed = Path(sys.prefix) / "share" / "hf-transfer-learning" / "space_app"
+    return checkout if (checkout / SPACE_APP_FILE).is_file() or not (installed / SPACE_APP_FILE).is_file() else installed
 
 
 # ------------------------------------------------------------------------------------------------ imports
