@@ -23,6 +23,7 @@ from . import __version__, artifacts
 from .calibration import calibrate_trained_model
 from .config import RunConfig
 from .data import DataReport, load_splits
+from .errors import ConfigError
 from .guardrails import guardrail_summary, training_callbacks
 from .metrics import classification_metrics, format_metrics, plot_confusion_matrix, trainer_metrics
 from .models import load_model_for_labels, load_processor
@@ -56,13 +57,15 @@ def default_num_workers() -> int:
 
 
 def mixed_precision(choice: str, *, use_cpu: bool) -> dict[str, bool]:
-    if choice == "no" or use_cpu or not torch.cuda.is_available():
-        if choice in ("bf16", "fp16") and not torch.cuda.is_available():
-            return {"bf16": choice == "bf16" and torch.cuda.is_available(), "fp16": False}
-        return {"bf16": False, "fp16": False}
+    """auto: bf16 on GPUs that have it, else fp16 on GPUs, fp32 on CPU. bf16 is also honoured on CPU (autocast)."""
+    on_gpu = torch.cuda.is_available() and not use_cpu
     if choice == "auto":
+        if not on_gpu:
+            return {"bf16": False, "fp16": False}
         bf16 = torch.cuda.is_bf16_supported()
         return {"bf16": bf16, "fp16": not bf16}
+    if choice == "fp16" and not on_gpu:
+        raise ConfigError("--mixed-precision fp16 needs a CUDA GPU. On CPU use --mixed-precision bf16 or no.")
     return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
 
 

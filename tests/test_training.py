@@ -112,3 +112,13 @@ def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path):
     assert set(result.metrics["per_class"]) == {"cat", "dog", "fish", "striped"}
     model = AutoModelForImageClassification.from_pretrained(out)
     assert model.config.problem_type == "multi_label_classification"
+
+
+def test_mixed_precision_choice_on_cpu():
+    from hf_transfer.errors import ConfigError
+    from hf_transfer.training import mixed_precision
+
+    assert mixed_precision("auto", use_cpu=True) == {"bf16": False, "fp16": False}
+    assert mixed_precision("bf16", use_cpu=True) == {"bf16": True, "fp16": False}  # CPU autocast
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        mixed_precision("fp16", use_cpu=True)
