@@ -6,7 +6,7 @@ Paths (each timed over the same optimizer steps after a warm-up, on the same gen
   ``with_transform`` with torchvision ``RandomResizedCrop/ToTensor/Normalize`` + ``DefaultDataCollator`` +
   ``Trainer`` at its default ``dataloader_num_workers`` (0: images are decoded in the training process).
 * ``peer_tuned`` - the same recipe with ``--tuned-workers`` loader workers.
-* ``ours_full``, ``ours_lora``, ``ours_linear`` - ``hf_transfer.training.train`` at its defaults (augmentation,
+* ``ours_full``, ``ours_lora``, ``ours_linear`` - ``hf_transfer.training.run.run_training`` at its defaults (augmentation,
   loader workers, precision), strategy full / lora / linear.
 * ``model_only_full``, ``model_only_lora`` - forward + backward + AdamW on random tensors already on the device:
   the ceiling that data loading can at best reach.
@@ -223,8 +223,8 @@ def training_flops_per_image(checkpoint: Path, strategy: str, image_size: int) -
 
 def _our_model(checkpoint: Path, strategy: str):
     from hf_transfer.config import StrategyConfig
-    from hf_transfer.models import load_model_for_labels
-    from hf_transfer.strategies import apply_strategy
+    from hf_transfer.modeling.loading import load_model_for_labels
+    from hf_transfer.training.strategies import apply_strategy
 
     model = load_model_for_labels(str(checkpoint), list(CLASSES))
     return apply_strategy(model, StrategyConfig(strategy=strategy)).model
@@ -285,9 +285,9 @@ def _bf16() -> bool:
 
 
 def run_ours(folder: Path, checkpoint: Path, preset: Preset, *, strategy: str, work: Path) -> dict:
-    """``hf_transfer.training.train`` at its defaults; the step timer joins through the ``extra_callbacks`` hook."""
-    from hf_transfer import training
+    """``hf_transfer.training.run.run_training`` at its defaults; the step timer joins through ``callbacks=``."""
     from hf_transfer.config import parse_run_config
+    from hf_transfer.training import run as training
 
     timer = _make_step_timer(preset.warmup, preset.batch_size)
     run = parse_run_config([
@@ -299,13 +299,8 @@ def run_ours(folder: Path, checkpoint: Path, preset: Preset, *, strategy: str, w
         "--eval-strategy", "steps", "--eval-steps", str(10**6), "--check-images", "false",
         "--early-stopping-patience", "0", "--examples-per-class", "0",
     ])
-    hook = training.extra_callbacks
-    training.extra_callbacks = lambda run_config, out: [*hook(run_config, out), timer]
-    try:
-        with PeakMemory() as memory:
-            result = training.train(run)
-    finally:
-        training.extra_callbacks = hook
+    with PeakMemory() as memory:
+        result = training.run_training(run, callbacks=[timer])
     workers = training.default_num_workers() if run.train.dataloader_num_workers < 0 else run.train.dataloader_num_workers
     return {"images_per_s": timer.images_per_s(), "workers": workers, "peak_mem_mib": memory.peak,
             "strategy": strategy, "trainable_params": result.summary["trainable_params"]}

@@ -12,8 +12,8 @@ import os
 import pkgutil
 import sys
 
-from . import __version__, commands
-from .errors import HfTransferError
+from hf_transfer import __version__, commands
+from hf_transfer.errors import HfTransferError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from .errors import ConfigError
+from hf_transfer.errors import ConfigError
 
 SECTIONS = ("model", "data", "strategy", "train")
 

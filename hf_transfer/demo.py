@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, embedded
-from .config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
+from hf_transfer import run_folder
+from hf_transfer.config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
+from hf_transfer.data import bundled
 
 CHECKPOINT = "embedded:efficientnet_lite0"
 DATA = "embedded:lfw_faces"
@@ -48,16 +49,16 @@ def demo_run_config(output_dir: Path, *, strategy: str, init: str, shots: int, s
 
 def sanity_check() -> list[dict[str, Any]]:
     """The converted weights must really be ImageNet weights: classify two real photos."""
-    from .inference import load_classifier
+    from hf_transfer.evaluation.inference import load_classifier
 
     classifier = load_classifier(CHECKPOINT)
-    return [{"photo": name, **classifier.predict(embedded.sample_image(name), top_k=1)[0]}
+    return [{"photo": name, **classifier.predict(bundled.sample_image(name), top_k=1)[0]}
             for name in ("chelsea", "coffee")]
 
 
 def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, steps: int = 20, seed: int = 0,
              echo=print) -> dict[str, Any]:
-    from .training import train
+    from hf_transfer.training.run import run_training
 
     started = time.time()
     out = free_output_dir(output_dir)
@@ -70,10 +71,10 @@ def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, ste
         echo(f"    skimage photo {check['photo']!r:10} → {check['label']} ({check['score']:.2f})")
 
     echo(f"\n2/5 Transfer: LFW faces vs non-faces, {shots} training images per class, pretrained + linear probe.")
-    pretrained = train(demo_run_config(out / "lfw_pretrained_linear", strategy="linear", init="pretrained",
+    pretrained = run_training(demo_run_config(out / "lfw_pretrained_linear", strategy="linear", init="pretrained",
                                        shots=shots, steps=steps, seed=seed))
     echo(f"\n3/5 Baseline: the same architecture from scratch (random init, full training), same {shots} images.")
-    scratch = train(demo_run_config(out / "lfw_scratch_full", strategy="full", init="random",
+    scratch = run_training(demo_run_config(out / "lfw_scratch_full", strategy="full", init="random",
                                     shots=shots, steps=steps, seed=seed))
 
     rows = [
@@ -91,7 +92,7 @@ def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, ste
         "negative_transfer": {"data": FAR_DATA, **far.to_dict()},
         "wall_time_s": round(time.time() - started, 1),
     }
-    artifacts.write_json(out / "demo.json", summary)
+    run_folder.write_json(out / "demo.json", summary)
     echo(f"\nLFW faces vs non-faces — {shots} images per class, tested on {summary['test_images']} held-out images")
     for name, result in rows:
         echo(f"  {name:48} accuracy {100 * result.metrics['accuracy']:5.1f} %   macro-F1 {result.metrics['macro_f1']:.3f}")
@@ -101,7 +102,7 @@ def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, ste
          f"(measured in this run, {summary['wall_time_s']:.0f} s).")
     echo(f"\nData efficiency (pretrained vs random-init features of the same network, linear probe, "
          f"mean of 3 seeds, {curve['eval_samples']} test images) → {out / 'curve' / 'curve.png'}")
-    from .curves import verdicts
+    from hf_transfer.experiments.curve import verdicts
 
     for line in verdicts(curve):
         echo(f"  {line}")
@@ -115,9 +116,9 @@ def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, ste
 
 def _curve_and_far_task(out: Path, *, seeds: int, echo):
     """Step 4: the data-efficiency curve on the faces; step 5: the negative-transfer check on digits."""
-    from .curves import learning_curve, write_curve
-    from .data import load_splits
-    from .guardrails import negative_transfer_check
+    from hf_transfer.data.loading import load_splits
+    from hf_transfer.experiments.curve import learning_curve, write_curve
+    from hf_transfer.transferability.negative_transfer import negative_transfer_check
 
     echo(f"\n4/5 Data efficiency on {DATA}: {', '.join(map(str, CURVE_SHOTS))} images per class, {seeds} seeds.")
     curve = learning_curve(data=DataConfig(data=DATA), model=CHECKPOINT, shots=list(CURVE_SHOTS), seeds=seeds)

@@ -16,7 +16,7 @@ overridden on the command line (``--max-steps 10``, ``--strategy dora``, ...)::
 `hf-transfer train` takes the same options. See the README section "Recipes, multi-GPU training and resuming".
 """
 
-from hf_transfer.training import run_from_argv
+from hf_transfer.training.run import run_from_argv
 
 if __name__ == "__main__":
     run_from_argv()

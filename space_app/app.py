@@ -5,7 +5,7 @@
 
 Listens on GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (gradio's own variables; a Space sets them) unless
 --host / --port are given. Only wiring lives here: loading, prediction, bad-upload messages and the page
-itself are in ``hf_transfer.space`` (tested with the library); ``hf-transfer space serve`` runs the same page.
+itself are in ``hf_transfer.app.page`` (tested with the library); ``hf-transfer space serve`` runs the same page.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 
 try:
-    from hf_transfer import space
+    from hf_transfer.app import page
     from hf_transfer.errors import HfTransferError
 except ImportError as error:  # the Space was uploaded without the package
     sys.exit(f"app.py needs the hf_transfer package ({error}). Install the project (pip install -e .) or put its "
@@ -23,9 +23,9 @@ except ImportError as error:  # the Space was uploaded without the package
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the try-it page of a model trained with hf_transfer.")
-    args = space.add_serve_arguments(parser).parse_args(argv)
+    args = page.add_serve_arguments(parser).parse_args(argv)
     try:
-        space.serve(args)
+        page.serve(args)
     except HfTransferError as error:
         print(f"app.py: error: {error}", file=sys.stderr)
         return 2

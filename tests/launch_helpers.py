@@ -29,12 +29,12 @@ DRIVER = '''
 import sys
 import torch.distributed as dist
 from hf_transfer.config import parse_run_config
-from hf_transfer.training import train
+from hf_transfer.training.run import run_training
 
 out_root, strategies, common = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
 try:
     for strategy in strategies:
-        train(parse_run_config(common + ["--strategy", strategy, "--output-dir", f"{out_root}/{strategy}"]))
+        run_training(parse_run_config(common + ["--strategy", strategy, "--output-dir", f"{out_root}/{strategy}"]))
 finally:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

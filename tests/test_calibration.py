@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_transfer.calibration import (
+from hf_transfer.errors import DataError
+from hf_transfer.evaluation.calibration import (
     calibrate_and_report,
     calibrate_trained_model,
     expected_calibration_error,
@@ -17,7 +18,6 @@ from hf_transfer.calibration import (
     fold_temperature_into_head,
     softmax,
 )
-from hf_transfer.errors import DataError
 
 
 def test_ece_matches_hand_computed_bins():
@@ -113,9 +113,9 @@ def test_train_folds_temperature_into_the_saved_head_so_pipeline_scores_are_cali
     from transformers import pipeline
 
     from hf_transfer.config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
-    from hf_transfer.data import load_splits
-    from hf_transfer.images import load_image
-    from hf_transfer.training import train
+    from hf_transfer.data.images import load_image
+    from hf_transfer.data.loading import load_splits
+    from hf_transfer.training.run import run_training
 
     data = make_image_folder(tmp_path / "data", per_class=40, seed=3)   # 36 validation images: enough to fit T
     save_random_vit(tmp_path / "vit", num_labels=4, seed=0)
@@ -128,7 +128,7 @@ def test_train_folds_temperature_into_the_saved_head_so_pipeline_scores_are_cali
                           eval_strategy="steps", eval_steps=6, logging_steps=3, use_cpu=True,
                           dataloader_num_workers=0, early_stopping_patience=0, examples_per_class=1),
     )
-    result = train(run)
+    result = run_training(run)
     calibration = json.loads((out / "calibration.json").read_text())
     summary = json.loads((out / "training_summary.json").read_text())
     assert calibration["applied"] and calibration["num_samples"] == 36
@@ -153,7 +153,7 @@ def test_train_folds_temperature_into_the_saved_head_so_pipeline_scores_are_cali
     assert abs(calibration["temperature"] - 1.0) > 0.05
     assert abs(nll - calibration["nll_before"]) > 10 * abs(nll - calibration["nll_after"])
     # the adapter folder carries the same calibrated head as the merged model
-    from hf_transfer.inference import load_classifier
+    from hf_transfer.evaluation.inference import load_classifier
 
     images = [load_image(row["image"]) for row in val.select(range(5))]
     adapter = load_classifier(str(out / "adapter")).predict_proba(images).numpy()

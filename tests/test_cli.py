@@ -86,8 +86,8 @@ def test_evaluate_refuses_unknown_classes(tiny_checkpoints, image_folder, tmp_pa
 
     from hf_transfer.config import DataConfig
     from hf_transfer.errors import DataError
-    from hf_transfer.evaluation import evaluate_classifier
-    from hf_transfer.inference import load_classifier
+    from hf_transfer.evaluation.inference import load_classifier
+    from hf_transfer.evaluation.scoring import evaluate_classifier
 
     other = make_image_folder(tmp_path / "other", classes=("cat", "zebra"), per_class=3)
     classifier = load_classifier(str(tiny_checkpoints("vit")), device="cpu")

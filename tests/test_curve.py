@@ -11,8 +11,8 @@ from transfer_fixtures import make_image_folder, save_trained_vit
 
 from hf_transfer.cli import main
 from hf_transfer.config import DataConfig
-from hf_transfer.curves import learning_curve, parse_shots, sample_shots
 from hf_transfer.errors import ConfigError, DataError
+from hf_transfer.experiments.curve import learning_curve, parse_shots, sample_shots
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_parse_and_sample_shots():
 
 
 def test_verdicts_do_not_overclaim_within_the_seed_spread():
-    from hf_transfer.curves import verdicts
+    from hf_transfer.experiments.curve import verdicts
 
     def row(mean, std):
         return {"mean": mean, "std": std, "min": mean - std, "max": mean + std, "n": 3}

@@ -8,7 +8,7 @@ from PIL import Image
 from tiny import make_image_folder
 
 from hf_transfer.config import DataConfig
-from hf_transfer.data import load_splits, stratified_split
+from hf_transfer.data.loading import load_splits, stratified_split
 from hf_transfer.errors import DataError, DataNotFoundError, HfTransferError
 
 
@@ -136,7 +136,7 @@ def test_every_image_mode_loads(mode, tmp_path):
         rgb.convert(mode).save(root / "cat" / "odd.png")
     splits, report = load_splits(DataConfig(data=str(root)))
     assert report.bad_images == []
-    from hf_transfer.images import load_image
+    from hf_transfer.data.images import load_image
 
     for record in list(splits["train"]["image"]) + list(splits["validation"]["image"]):
         assert load_image(record).mode == "RGB"

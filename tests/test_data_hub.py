@@ -13,7 +13,7 @@ pytest_plugins = ["hub_fixtures"]
 LOAD = """
 import json
 from hf_transfer.config import DataConfig
-from hf_transfer.data import load_splits
+from hf_transfer.data.loading import load_splits
 splits, report = load_splits(DataConfig(data={repo!r}))
 print(json.dumps({{"labels": report.label_names, "sizes": report.split_sizes}}))
 """

@@ -39,13 +39,13 @@ def runs(tmp_path_factory):
                env=offline_env(cache), cwd=workdir)
 
     from hf_transfer.config import parse_run_config
-    from hf_transfer.training import train
+    from hf_transfer.training.run import run_training
 
     with pytest.MonkeyPatch.context() as patch:
         for key, value in offline_env(cache).items():
             patch.setenv(key, value)
         for strategy in STRATEGIES:
-            train(parse_run_config(tiny_args(model, data) + ["--strategy", strategy,
+            run_training(parse_run_config(tiny_args(model, data) + ["--strategy", strategy,
                                                              "--output-dir", str(root / "single" / strategy)]))
     return root
 
@@ -102,13 +102,13 @@ def test_every_other_peft_method_trains_under_ddp_like_in_one_process(tmp_path):
     launch_ddp(driver, [tmp_path / "ddp", ",".join(OTHER_PEFT), *args, "--per-device-train-batch-size", "4"],
                env=offline_env(tmp_path / "cache"), cwd=tmp_path, timeout=900)
     from hf_transfer.config import parse_run_config
-    from hf_transfer.training import train
+    from hf_transfer.training.run import run_training
 
     with pytest.MonkeyPatch.context() as patch:
         for key, value in offline_env(tmp_path / "cache").items():
             patch.setenv(key, value)
         for method in OTHER_PEFT:
-            train(parse_run_config([*args, "--strategy", method, "--output-dir", str(tmp_path / "single" / method)]))
+            run_training(parse_run_config([*args, "--strategy", method, "--output-dir", str(tmp_path / "single" / method)]))
     for method in OTHER_PEFT:
         ddp, single = tmp_path / "ddp" / method, tmp_path / "single" / method
         assert read_json(ddp / "training_summary.json")["global_step"] == 3, method

@@ -9,9 +9,9 @@ from PIL import Image
 from transfer_fixtures import make_image_folder, save_headless_vit, save_random_vit
 
 from hf_transfer.config import DataConfig
-from hf_transfer.data import load_splits
+from hf_transfer.data.loading import load_splits
 from hf_transfer.errors import ConfigError
-from hf_transfer.features import dataset_fingerprint, extract_features, stratified_sample
+from hf_transfer.transferability.features import dataset_fingerprint, extract_features, stratified_sample
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pytest
 from transformers import TrainerControl, TrainerState
 
 from hf_transfer.errors import ConfigError
-from hf_transfer.guardrails import OverfittingGuardrail, compare_to_random_init
+from hf_transfer.training.callbacks import OverfittingGuardrail
+from hf_transfer.transferability.negative_transfer import compare_to_random_init
 
 
 def _drive(guard: OverfittingGuardrail, curve: list[tuple[float, float]], accuracy=None) -> TrainerControl:
@@ -119,7 +120,7 @@ def test_train_stops_a_memorising_run_and_records_it(tmp_path):
     from transfer_fixtures import save_random_vit
 
     from hf_transfer.config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
-    from hf_transfer.training import train
+    from hf_transfer.training.run import run_training
 
     rng = np.random.default_rng(0)
     for cls in ("a", "b"):
@@ -136,7 +137,7 @@ def test_train_stops_a_memorising_run_and_records_it(tmp_path):
                           early_stopping_patience=0, examples_per_class=0, calibrate=False, save_total_limit=1,
                           negative_transfer_check=True),
     )
-    result = train(run)
+    result = run_training(run)
     guardrails = json.loads((tmp_path / "out" / "training_summary.json").read_text())["guardrails"]
     # the opt-in pre-training check ran on the training images and recorded its verdict
     check = guardrails["negative_transfer"]
@@ -155,7 +156,7 @@ def test_train_stops_a_memorising_run_and_records_it(tmp_path):
 
 def test_guardrail_can_be_switched_off_from_the_command_line():
     from hf_transfer.config import parse_run_config
-    from hf_transfer.guardrails import training_callbacks
+    from hf_transfer.training.callbacks import training_callbacks
 
     base = ["--model", "m", "--data", "d", "--output-dir", "o"]
     assert len(training_callbacks(parse_run_config(base))) == 1

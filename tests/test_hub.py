@@ -26,7 +26,8 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from transfer_fixtures import make_image_folder, save_random_vit
 
 from hf_transfer.errors import HubError
-from hf_transfer.hub import HubAuthError, HubPushError, push_model, push_space
+from hf_transfer.publish.hub import HubAuthError, HubPushError, push_model
+from hf_transfer.publish.space_repo import push_space
 
 pytest_plugins = ["hub_fixtures"]
 
@@ -182,7 +183,7 @@ def test_pull_by_repo_id_gives_the_same_predictions_and_labels(hub, hub_env, tra
     code = f"""
 import json
 from transformers import AutoModelForImageClassification, pipeline
-from hf_transfer.inference import load_classifier
+from hf_transfer.evaluation.inference import load_classifier
 images = {trained.images!r}
 out = {{}}
 for name, source in (("local", {str(trained.out)!r}), ("merged", "alice/merged"), ("adapter", "alice/adapter")):
@@ -410,7 +411,7 @@ def make_app(folder: Path) -> Path:
     (folder / "ui").mkdir(parents=True)
     (folder / "app.py").write_text("import gradio as gr\nfrom ui.wiring import build\n\nbuild().launch()\n")
     (folder / "ui" / "wiring.py").write_text(
-        "import os\n\n\ndef build():\n    import matplotlib\n    from hf_transfer.inference import load_classifier\n\n"
+        "import os\n\n\ndef build():\n    import matplotlib\n    from hf_transfer.evaluation.inference import load_classifier\n\n"
         "    return load_classifier(os.environ['MODEL_ID'])\n")
     (folder / "requirements.txt").write_text("gradio>=5\nscipy  # the app's own extra\n")
     (folder / "README.md").write_text("# local notes, replaced by the Spaces card\n")
@@ -475,7 +476,7 @@ def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path
 
 
 def test_space_push_of_space_app_builds_the_page_from_a_checkout(hub, hub_env, trained, tmp_path):
-    from hf_transfer.space_publish import default_app_dir
+    from hf_transfer.publish.space_repo import default_app_dir
 
     seed_base(hub, trained)
     push_model(trained.out, "alice/adapter", adapter_only=True, token=ALICE_TOKEN, endpoint=hub.url)

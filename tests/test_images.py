@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hf_transfer.data.images import MAX_SIDE, load_image, to_rgb
 from hf_transfer.errors import BadImageError
-from hf_transfer.images import MAX_SIDE, load_image, to_rgb
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "1", "I", "F", "RGB"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hf_transfer.metrics import classification_metrics, format_metrics, plot_confusion_matrix
+from hf_transfer.evaluation.metrics import classification_metrics, format_metrics, plot_confusion_matrix
 
 
 def test_known_values(tmp_path):

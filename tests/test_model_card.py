@@ -9,8 +9,7 @@ from pathlib import Path
 from hubserver import ALICE_TOKEN
 from huggingface_hub import ModelCard, hf_hub_download
 
-from hf_transfer import hub as hub_api
-from hf_transfer.model_card import build_model_card, card_metrics, hub_id_or_none
+from hf_transfer.publish.model_card import build_model_card, card_metrics, hub_id_or_none
 
 pytest_plugins = ["hub_fixtures"]
 
@@ -148,19 +147,19 @@ def test_license_comes_from_the_base_models_card(hub, tmp_path):
 
     api = HfApi(endpoint=hub.url, token=ALICE_TOKEN)
     hub.state.seed_repo("acme/vit-tiny-base", {"README.md": b"---\nlicense: bsd-3-clause\n---\n# base\n"})
-    assert hub_api.base_model_license("acme/vit-tiny-base", revision=None, api=api) == "bsd-3-clause"
-    assert hub_api.base_model_license("acme/missing", revision=None, api=api) is None
-    assert hub_api.base_model_license("embedded:efficientnet_lite0", revision=None, api=api) == "apache-2.0"
+    assert hub.base_model_license("acme/vit-tiny-base", revision=None, api=api) == "bsd-3-clause"
+    assert hub.base_model_license("acme/missing", revision=None, api=api) is None
+    assert hub.base_model_license("embedded:efficientnet_lite0", revision=None, api=api) == "apache-2.0"
     local = tmp_path / "local-base"
     local.mkdir()
     (local / "README.md").write_text("---\nlicense: mit\n---\n")
-    assert hub_api.base_model_license(str(local), revision=None, api=api) == "mit"
+    assert hub.base_model_license(str(local), revision=None, api=api) == "mit"
 
 
 def test_pushed_card_passes_validation_and_loads_back_from_the_repo(hub, tmp_path):
     base = hub.state.seed_repo("acme/vit-tiny-base", {"README.md": b"---\nlicense: bsd-3-clause\n---\n# base\n"})
     run = make_run(tmp_path / "run", base_revision=base.oid)  # the license is read at the run's base revision
-    result = hub_api.push_model(run, "alice/pets", token=ALICE_TOKEN, endpoint=hub.url)
+    result = hub.push_model(run, "alice/pets", token=ALICE_TOKEN, endpoint=hub.url)
     assert result.changed
     assert hub.state.requests_to(r"^/api/validate-yaml$", "POST")[0].status == 200
     readme = hf_hub_download("alice/pets", "README.md", endpoint=hub.url, token=ALICE_TOKEN, cache_dir=tmp_path / "c")

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForImageClassification
 
 from hf_transfer.errors import CheckpointError, CheckpointNotFoundError
-from hf_transfer.models import load_model_for_labels, load_processor, resolve_model
+from hf_transfer.modeling.loading import load_model_for_labels, load_processor, resolve_model
 
 
 def test_new_labels_replace_the_head(tiny_checkpoints):

@@ -8,7 +8,7 @@ from huggingface_hub import HfApi
 pytest_plugins = ["hub_fixtures"]
 
 LOAD = """
-from hf_transfer.models import load_model_for_labels
+from hf_transfer.modeling.loading import load_model_for_labels
 model = load_model_for_labels({repo!r}, ["x", "y"], revision={revision!r})
 print("LABELS", model.config.id2label)
 """

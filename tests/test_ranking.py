@@ -12,7 +12,7 @@ from transfer_fixtures import make_image_folder, save_headless_vit, save_random_
 from hf_transfer.cli import main
 from hf_transfer.config import DataConfig
 from hf_transfer.errors import ConfigError
-from hf_transfer.ranking import SCORES, nce_reliability_note, rank_models, recommend_strategy
+from hf_transfer.transferability.rank import SCORES, nce_reliability_note, rank_models, recommend_strategy
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_bad_arguments(world, tmp_path):
 
 
 def test_nce_is_flagged_when_source_classes_outnumber_the_sample():
-    from hf_transfer.transferability import nce_score
+    from hf_transfer.transferability.scores import nce_score
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 15)

@@ -22,7 +22,7 @@ from launch_helpers import (
 
 from hf_transfer.config import parse_run_config
 from hf_transfer.errors import ConfigError
-from hf_transfer.trainer import check_launch
+from hf_transfer.training.trainer import check_launch
 
 RECIPES = REPO / "recipes"
 CONFIGS = sorted((RECIPES / "configs").glob("*.yaml"))
@@ -58,7 +58,7 @@ def test_any_recipe_key_can_be_overridden_on_the_command_line():
 def test_recipe_script_is_thin():
     source = (RECIPES / "train.py").read_text()
     code = [line for line in source.split('"""')[2].splitlines() if line.strip()]
-    assert code == ["from hf_transfer.training import run_from_argv", 'if __name__ == "__main__":',
+    assert code == ["from hf_transfer.training.run import run_from_argv", 'if __name__ == "__main__":',
                     "    run_from_argv()"]
     assert "accelerate launch" in source.split('"""')[1]  # the docstring says how to launch it
 
@@ -141,7 +141,7 @@ import sys
 import torch
 from accelerate import Accelerator
 from hf_transfer.errors import ConfigError
-from hf_transfer.training import run_from_argv
+from hf_transfer.training.run import run_from_argv
 
 accelerator = Accelerator(cpu=True)
 wrapped = accelerator.prepare(torch.nn.Linear(2, 2))

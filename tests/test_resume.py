@@ -22,8 +22,8 @@ from launch_helpers import (
     tiny_args,
 )
 
-from hf_transfer import artifacts
-from hf_transfer.trainer import PerSampleAugmentation
+from hf_transfer import run_folder
+from hf_transfer.training.trainer import PerSampleAugmentation
 
 # Runs hf-transfer training and SIGKILLs itself (no clean-up of any kind, like `kill -9` or the OOM killer)
 # after optimizer step KILL_AT_STEP, or just before the main process publishes checkpoint KILL_AT_PUBLISH (the
@@ -31,7 +31,8 @@ from hf_transfer.trainer import PerSampleAugmentation
 KILLER = '''
 import os, signal, sys
 from transformers import TrainerCallback
-from hf_transfer import artifacts, training
+from hf_transfer import run_folder
+from hf_transfer.training.run import run_from_argv
 
 step, publish = int(os.environ.get("KILL_AT_STEP", "0")), os.environ.get("KILL_AT_PUBLISH")
 
@@ -42,9 +43,7 @@ class Kill(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-callbacks = training.extra_callbacks
-training.extra_callbacks = lambda run, out: callbacks(run, out) + [Kill()]
-publish_checkpoint = artifacts.publish_checkpoint
+publish_checkpoint = run_folder.publish_checkpoint
 
 
 def killing_publish(staging, final):
@@ -53,8 +52,8 @@ def killing_publish(staging, final):
     return publish_checkpoint(staging, final)
 
 
-artifacts.publish_checkpoint = killing_publish
-training.run_from_argv(sys.argv[1:])
+run_folder.publish_checkpoint = killing_publish
+run_from_argv(sys.argv[1:], callbacks=[Kill()])
 '''
 
 # 24 training images, batch 8: 3 steps per epoch, 9 in all; evaluation and a checkpoint every 2 steps (so
@@ -74,7 +73,7 @@ def assets(tmp_path_factory):
 
 def _train_in_process(args, cache):
     from hf_transfer.config import parse_run_config
-    from hf_transfer.training import train
+    from hf_transfer.training.run import run_training
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the subprocesses (OMP_NUM_THREADS=1): the same float summation order
@@ -82,7 +81,7 @@ def _train_in_process(args, cache):
         with pytest.MonkeyPatch.context() as patch:
             for key, value in offline_env(cache).items():
                 patch.setenv(key, value)
-            return train(parse_run_config(args))
+            return run_training(parse_run_config(args))
     finally:
         torch.set_num_threads(threads)
 
@@ -126,14 +125,14 @@ def test_full_run_killed_during_a_save_and_mid_epoch_resumes_exactly(assets):
     out = root / "full_killed"
     args = [*args, "--output-dir", str(out)]
     _killed(root, args, KILL_AT_PUBLISH="checkpoint-4")
-    staged = out / "checkpoints" / artifacts.STAGING_DIR / "checkpoint-4"
+    staged = out / "checkpoints" / run_folder.STAGING_DIR / "checkpoint-4"
     assert (staged / "trainer_state.json").is_file() and (staged / "model.safetensors").is_file()
     # Everything of checkpoint-4 was on disk, but it was never published: resume must not trust it.
-    assert artifacts.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-2"
+    assert run_folder.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-2"
 
     _resume(root, args, KILL_AT_STEP="5")  # from checkpoint-2; killed mid-epoch, between checkpoints
     assert not staged.exists(), "the interrupted save was not cleaned up"
-    assert artifacts.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-4"
+    assert run_folder.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-4"
 
     _resume(root, args)  # from checkpoint-4, with one step of epoch 2 already done
     _assert_same_run(out, reference)
@@ -148,7 +147,7 @@ def test_lora_run_resumes_exactly_with_a_different_worker_count(assets):
     out = root / "lora_killed"
     args = [*args, "--output-dir", str(out)]
     _killed(root, args, KILL_AT_STEP="7")
-    assert artifacts.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-6"
+    assert run_folder.latest_checkpoint(out) == out / "checkpoints" / "checkpoint-6"
     # Augmentation is drawn per image from (seed, epoch, index): a loader worker process changes nothing.
     _resume(root, [*args, "--dataloader-num-workers", "1"])
     _assert_same_run(out, reference)
@@ -165,24 +164,24 @@ def _checkpoint(folder, state=None):
 
 
 def test_latest_checkpoint_trusts_only_published_complete_folders(tmp_path):
-    root = tmp_path / artifacts.CHECKPOINTS_DIR
+    root = tmp_path / run_folder.CHECKPOINTS_DIR
     _checkpoint(root / "checkpoint-2", json.dumps({"global_step": 2}))
     _checkpoint(root / "checkpoint-4")  # no trainer_state.json: an old-style save that was cut short
     _checkpoint(root / "checkpoint-6", '{"global_step": 6, "log_hi')  # truncated JSON
-    _checkpoint(root / artifacts.STAGING_DIR / "checkpoint-8", json.dumps({"global_step": 8}))
-    assert artifacts.latest_checkpoint(tmp_path) == root / "checkpoint-2"
+    _checkpoint(root / run_folder.STAGING_DIR / "checkpoint-8", json.dumps({"global_step": 8}))
+    assert run_folder.latest_checkpoint(tmp_path) == root / "checkpoint-2"
 
-    assert artifacts.discard_partial_checkpoints(tmp_path) == ["checkpoint-8"]
-    assert not (root / artifacts.STAGING_DIR).exists()
-    assert artifacts.discard_partial_checkpoints(tmp_path) == []
+    assert run_folder.discard_partial_checkpoints(tmp_path) == ["checkpoint-8"]
+    assert not (root / run_folder.STAGING_DIR).exists()
+    assert run_folder.discard_partial_checkpoints(tmp_path) == []
 
 
 def test_publish_checkpoint_renames_into_place_and_replaces_a_stale_folder(tmp_path):
-    root = tmp_path / artifacts.CHECKPOINTS_DIR
-    staging = root / artifacts.STAGING_DIR
+    root = tmp_path / run_folder.CHECKPOINTS_DIR
+    staging = root / run_folder.STAGING_DIR
     _checkpoint(root / "checkpoint-4", json.dumps({"global_step": 4, "old": True}))
     _checkpoint(staging / "checkpoint-4", json.dumps({"global_step": 4}))
-    artifacts.publish_checkpoint(staging / "checkpoint-4", root / "checkpoint-4")
+    run_folder.publish_checkpoint(staging / "checkpoint-4", root / "checkpoint-4")
     assert json.loads((root / "checkpoint-4" / "trainer_state.json").read_text()) == {"global_step": 4}
     assert sorted(p.name for p in root.iterdir()) == ["checkpoint-4"]  # staging and the replaced copy are gone
 

@@ -1,6 +1,6 @@
-"""hf_transfer.space and space_app/: predictions, bad uploads, page texts, the API, and the three ways to run.
+"""hf_transfer.app.page and space_app/: predictions, bad uploads, page texts, the API, and the three ways to run.
 
-A tiny ViT is trained for two steps through ``hf_transfer.training.train`` (LoRA, so the run holds both the
+A tiny ViT is trained for two steps through ``hf_transfer.training.run.train`` (LoRA, so the run holds both the
 merged model and ``adapter/``) once per session; the Gradio app is served on a loopback port and driven with
 ``gradio_client``. ``tiny_run``, ``served`` and ``make_uploads`` are shared with test_space_load.py and
 test_space_browser.py.
@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_transfer import space
+from hf_transfer.app import page as space
+from hf_transfer.data.images import load_image
 from hf_transfer.errors import BadImageError, ConfigError
-from hf_transfer.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "space_app" / "app.py"
@@ -53,11 +53,11 @@ def tiny_run(base: Path) -> Path:
     from transfer_fixtures import make_image_folder, save_random_vit
 
     from hf_transfer.config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
-    from hf_transfer.training import train
+    from hf_transfer.training.run import run_training
 
     data = make_image_folder(base / "space_data", per_class=8)
     checkpoint = save_random_vit(base / "space_base_vit", num_labels=5)
-    train(RunConfig(
+    run_training(RunConfig(
         model=ModelConfig(model=str(checkpoint)),
         data=DataConfig(data=str(data), validation_fraction=0.25),
         strategy=StrategyConfig(strategy="lora", lora_r=4),
@@ -248,7 +248,7 @@ def test_page_text_comes_from_the_run_folder(classifier, run_dir):
 
 
 def test_metrics_fall_back_to_the_model_card(run_dir, tmp_path):
-    from hf_transfer.model_card import build_model_card
+    from hf_transfer.publish.model_card import build_model_card
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     (tmp_path / "README.md").write_text(str(build_model_card(run_dir, repo_id="alice/tiny", license="apache-2.0")))

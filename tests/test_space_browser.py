@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_space import make_uploads, served, tiny_run
 
-from hf_transfer import space
+from hf_transfer.app import page as space
 
 pytestmark = pytest.mark.browser
 

@@ -16,7 +16,7 @@ import httpx
 import psutil
 from test_space import APP, _start, _wait_until_up, as_scores, assert_same_scores, free_port, make_uploads, tiny_run
 
-from hf_transfer import space
+from hf_transfer.app import page as space
 
 CONCURRENT = 200
 NAMES = ("rgb", "photo", "gray", "cmyk")  # photo: 1024x768, so a request that kept its image would show in RSS

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import zipfile
 
-from hf_transfer import space_publish
+from hf_transfer.publish import space_repo
 
 
 def test_checkout_app_is_the_default():
-    assert (space_publish.default_app_dir() / "app.py").is_file()
+    assert (space_repo.default_app_dir() / "app.py").is_file()
 
 
 def test_wheel_install_uses_the_shared_copy(tmp_path, monkeypatch):
-    fake_package = tmp_path / "site-packages" / "hf_transfer" / "space_publish.py"
+    fake_package = tmp_path / "site-packages" / "hf_transfer" / "space_repo.py"
     fake_package.parent.mkdir(parents=True)
     installed = tmp_path / "prefix" / "share" / "hf-transfer-learning" / "space_app"
     installed.mkdir(parents=True)
     (installed / "app.py").write_text("# app\n")
-    monkeypatch.setattr(space_publish, "__file__", str(fake_package))
-    monkeypatch.setattr(space_publish.sys, "prefix", str(tmp_path / "prefix"))
-    assert space_publish.default_app_dir() == installed
+    monkeypatch.setattr(space_repo, "__file__", str(fake_package))
+    monkeypatch.setattr(space_repo.sys, "prefix", str(tmp_path / "prefix"))
+    assert space_repo.default_app_dir() == installed
 
 
 def test_wheel_ships_the_space_app(tmp_path):

@@ -8,8 +8,16 @@ from transformers import AutoModelForImageClassification
 
 from hf_transfer.config import StrategyConfig
 from hf_transfer.errors import HfTransferError, StrategyError
-from hf_transfer.models import find_head_names, load_model_for_labels
-from hf_transfer.strategies import REGISTRY, Strategy, apply_strategy, build_param_groups, get_strategy, register
+from hf_transfer.modeling.heads import find_head_names
+from hf_transfer.modeling.loading import load_model_for_labels
+from hf_transfer.training.strategies import (
+    REGISTRY,
+    Strategy,
+    apply_strategy,
+    build_param_groups,
+    get_strategy,
+    register,
+)
 
 PEFT_METHODS = [name for name, s in REGISTRY.items() if s.is_peft]
 CONV_METHODS = [name for name, s in REGISTRY.items() if s.is_peft and torch.nn.Conv2d in s.layer_types]

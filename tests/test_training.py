@@ -11,9 +11,9 @@ from PIL import Image
 from tiny import ARCHITECTURES, quick_run_config
 from transformers import AutoModelForImageClassification, pipeline
 
-from hf_transfer import artifacts
-from hf_transfer.inference import load_classifier
-from hf_transfer.training import train
+from hf_transfer import run_folder
+from hf_transfer.evaluation.inference import load_classifier
+from hf_transfer.training.run import run_training
 
 LABELS = ["cat", "dog", "fish"]
 
@@ -22,7 +22,7 @@ LABELS = ["cat", "dog", "fish"]
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_train_save_reload_predict(arch, strategy, tiny_checkpoints, image_folder, tmp_path):
     out = tmp_path / "run"
-    result = train(quick_run_config(tiny_checkpoints(arch), image_folder, out, strategy=strategy))
+    result = run_training(quick_run_config(tiny_checkpoints(arch), image_folder, out, strategy=strategy))
 
     # the output folder holds what the contract promises
     for name in ("config.json", "model.safetensors", "labels.json", "metrics.json", "confusion_matrix.png",
@@ -60,7 +60,7 @@ def test_linear_probe_keeps_backbone_exactly(tiny_checkpoints, image_folder, tmp
     """A linear probe changes the head only: backbone weights and BatchNorm statistics are untouched."""
     source = tiny_checkpoints("resnet")
     before = AutoModelForImageClassification.from_pretrained(source).state_dict()
-    train(quick_run_config(source, image_folder, tmp_path / "run", strategy="linear", max_steps=4))
+    run_training(quick_run_config(source, image_folder, tmp_path / "run", strategy="linear", max_steps=4))
     after = AutoModelForImageClassification.from_pretrained(tmp_path / "run").state_dict()
     changed = [k for k in before if not k.startswith("classifier") and not torch.equal(before[k], after[k])]
     assert changed == []
@@ -69,13 +69,13 @@ def test_linear_probe_keeps_backbone_exactly(tiny_checkpoints, image_folder, tmp
 
 def test_training_learns_the_task(tiny_checkpoints, image_folder, tmp_path):
     """Not just runs: a full fine-tune of a tiny ViT separates the synthetic classes."""
-    result = train(quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="full",
+    result = run_training(quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="full",
                                     max_steps=40, learning_rate=3e-3, eval_steps=20))
     assert result.metrics["accuracy"] >= 0.8
 
 
 def test_split_folders_report_on_test_split(tiny_checkpoints, split_image_folder, tmp_path):
-    result = train(quick_run_config(tiny_checkpoints("vit"), split_image_folder, tmp_path / "run", strategy="linear"))
+    result = run_training(quick_run_config(tiny_checkpoints("vit"), split_image_folder, tmp_path / "run", strategy="linear"))
     assert result.metrics["split"] == "test"
     assert result.metrics["num_samples"] == 3 * 4
     assert "validation" in result.metrics
@@ -85,13 +85,13 @@ def test_resolved_config_replays(tiny_checkpoints, image_folder, tmp_path):
     from hf_transfer.config import RunConfig
 
     run = quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="lora", lora_r=4)
-    train(run)
-    replay = RunConfig.from_yaml(tmp_path / "run" / artifacts.CONFIG_FILE)
+    run_training(run)
+    replay = RunConfig.from_yaml(tmp_path / "run" / run_folder.CONFIG_FILE)
     assert replay.to_dict() == run.to_dict()
 
 
 def test_class_weights_label_smoothing_and_staged_unfreeze(tiny_checkpoints, image_folder, tmp_path):
-    result = train(quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="full",
+    result = run_training(quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="full",
                                     class_weighting="balanced", label_smoothing=0.1, head_only_steps=2,
                                     layer_decay=0.7, max_steps=4))
     assert result.summary["hyperparameters"]["class_weighting"] == "balanced"
@@ -106,7 +106,7 @@ def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
-    result = train(quick_run_config(tiny_checkpoints("vit"), csv, out, strategy="linear", multi_label=True,
+    result = run_training(quick_run_config(tiny_checkpoints("vit"), csv, out, strategy="linear", multi_label=True,
                                     image_column="path", label_column="tags", metric_for_best_model="macro_f1"))
     assert result.summary["problem_type"] == "multi_label_classification"
     assert set(result.metrics["per_class"]) == {"cat", "dog", "fish", "striped"}
@@ -116,7 +116,7 @@ def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path):
 
 def test_mixed_precision_choice_on_cpu():
     from hf_transfer.errors import ConfigError
-    from hf_transfer.training import mixed_precision
+    from hf_transfer.training.run import mixed_precision
 
     assert mixed_precision("auto", use_cpu=True) == {"bf16": False, "fp16": False}
     assert mixed_precision("bf16", use_cpu=True) == {"bf16": True, "fp16": False}  # CPU autocast

@@ -10,7 +10,7 @@ import pytest
 from scipy.optimize import minimize
 
 from hf_transfer.errors import DataError, HfTransferError
-from hf_transfer.transferability import (
+from hf_transfer.transferability.scores import (
     h_score,
     knn_accuracy,
     leep_score,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from ..config import DataConfig
+from hf_transfer.config import DataConfig
 
 WHERE_FIELDS = ("data", "data_config_name", "data_revision", "train_split", "validation_split", "test_split",
                 "image_column", "label_column", "on_bad_image")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._data_options import add_data_options, data_config_from
+from hf_transfer.commands._data_options import add_data_options, data_config_from
 
 
 def register(subparsers) -> None:
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 def run(args, extra) -> int:
     from pathlib import Path
 
-    from ..curves import learning_curve, verdicts, write_curve
+    from hf_transfer.experiments.curve import learning_curve, verdicts, write_curve
 
     data = data_config_from(args)
     curve = learning_curve(data=data, model=args.model, shots=args.shots, seeds=args.seeds, c_reg=args.c_reg,

@@ -19,7 +19,7 @@ def run(args, extra) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from transformers.utils import logging
 
-    from ..demo import run_demo
+    from hf_transfer.demo import run_demo
 
     logging.set_verbosity_error()  # the head re-initialisation report is expected here: keep the demo readable
 

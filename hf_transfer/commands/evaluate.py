@@ -17,9 +17,9 @@ def register(subparsers) -> None:
 def run(args, extra: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from ..config import DataConfig
-    from ..evaluation import evaluate_classifier
-    from ..inference import load_classifier
+    from hf_transfer.config import DataConfig
+    from hf_transfer.evaluation.inference import load_classifier
+    from hf_transfer.evaluation.scoring import evaluate_classifier
 
     parser = HfArgumentParser(DataConfig, prog="hf-transfer evaluate")
     parser.add_argument("--model", required=True, help="Trained model: run folder, adapter folder or Hub repo id.")

@@ -15,8 +15,8 @@ def register(subparsers) -> None:
 
 
 def run(args, extra) -> int:
-    from ..errors import BadImageError
-    from ..inference import load_classifier
+    from hf_transfer.errors import BadImageError
+    from hf_transfer.evaluation.inference import load_classifier
 
     classifier = load_classifier(args.model, revision=args.revision)
     results, failed = {}, 0

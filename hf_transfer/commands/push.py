@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(args, extra: list[str]) -> int:
-    from .. import hub
+    from hf_transfer.publish import hub
 
     if args.dry_run:
         files = hub.plan_model_files(args.model_dir, adapter_only=args.adapter_only,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._data_options import add_data_options, data_config_from
+from hf_transfer.commands._data_options import add_data_options, data_config_from
 
 
 def register(subparsers) -> None:
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args, extra) -> int:
-    from ..ranking import format_table, rank_models, write_ranking
+    from hf_transfer.transferability.rank import format_table, rank_models, write_ranking
 
     data = data_config_from(args)
     ranking = rank_models(data=data, models=args.models, sample_size=args.sample_size, seed=args.seed,

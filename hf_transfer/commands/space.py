@@ -17,7 +17,7 @@ def _push_arguments(parser) -> None:
 
 
 def _push(args) -> int:
-    from ..hub import push_space
+    from hf_transfer.publish.space_repo import push_space
 
     result = push_space(args.model, args.space_id, private=args.private, model_revision=args.model_revision,
                         app_dir=args.app_dir)
@@ -26,13 +26,13 @@ def _push(args) -> int:
 
 
 def _serve_arguments(parser) -> None:
-    from ..space import add_serve_arguments
+    from hf_transfer.app.page import add_serve_arguments
 
     add_serve_arguments(parser)
 
 
 def _serve(args) -> int:
-    from ..space import serve
+    from hf_transfer.app.page import serve
 
     serve(args)  # blocks until Ctrl+C
     return 0

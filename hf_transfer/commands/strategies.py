@@ -9,7 +9,7 @@ def register(subparsers) -> None:
 
 
 def run(args, extra) -> int:
-    from ..strategies import REGISTRY
+    from hf_transfer.training.strategies import REGISTRY
 
     width = max(len(name) for name in REGISTRY)
     for name, strategy in REGISTRY.items():

@@ -12,7 +12,7 @@ def register(subparsers) -> None:
 
 
 def run(args, extra: list[str]) -> int:
-    from ..training import run_from_argv
+    from hf_transfer.training.run import run_from_argv
 
     run_from_argv(extra)
     return 0

@@ -1,0 +1,335 @@
+"""The Space: a Gradio page where anyone can try a trained classifier in the browser.
+
+Everything the page needs beyond layout lives here so it is tested with the library: which model to serve
+(``--model`` or the ``MODEL_ID`` variable of a Space), predictions for an upload (through
+:class:`hf_transfer.evaluation.inference.ImageClassifier`, so the numbers are those of ``pipeline()``), bad uploads
+turned into a readable message, and the page's texts built from the run folder (labels, headline metrics,
+how the model was trained, real validation examples). ``space_app/app.py`` and ``hf-transfer space serve``
+both call :func:`serve`; gradio is imported only when a page is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import html
+import os
+import re
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hf_transfer import run_folder
+from hf_transfer.data.images import load_image
+from hf_transfer.errors import BadImageError, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_transfer.evaluation.inference import ImageClassifier
+
+MODEL_ENV = "MODEL_ID"
+REVISION_ENV = "MODEL_REVISION"
+DEFAULT_TOP_K = 5
+# Uploads above this many pixels are refused before decoding (a 50-megapixel phone photo still passes); larger
+# images that pass are shrunk by load_image. A Space has little memory and many visitors.
+SPACE_MAX_PIXELS = 64_000_000
+MAX_UPLOAD_SIZE = "32mb"  # refused by gradio's upload route before anything is decoded
+QUEUE_MAX_SIZE = 256  # waiting requests; more get gradio's "queue is full" message instead of piling up
+CONCURRENCY_LIMIT = 1  # one prediction at a time: torch already uses every core for one image
+MAX_EXAMPLES = 12
+MAX_LABELS_SHOWN = 100
+CACHE_CLEANUP = (3600, 3600)  # every hour, delete uploads older than an hour (a public Space runs for weeks)
+
+
+def model_source(cli_model: str | None = None, *, environ: dict[str, str] | None = None) -> str:
+    """The model to serve: ``--model`` when given, else the ``MODEL_ID`` variable (how a Space names it)."""
+    environ = os.environ if environ is None else environ
+    source = (cli_model or environ.get(MODEL_ENV) or "").strip()
+    if not source:
+        raise ConfigError(
+            f"No model to serve: pass --model PATH_OR_REPO_ID (a run's --output-dir, its adapter/ folder or a Hub "
+            f"repo id), or set the {MODEL_ENV} variable (on a Space: Settings > Variables)."
+        )
+    return source
+
+
+def predict_scores(classifier: ImageClassifier, image: Any, *, top_k: int = DEFAULT_TOP_K,
+                   max_pixels: int = SPACE_MAX_PIXELS) -> dict[str, float]:
+    """``{label: score}`` of the top-k labels for one upload (a path, bytes, PIL image or array), best first.
+
+    Raises :class:`BadImageError` with a readable reason for anything that is not a usable image.
+    """
+    if image is None:
+        raise BadImageError("No image given: upload an image (or pick one of the examples) first.")
+    name = Path(image).name if isinstance(image, (str, os.PathLike)) else "The upload"
+    rgb = load_image(image, name=name, max_pixels=max_pixels)
+    return {row["label"]: row["score"] for row in classifier.predict(rgb, top_k=top_k)}
+
+
+def predict_for_ui(classifier: ImageClassifier, image: Any, *, top_k: int = DEFAULT_TOP_K) -> dict[str, float]:
+    """:func:`predict_scores` for the page: a bad upload becomes a ``gr.Error`` the visitor can read."""
+    import gradio as gr
+
+    try:
+        return predict_scores(classifier, image, top_k=top_k)
+    except BadImageError as error:
+        # print_exception=False: a visitor's bad file is not a server error worth a traceback in the logs.
+        raise gr.Error(html.escape(str(error)), title="Cannot classify this upload", print_exception=False) from None
+
+
+# ----------------------------------------------------------------------------------------------------- page texts
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def md(text: Any) -> str:
+    """``text`` shown literally in Markdown (labels and ids may hold ``*``, ``_``, ``|`` or ``<``)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+@dataclass(frozen=True)
+class PageText:
+    """The Markdown blocks of the page, built from a run folder (or a downloaded repo)."""
+
+    title: str
+    intro: str
+    labels: str
+    metrics: str
+    training: str
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else str(value)
+
+
+def headline_metrics(info: dict[str, Any], folder: Path | None = None) -> list[tuple[str, str]]:
+    """``[(name, value)]`` from metrics.json; else from the model card's ``model-index`` (README.md)."""
+    metrics = info.get("metrics") or {}
+    rows: list[tuple[str, str]] = []
+    if metrics:
+        for key, name in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1")):
+            if isinstance(metrics.get(key), (int, float)):
+                rows.append((name, _percent(metrics[key])))
+        for k, value in sorted((metrics.get("top_k_accuracy") or {}).items(), key=lambda kv: int(kv[0])):
+            rows.append((f"Top-{k} accuracy", _percent(value)))
+        if metrics.get("split"):
+            evaluated = f"{metrics['split']} split"
+            if metrics.get("num_samples"):
+                evaluated += f", {metrics['num_samples']} images"
+            rows.append(("Evaluated on", evaluated))
+        return rows
+    card = folder / "README.md" if folder else None
+    if card and card.is_file():
+        from huggingface_hub import ModelCard
+
+        from hf_transfer.publish.model_card import card_metrics
+
+        try:
+            found = card_metrics(ModelCard.load(card))
+        except Exception:  # noqa: BLE001 - a card we cannot parse just means no metrics to show
+            found = {}
+        for key, value in found.items():
+            name = {"accuracy": "Accuracy", "f1": "Macro-F1", "loss": "Loss"}.get(key, key.replace("_", " ").capitalize())
+            rows.append((name, _percent(value) if key != "loss" else f"{value:.4f}"))
+    return rows
+
+
+def training_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """``[(what, value)]`` describing how the model was trained (from training_summary.json)."""
+    rows: list[tuple[str, str]] = []
+    strategy = summary.get("strategy")
+    if strategy:
+        method = summary.get("peft_method")
+        extra = ""
+        rank = (summary.get("hyperparameters") or {}).get("lora_r")
+        if method and method != strategy:
+            extra = f" ({method})"
+        if rank and method in ("lora", "dora", "loha", "lokr", "vera", "adalora"):
+            extra += f", rank {rank}"
+        rows.append(("Strategy", f"{strategy}{extra}"))
+    if summary.get("base_model"):
+        base = str(summary["base_model"])
+        if summary.get("base_revision"):
+            base += f" @ {summary['base_revision']}"
+        rows.append(("Base model", base))
+    if summary.get("dataset"):
+        data = str(summary["dataset"])
+        counts = []
+        if summary.get("train_samples") is not None:
+            counts.append(f"{summary['train_samples']} training images")
+        if summary.get("shots_per_class"):
+            counts.append(f"{summary['shots_per_class']} per class")
+        rows.append(("Data", data + (f" ({', '.join(counts)})" if counts else "")))
+    trainable, total = summary.get("trainable_params"), summary.get("total_params")
+    if isinstance(trainable, int):
+        value = f"{trainable:,}"
+        if isinstance(total, int) and total > 0:
+            value += f" of {total:,} ({100 * trainable / total:.2f} %)"
+        rows.append(("Trainable parameters", value))
+    if summary.get("global_step") is not None:
+        steps = f"{summary['global_step']} steps"
+        if isinstance(summary.get("epochs"), (int, float)):
+            steps += f", {round(summary['epochs'], 2):g} epochs"
+        if isinstance(summary.get("train_runtime_s"), (int, float)):
+            steps += f", {summary['train_runtime_s']:.0f} s"
+        rows.append(("Training", steps))
+    if summary.get("hf_transfer_version"):
+        rows.append(("hf_transfer", str(summary["hf_transfer_version"])))
+    return rows
+
+
+def _bullets(rows: list[tuple[str, str]]) -> str:
+    return "\n".join(f"- **{md(name)}:** {md(value)}" for name, value in rows)
+
+
+def page_text(classifier: ImageClassifier) -> PageText:
+    """The page's texts for ``classifier`` (its labels, and the run files next to its weights)."""
+    info, labels = classifier.info, classifier.labels
+    summary = info.get("summary") or {}
+    name = classifier.source.rstrip("/").split("/")[-1] if Path(classifier.source).exists() else classifier.source
+    shown = ", ".join(md(label) for label in labels[:MAX_LABELS_SHOWN])
+    more = f" ... and {len(labels) - MAX_LABELS_SHOWN} more" if len(labels) > MAX_LABELS_SHOWN else ""
+    kind = "several of" if classifier.multi_label else "one of"
+    base = f" adapted from **{md(summary['base_model'])}**" if summary.get("base_model") else ""
+    intro = (f"Upload an image (or pick an example below): the model{base} sorts it into {kind} "
+             f"**{len(labels)} labels** and shows the top scores.")
+    metrics = headline_metrics(info, classifier.folder)
+    training = training_rows(summary)
+    return PageText(
+        title=f"{name}: image classifier",
+        intro=intro,
+        labels=f"**Labels ({len(labels)}):** {shown}{more}",
+        metrics=_bullets(metrics) if metrics else "No evaluation metrics were saved with this model.",
+        training=_bullets(training) if training else "No training summary was saved with this model.",
+    )
+
+
+def example_images(classifier: ImageClassifier, *, limit: int = MAX_EXAMPLES) -> list[tuple[str, str]]:
+    """``[(path, label)]`` of the run's saved validation images, one class after another (round-robin)."""
+    folder = classifier.folder
+    if folder is None:
+        return []
+    index: dict[str, list[str]] = classifier.info.get("examples") or {}
+    if not index and (folder / run_folder.EXAMPLES_DIR).is_dir():
+        index = {sub.name: [str(p.relative_to(folder)) for p in sorted(sub.glob("*.png"))]
+                 for sub in sorted((folder / run_folder.EXAMPLES_DIR).iterdir()) if sub.is_dir()}
+    per_label = {label: [folder / rel for rel in files if (folder / rel).is_file()] for label, files in index.items()}
+    picked: list[tuple[str, str]] = []
+    for round_ in range(max((len(files) for files in per_label.values()), default=0)):
+        for label, files in per_label.items():
+            if round_ < len(files) and len(picked) < limit:
+                picked.append((str(files[round_]), label))
+    return picked
+
+
+# ------------------------------------------------------------------------------------------------------- gradio
+def _upload_path(component, payload):
+    """Replaces ``gr.Image.preprocess``: hand the app the uploaded file *without* decoding it.
+
+    gradio's own preprocessing opens every upload with PIL first, so a PDF renamed .jpg or an empty file would fail
+    inside gradio with a bare "Error". Here the file (by now checked to lie in gradio's upload cache) goes to
+    :func:`load_image`, which says what is wrong with it.
+    """
+    import gradio as gr
+
+    if payload is None:
+        return None
+    if payload.url and payload.url.startswith("data:"):  # a pasted (base64) image: raw bytes for load_image
+        try:
+            return base64.b64decode(payload.url.split(",", 1)[1], validate=True)
+        except (IndexError, binascii.Error):
+            raise gr.Error("The pasted image data is not valid base64.", print_exception=False) from None
+    if payload.path is None:
+        raise gr.Error("The upload did not arrive: try again.", print_exception=False)
+    return str(payload.path)
+
+
+def image_input(**kwargs):
+    """gradio's image widget whose value reaches the app as the uploaded file's path (or bytes), undecoded.
+
+    The override is per instance: a ``gr.Image`` subclass would make gradio write a ``.pyi`` stub next to this
+    module (it does so for every component class it sees defined).
+    """
+    import gradio as gr
+
+    component = gr.Image(type="filepath", **kwargs)
+    component.preprocess = types.MethodType(_upload_path, component)
+    return component
+
+
+def build_demo(classifier: ImageClassifier, *, top_k: int = DEFAULT_TOP_K):
+    """The page for ``classifier``: upload → top-k labels, examples, labels, metrics, how it was trained."""
+    import gradio as gr
+
+    top_k = max(1, min(top_k, len(classifier.labels)))
+    text = page_text(classifier)
+    examples = example_images(classifier)
+
+    def predict(image):
+        return predict_for_ui(classifier, image, top_k=top_k)
+
+    with gr.Blocks(title=text.title, delete_cache=CACHE_CLEANUP) as demo:
+        gr.Markdown(f"# {md(text.title)}\n{text.intro}")
+        with gr.Row():
+            with gr.Column():
+                image = image_input(label="Image", height=320)
+                with gr.Row():
+                    clear = gr.ClearButton(value="Clear")
+                    submit = gr.Button("Classify", variant="primary")
+            with gr.Column():
+                label = gr.Label(num_top_classes=top_k, label="Prediction")
+        clear.add([image, label])
+        submit.click(predict, inputs=image, outputs=label, api_name="predict")
+        if examples:
+            gr.Examples(examples=[[path] for path, _ in examples], inputs=image, outputs=label, fn=predict,
+                        run_on_click=True, cache_examples=False, examples_per_page=MAX_EXAMPLES,
+                        label="Examples: validation images the model did not train on, one class after another",
+                        api_visibility="private")
+        gr.Markdown(text.labels)
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("### How well it does\n" + text.metrics)
+            with gr.Column():
+                gr.Markdown("### How this was trained\n" + text.training)
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_MAX_SIZE)
+    return demo
+
+
+def launch(demo, *, server_name: str | None = None, server_port: int | None = None, **kwargs):
+    """``demo.launch`` with the Space's limits; host/port default to GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
+    kwargs.setdefault("max_file_size", MAX_UPLOAD_SIZE)
+    kwargs.setdefault("show_error", False)  # only our readable gr.Error messages reach visitors, never internals
+    return demo.launch(server_name=server_name, server_port=server_port, **kwargs)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``space_app/app.py`` and ``hf-transfer space serve`` (one definition for both)."""
+    parser.add_argument("--model", default=None,
+                        help=f"Trained model to serve: a run's --output-dir, its adapter/ folder, or a Hub repo id "
+                             f"(merged or adapter). Default: the {MODEL_ENV} environment variable (set it on a Space).")
+    parser.add_argument("--revision", default=None,
+                        help=f"Hub branch, tag or commit of --model. Default: the {REVISION_ENV} variable, else main.")
+    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="Labels shown with their scores.")
+    parser.add_argument("--host", default=None,
+                        help="Address to listen on. Default: GRADIO_SERVER_NAME, else 127.0.0.1 (0.0.0.0 on a Space).")
+    parser.add_argument("--port", type=int, default=None,
+                        help="Port to listen on. Default: GRADIO_SERVER_PORT, else the first free port from 7860.")
+    parser.add_argument("--device", default=None, help="torch device (cpu, cuda). Default: a GPU if there is one.")
+    return parser
+
+
+def load_for_space(model: str | None = None, *, revision: str | None = None, device: str | None = None):
+    """The classifier the page serves (``--model`` or ``MODEL_ID``; merged model or adapter, folder or repo)."""
+    from hf_transfer.evaluation.inference import load_classifier
+
+    source = model_source(model)
+    return load_classifier(source, revision=revision or os.environ.get(REVISION_ENV) or None, device=device)
+
+
+def serve(args: argparse.Namespace, **launch_kwargs):
+    """Load the model named by ``args`` (see :func:`add_serve_arguments`), build the page and serve it."""
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}.")
+    classifier = load_for_space(args.model, revision=args.revision, device=args.device)
+    demo = build_demo(classifier, top_k=args.top_k)
+    return launch(demo, server_name=args.host, server_port=args.port, **launch_kwargs)

@@ -1,0 +1,381 @@
+"""Images and labels from a Hub dataset, an image folder, a CSV/JSONL file or an embedded data set.
+
+Whatever the source, :func:`load_splits` returns a ``DatasetDict`` with splits ``train``, ``validation``
+(and ``test`` when the data has one), an ``image`` column of undecoded images (decoded later, robustly, by
+:mod:`hf_transfer.data.images`) and a ``label`` column that is a ``ClassLabel`` (``Sequence(ClassLabel)`` for
+multi-label data). The label names come from the data, once, and go everywhere from here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hf_transfer import cache
+from hf_transfer.config import DataConfig
+from hf_transfer.data import bundled
+from hf_transfer.data.images import load_image
+from hf_transfer.errors import BadImageError, DataError, DataNotFoundError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+VALIDATION_NAMES = ("validation", "valid", "val", "dev")
+SPLIT_FOLDER_NAMES = {"train", "test", *VALIDATION_NAMES}
+
+
+@dataclass
+class DataReport:
+    """What loading found: counts per split and class, and images left out."""
+
+    source: str
+    label_names: list[str]
+    split_sizes: dict[str, int]
+    class_counts: dict[str, dict[str, int]]
+    bad_images: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "label_names": self.label_names, "split_sizes": self.split_sizes,
+                "class_counts": self.class_counts, "bad_images": self.bad_images}
+
+
+def load_splits(cfg: DataConfig):
+    """Load, check and split the data; returns ``(DatasetDict, DataReport)``."""
+    cfg.validate()
+    raw, is_local = _load_raw(cfg)
+    raw = _select_columns(raw, cfg)
+    raw = _encode_labels(raw, cfg)
+    splits = _assign_splits(raw, cfg)
+    check = cfg.check_images if cfg.check_images is not None else is_local
+    bad: list[dict[str, str]] = []
+    if check:
+        for name in list(splits):
+            splits[name], found = _drop_bad_images(splits[name], name, cfg)
+            bad.extend(found)
+    label_names = label_names_of(splits["train"])
+    _check_classes(splits, label_names, cfg)
+    if cfg.shots_per_class:
+        splits["train"] = sample_shots(splits["train"], cfg.shots_per_class, seed=cfg.data_seed)
+    report = DataReport(
+        source=cfg.data,
+        label_names=label_names,
+        split_sizes={k: len(v) for k, v in splits.items()},
+        class_counts={k: class_counts(v) for k, v in splits.items()},
+        bad_images=bad,
+    )
+    return splits, report
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+def _load_raw(cfg: DataConfig):
+    """Returns (DatasetDict, is_local)."""
+    import datasets
+
+    spec = cfg.data
+    if cache.is_embedded(spec):
+        return _load_folder(bundled.dataset_path(spec)), True
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _load_folder(path), True
+    if path.is_file():
+        if path.suffix.lower() in (".csv", ".tsv", ".json", ".jsonl"):
+            return _load_table(path, cfg), True
+        raise DataError(f"--data {spec}: unsupported file type {path.suffix!r}. Use an image folder, a .csv or a .jsonl file.")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise DataNotFoundError(f"--data {spec}: no such file or folder.")
+    try:
+        loaded = datasets.load_dataset(spec, name=cfg.data_config_name, revision=cfg.data_revision)
+    except FileNotFoundError as error:
+        raise DataNotFoundError(
+            f"--data {spec}: not a local folder or file, and not found on the Hub ({error}). Check the spelling; "
+            "for a local folder pass an existing path."
+        ) from error
+    except ValueError as error:
+        raise DataError(f"--data {spec}: {error}. If the data set has configurations, pass --data-config-name.") from error
+    except ConnectionError as error:
+        raise DataNotFoundError(f"--data {spec}: the Hub could not be reached ({error}). Use a local folder offline.") from error
+    if not isinstance(loaded, datasets.DatasetDict):
+        loaded = datasets.DatasetDict({cfg.train_split: loaded})
+    return loaded, False
+
+
+def _load_folder(folder: Path):
+    """An image folder: class sub-folders, optionally under train/ validation/ test/ split folders."""
+
+    children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_dirs = [p for p in children if p.name.lower() in SPLIT_FOLDER_NAMES]
+    if not children:
+        raise DataError(f"--data {folder}: no class sub-folders. Put each class's images in its own folder: "
+                        f"{folder}/<class name>/*.jpg")
+    roots = split_dirs if split_dirs else [folder]
+    for root in roots:
+        class_dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        empty = sorted(p.name for p in class_dirs if not _has_images(p))
+        if empty:
+            raise DataError(f"--data {folder}: class folder(s) {empty} under {root} hold no images. Add images to "
+                            "them or delete them.")
+        if not class_dirs:
+            raise DataError(f"--data {folder}: {root} has no class sub-folders.")
+    if split_dirs:
+        data_files = {}
+        for p in split_dirs:
+            name = "validation" if p.name.lower() in VALIDATION_NAMES else p.name.lower()
+            data_files[name] = [str(f) for f in sorted(p.rglob("*")) if _is_image_file(f)]
+        return _folder_dataset(data_files, folder)
+    return _folder_dataset({"train": [str(f) for f in sorted(folder.rglob("*")) if _is_image_file(f)]}, folder)
+
+
+def _folder_dataset(data_files: dict[str, list[str]], root: Path):
+    """Build splits from file lists; the class is the file's parent folder name (sorted into a ClassLabel)."""
+    import datasets
+
+    names = sorted({Path(f).parent.name for files in data_files.values() for f in files})
+    features = datasets.Features({"image": datasets.Image(decode=False), "label": datasets.ClassLabel(names=names)})
+    out = {}
+    for split, files in data_files.items():
+        out[split] = datasets.Dataset.from_dict(
+            {"image": [{"path": f, "bytes": None} for f in files], "label": [Path(f).parent.name for f in files]},
+            features=features,
+        )
+    return datasets.DatasetDict(out)
+
+
+def _has_images(folder: Path) -> bool:
+    return any(_is_image_file(p) for p in folder.rglob("*"))
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _load_table(path: Path, cfg: DataConfig):
+    """CSV/TSV/JSONL with an image-path column (relative to the file's folder) and a label column."""
+    import datasets
+
+    kind = "json" if path.suffix.lower() in (".json", ".jsonl") else "csv"
+    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    table = datasets.load_dataset(kind, data_files={"train": str(path)}, **kwargs)["train"]
+    _require_columns(table.column_names, cfg, source=str(path))
+    base = path.parent
+
+    def absolute(batch):
+        batch[cfg.image_column] = [
+            {"path": str(p if Path(p).is_absolute() else base / p), "bytes": None} if isinstance(p, str) else p
+            for p in batch[cfg.image_column]
+        ]
+        return batch
+
+    table = table.map(absolute, batched=True)
+    missing = [r["path"] for r in table[cfg.image_column] if isinstance(r, dict) and r.get("path") and not Path(r["path"]).exists()]
+    if missing and cfg.on_bad_image == "error":
+        raise DataError(f"--data {path}: {len(missing)} image path(s) do not exist, e.g. {missing[:3]}. Paths are read "
+                        f"relative to {base}. Fix them, or pass --on-bad-image skip to leave those rows out.")
+    table = table.cast_column(cfg.image_column, datasets.Image(decode=False))
+    return datasets.DatasetDict({"train": table})
+
+
+# ------------------------------------------------------------------------------------------ columns/labels
+
+def _require_columns(columns: list[str], cfg: DataConfig, *, source: str) -> None:
+    for option, name in (("--image-column", cfg.image_column), ("--label-column", cfg.label_column)):
+        if name not in columns:
+            raise DataError(f"--data {source}: no column {name!r}. The columns are {columns}; pass {option} <name>.")
+
+
+def _select_columns(raw, cfg: DataConfig):
+    import datasets
+
+    first = next(iter(raw.values()))
+    _require_columns(first.column_names, cfg, source=cfg.data)
+    out = {}
+    for split, ds in raw.items():
+        ds = ds.select_columns([cfg.image_column, cfg.label_column])
+        if cfg.image_column != "image":
+            ds = ds.rename_column(cfg.image_column, "image")
+        if cfg.label_column != "label":
+            ds = ds.rename_column(cfg.label_column, "label")
+        if not isinstance(ds.features["image"], datasets.Image):
+            ds = ds.cast_column("image", datasets.Image(decode=False))
+        elif ds.features["image"].decode:
+            ds = ds.cast_column("image", datasets.Image(decode=False))
+        out[split] = ds
+    return datasets.DatasetDict(out)
+
+
+def _encode_labels(raw, cfg: DataConfig):
+    """Make ``label`` a ClassLabel (or a Sequence of ClassLabel for multi-label) shared by every split."""
+    import datasets
+
+    feature = next(iter(raw.values())).features["label"]
+    if cfg.multi_label:
+        return _encode_multi_label(raw, cfg)
+    if isinstance(feature, datasets.ClassLabel):
+        return raw
+    if isinstance(feature, datasets.Sequence) or (hasattr(datasets, "List") and isinstance(feature, datasets.List)):
+        raise DataError("The label column holds lists: this is multi-label data. Pass --multi-label.")
+    values = [v for ds in raw.values() for v in ds["label"]]
+    if any(v is None for v in values):
+        raise DataError("Some rows have no label. Remove them or give them a label.")
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        names = [str(i) for i in range(int(max(values)) + 1)]
+        # integer labels without names: keep the ids, name them by number
+        return datasets.DatasetDict({k: v.cast_column("label", datasets.ClassLabel(names=names)) for k, v in raw.items()})
+    names = sorted({str(v) for v in values})
+    target = datasets.ClassLabel(names=names)
+    return datasets.DatasetDict({
+        k: v.map(lambda b: {"label": [str(x) for x in b["label"]]}, batched=True).cast_column("label", target)
+        for k, v in raw.items()
+    })
+
+
+def _encode_multi_label(raw, cfg: DataConfig):
+    import datasets
+
+    def split_cell(value):
+        if isinstance(value, (list, tuple)):
+            return [str(v) for v in value]
+        if value is None or value == "":
+            return []
+        return [s.strip() for s in str(value).split(cfg.label_separator) if s.strip()]
+
+    feature = next(iter(raw.values())).features["label"]
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, datasets.ClassLabel):
+        return raw
+    names = sorted({n for ds in raw.values() for cell in ds["label"] for n in split_cell(cell)})
+    target = datasets.Sequence(datasets.ClassLabel(names=names))
+    return datasets.DatasetDict({
+        k: v.map(lambda b: {"label": [split_cell(c) for c in b["label"]]}, batched=True,
+                 features=datasets.Features({"image": v.features["image"], "label": target}))
+        for k, v in raw.items()
+    })
+
+
+def label_names_of(ds) -> list[str]:
+    feature = ds.features["label"]
+    feature = getattr(feature, "feature", feature)
+    return list(feature.names)
+
+
+def is_multi_label(ds) -> bool:
+    return hasattr(ds.features["label"], "feature")
+
+
+def class_counts(ds) -> dict[str, int]:
+    names = label_names_of(ds)
+    labels = ds["label"]
+    if is_multi_label(ds):
+        counts = Counter(i for row in labels for i in row)
+    else:
+        counts = Counter(labels)
+    return {names[i]: int(counts.get(i, 0)) for i in range(len(names))}
+
+
+# ---------------------------------------------------------------------------------------------- splitting
+
+def _assign_splits(raw, cfg: DataConfig):
+    import datasets
+
+    names = list(raw)
+    if cfg.train_split not in raw:
+        raise DataError(f"--data {cfg.data}: no split {cfg.train_split!r}; the splits are {names}. Pass --train-split.")
+    validation = cfg.validation_split or next((n for n in VALIDATION_NAMES if n in raw), None)
+    if cfg.validation_split and cfg.validation_split not in raw:
+        raise DataError(f"--data {cfg.data}: no split {cfg.validation_split!r}; the splits are {names}.")
+    test = cfg.test_split or ("test" if "test" in raw and cfg.train_split != "test" else None)
+    if cfg.test_split and cfg.test_split not in raw:
+        raise DataError(f"--data {cfg.data}: no split {cfg.test_split!r}; the splits are {names}.")
+    train = raw[cfg.train_split]
+    out = {}
+    if validation:
+        out["train"], out["validation"] = train, raw[validation]
+    else:
+        train_idx, val_idx = stratified_split(train, cfg.validation_fraction, seed=cfg.data_seed)
+        out["train"], out["validation"] = train.select(train_idx), train.select(val_idx)
+    if test:
+        out["test"] = raw[test]
+    return datasets.DatasetDict(out)
+
+
+def stratified_split(ds, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
+    """Per class, hold out ``fraction`` (at least one image when the class has two or more)."""
+    rng = np.random.default_rng(seed)
+    labels = ds["label"]
+    if is_multi_label(ds):  # no single class per row: a plain seeded split
+        order = rng.permutation(len(labels))
+        n_val = max(1, int(round(fraction * len(labels))))
+        return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+    labels = np.asarray(labels)
+    train_idx, val_idx = [], []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        n_val = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        else:
+            n_val = 0
+        val_idx.extend(members[:n_val].tolist())
+        train_idx.extend(members[n_val:].tolist())
+    return sorted(train_idx), sorted(val_idx)
+
+
+def sample_shots(ds, shots: int, *, seed: int):
+    """Keep ``shots`` training examples per class (seeded); refuse if a class has fewer."""
+    if is_multi_label(ds):
+        raise DataError("--shots-per-class needs single-label data; multi-label rows belong to several classes.")
+    names = label_names_of(ds)
+    labels = np.asarray(ds["label"])
+    short = {names[c]: int((labels == c).sum()) for c in range(len(names)) if (labels == c).sum() < shots}
+    if short:
+        lowest = min(short.values())
+        raise DataError(
+            f"--shots-per-class {shots} asks for more training examples than some classes have after the validation "
+            f"split: {short}. Lower it to {lowest} or fewer, or add images to those classes."
+        )
+    rng = np.random.default_rng(seed)
+    chosen = [int(i) for c in range(len(names)) for i in rng.permutation(np.flatnonzero(labels == c))[:shots]]
+    return ds.select(sorted(chosen))
+
+
+def _check_classes(splits, label_names: list[str], cfg: DataConfig) -> None:
+    if len(label_names) < 2:
+        raise DataError(
+            f"--data {cfg.data} has {len(label_names)} class ({label_names}): a classifier needs at least two. "
+            "Add a folder (or label) for another class."
+        )
+    counts = class_counts(splits["train"])
+    empty = [n for n, c in counts.items() if c == 0]
+    if empty:
+        raise DataError(f"--data {cfg.data}: class(es) {empty} have no training images. Add images or drop the class.")
+    if len(splits["validation"]) == 0:
+        raise DataError(f"--data {cfg.data}: the validation split is empty. Add images (two or more per class) or "
+                        "give a validation split.")
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+def _drop_bad_images(ds, split: str, cfg: DataConfig):
+    """Decode each image once; on bad ones either stop with the list or drop them (``--on-bad-image``)."""
+    bad, keep = [], []
+    for index, record in enumerate(ds["image"]):
+        name = (record or {}).get("path") or f"{split}[{index}]"
+        try:
+            load_image(record, name=name)
+            keep.append(index)
+        except BadImageError as error:
+            bad.append({"split": split, "file": str(name), "reason": str(error)})
+    if bad and cfg.on_bad_image == "error":
+        shown = "\n  ".join(b["reason"] for b in bad[:10])
+        raise DataError(
+            f"{len(bad)} image(s) in split {split!r} cannot be read:\n  {shown}\nFix or delete them, or pass "
+            "--on-bad-image skip to leave them out (they are listed in OUT/data_report.json)."
+        )
+    return (ds.select(keep) if bad else ds), bad
+
+
+def write_report(report: DataReport, path: Path) -> None:
+    path.write_text(json.dumps(report.to_dict(), indent=2))

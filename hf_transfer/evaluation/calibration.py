@@ -1,0 +1,353 @@
+"""Calibration: expected calibration error, temperature scaling, reliability diagram, top-losses gallery.
+
+Temperature scaling (Guo et al. 2017) divides the logits by one scalar T > 0 fitted on validation
+logits by minimising the negative log-likelihood; it never changes the argmax, so accuracy is unchanged.
+
+How the temperature reaches ``pipeline()``: the classifier head is linear, logits = W h + b, so
+logits / T = (W / T) h + (b / T). :func:`fold_temperature_into_head` divides the head's weight and bias
+by T in place before the model is saved; every consumer of the saved folder (``pipeline()``, the Space,
+``inference.load_classifier``) then gets calibrated scores with no extra code. T is also written to
+``calibration.json`` for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hf_transfer.errors import DataError
+
+__all__ = [
+    "CalibrationReport",
+    "calibrate_and_report",
+    "expected_calibration_error",
+    "fit_temperature",
+    "calibrate_trained_model",
+    "fold_temperature_into_head",
+    "fold_temperature_into_model",
+    "head_linears",
+    "plot_reliability_diagram",
+    "plot_top_losses",
+    "softmax",
+]
+
+
+def softmax(logits, *, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits (N, C) / temperature, in float64."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _check(scores, labels, *, name: str) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels)
+    if s.ndim != 2 or s.shape[1] < 2:
+        raise DataError(f"{name} must be (N examples, C >= 2 classes), got shape {s.shape}.")
+    if y.shape != (s.shape[0],):
+        raise DataError(f"labels must have shape ({s.shape[0]},) to match {name} {s.shape}, got {y.shape}; "
+                        "pass integer class ids in the same order as the rows.")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= s.shape[1]:
+        raise DataError(f"labels must be integer ids in 0..{s.shape[1] - 1}; got {y.dtype} values "
+                        f"{y.min() if y.size else None}..{y.max() if y.size else None}.")
+    if not np.all(np.isfinite(s)):
+        raise DataError(f"{name} contain NaN or infinite values; check the model's outputs.")
+    return s, y.astype(np.int64)
+
+
+def _bins(probs: np.ndarray, labels: np.ndarray, n_bins: int):
+    """Equal-width confidence bins. Returns (count, mean confidence, accuracy) per bin, each (n_bins,)."""
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    # bin b holds confidences in (b/n, (b+1)/n]; a confidence of exactly 0 cannot occur for C >= 1
+    idx = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return count, conf_sum / count, acc_sum / count
+
+
+def expected_calibration_error(*, probs, labels, n_bins: int = 15) -> float:
+    """ECE = sum_b |B_b|/N * |accuracy(B_b) - confidence(B_b)| over equal-width confidence bins.
+
+    probs: (N, C) predicted probabilities; labels: (N,) integer class ids. Returns a float in [0, 1].
+    """
+    p, y = _check(probs, labels, name="probs")
+    count, conf, acc = _bins(p, y, n_bins)
+    nz = count > 0
+    return float(np.sum(count[nz] / p.shape[0] * np.abs(acc[nz] - conf[nz])))
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(logp[np.arange(labels.size), labels]))
+
+
+def fit_temperature(*, logits, labels, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The T in `bounds` minimising the mean NLL of softmax(logits / T) against labels.
+
+    logits: (N, C) pre-softmax scores on held-out (validation) data; labels: (N,) integer ids.
+    The NLL is convex in 1/T, so a bounded scalar search over log T finds the global minimum.
+    """
+    from scipy.optimize import minimize_scalar
+
+    z, y = _check(logits, labels, name="logits")
+    lo, hi = bounds
+    if not 0 < lo < 1 < hi:
+        raise DataError(f"bounds must satisfy 0 < low < 1 < high so T = 1 is allowed, got {bounds}.")
+    res = minimize_scalar(lambda log_t: _nll(z, y, math.exp(log_t)), bounds=(math.log(lo), math.log(hi)),
+                          method="bounded", options={"xatol": 1e-6})
+    return float(math.exp(res.x))
+
+
+def fold_temperature_into_head(head, temperature: float) -> None:
+    """Divide a linear classifier head's weight and bias by `temperature`, in place (torch.nn.Linear).
+
+    After this, the model's logits equal the old logits / T, so softmax scores everywhere downstream
+    (``pipeline()``, the Space) are the temperature-scaled ones.
+    """
+    import torch
+
+    if not isinstance(head, torch.nn.Linear):
+        raise DataError(f"temperature folding needs a torch.nn.Linear classifier head, got {type(head).__name__}; "
+                        "merge any adapter into the model first (peft's merge_and_unload).")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise DataError(f"temperature must be a positive finite number, got {temperature}.")
+    with torch.no_grad():
+        head.weight.div_(temperature)
+        if head.bias is not None:
+            head.bias.div_(temperature)
+
+
+def head_linears(model) -> dict[str, object]:
+    """The Linear layer(s) that produce the logits: {qualified name: torch.nn.Linear}.
+
+    Unwraps a PeftModel; under a peft ``modules_to_save`` wrapper, returns the trained copies (the ones
+    that are saved in the adapter and merged into the model). A Sequential head (ResNet's
+    ``Flatten, Linear``) gives its last Linear. Several heads (DeiT's cls + distillation heads, whose
+    logits are averaged) are all returned: dividing each by T divides the average by T.
+    """
+    import torch
+
+    from hf_transfer.modeling.heads import find_head_names
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    found: dict[str, object] = {}
+    for name in find_head_names(model):
+        module = base.get_submodule(name)
+        copies = getattr(module, "modules_to_save", None)
+        candidates = ({f"{name}.modules_to_save.{k}": v for k, v in copies.items()} if copies is not None
+                      else {name: module})
+        for cname, cand in candidates.items():
+            if isinstance(cand, torch.nn.Linear):
+                found[cname] = cand
+                continue
+            inner = [(n, m) for n, m in cand.named_modules() if isinstance(m, torch.nn.Linear)]
+            if inner:
+                found[f"{cname}.{inner[-1][0]}"] = inner[-1][1]
+    if not found:
+        raise DataError(f"no Linear classification head found in {type(base).__name__}; temperature scaling "
+                        "cannot be folded into it. Pass --no-calibrate.")
+    return found
+
+
+def fold_temperature_into_model(model, temperature: float) -> list[str]:
+    """Fold T into every head Linear of `model` (see :func:`head_linears`); returns the folded names."""
+    heads = head_linears(model)
+    for head in heads.values():
+        fold_temperature_into_head(head, temperature)
+    return list(heads)
+
+
+class _LazyImages:
+    """Images of a datasets split, decoded only when indexed (the gallery needs a dozen, not all)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        from hf_transfer.data.images import load_image
+
+        return load_image(self.dataset[int(i)]["image"])
+
+
+MIN_CALIBRATION_SAMPLES = 30
+
+
+def calibrate_trained_model(*, model, validation_logits, validation_labels, validation_dataset=None,
+                            label_names: list[str], output_dir: str | Path, test_logits=None,
+                            test_labels=None, min_samples: int = MIN_CALIBRATION_SAMPLES) -> dict:
+    """Fit T on validation logits, fold it into `model`'s head, write the calibration files, and return
+    the dict for training_summary.json. With a test split, also reports test ECE before/after (T is
+    never fitted on test). With fewer than `min_samples` validation images T is not fitted (one
+    parameter fitted on a handful of images does more harm than good): the model is left as it is, and
+    the reliability diagram and top-losses gallery are still written."""
+    id2label = dict(enumerate(label_names))
+    images = _LazyImages(validation_dataset) if validation_dataset is not None else None
+    z, y = _check(validation_logits, validation_labels, name="validation_logits")
+    out = Path(output_dir)
+    if y.size < min_samples:
+        probs = softmax(z)
+        summary = {"applied": False, "temperature": 1.0, "num_samples": int(y.size), "split": "validation",
+                   "ece_before": expected_calibration_error(probs=probs, labels=y), "nll_before": _nll(z, y, 1.0),
+                   "reason": f"only {y.size} validation images; fitting a temperature needs at least {min_samples}. "
+                             "Raise --validation-fraction or add a validation split to get calibrated scores."}
+        plot_reliability_diagram(probs_before=probs, labels=y, path=out / "reliability_diagram.png",
+                                 title="Reliability (validation, not calibrated)")
+        if images is not None:
+            plot_top_losses(images=images, probs=probs, labels=y, id2label=id2label, path=out / "top_losses.png")
+        (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+    report = calibrate_and_report(logits=z, labels=y, output_dir=out, id2label=id2label, images=images)
+    folded = fold_temperature_into_model(model, report.temperature)
+    summary = {"applied": True} | asdict(report) | {"folded_into": folded}
+    if test_logits is not None and test_labels is not None:
+        z, y = _check(test_logits, test_labels, name="test_logits")
+        summary["test"] = {
+            "ece_before": expected_calibration_error(probs=softmax(z), labels=y),
+            "ece_after": expected_calibration_error(probs=softmax(z, temperature=report.temperature), labels=y),
+            "nll_before": _nll(z, y, 1.0), "nll_after": _nll(z, y, report.temperature), "num_samples": int(y.size),
+        }
+    (Path(output_dir) / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def plot_reliability_diagram(*, probs_before, labels, path: str | Path, probs_after=None,
+                             n_bins: int = 15, title: str = "Reliability diagram") -> Path:
+    """Write a reliability diagram PNG: accuracy vs confidence per bin (before and, if given, after
+    temperature scaling), with the diagonal of perfect calibration and the ECE in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p0, y = _check(probs_before, labels, name="probs_before")
+    fig, ax = plt.subplots(figsize=(5, 5.8), dpi=100)
+    centers = (np.arange(n_bins) + 0.5) / n_bins
+    series = [("before", p0, "tab:red")]
+    if probs_after is not None:
+        series.append(("after temperature scaling", _check(probs_after, y, name="probs_after")[0], "tab:blue"))
+    width = 1.0 / n_bins / len(series)
+    for i, (name, p, color) in enumerate(series):
+        count, _, acc = _bins(p, y, n_bins)
+        ece = expected_calibration_error(probs=p, labels=y, n_bins=n_bins)
+        shown = count > 0
+        ax.bar(centers[shown] - 0.5 / n_bins + (i + 0.5) * width, acc[shown], width=width, color=color,
+               alpha=0.7, edgecolor="black", linewidth=0.5, label=f"{name} (ECE {ece:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max softmax)", ylabel="accuracy", title=title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_top_losses(*, images, probs, labels, id2label: dict[int, str], path: str | Path, k: int = 12) -> Path:
+    """Write a gallery PNG of the `k` examples with the highest loss -log p(true label).
+
+    images: sequence of N PIL images (same order as probs); probs: (N, C); labels: (N,) integer ids.
+    Each tile is titled 'true / predicted (p)' and the loss.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, y = _check(probs, labels, name="probs")
+    if len(images) != p.shape[0]:
+        raise DataError(f"got {len(images)} images for {p.shape[0]} rows of probs; pass the same examples.")
+    loss = -np.log(np.maximum(p[np.arange(y.size), y], 1e-12))
+    order = np.argsort(-loss, kind="stable")[: max(1, min(k, y.size))]
+    cols = min(4, order.size)
+    rows = math.ceil(order.size / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.4 * rows), dpi=100, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), order, strict=False):
+        pred = int(p[i].argmax())
+        ax.imshow(np.asarray(images[i].convert("RGB")), interpolation="nearest")
+        ax.set_title(f"true: {id2label[int(y[i])]}\npred: {id2label[pred]} ({p[i, pred]:.2f})\n"
+                     f"loss {loss[i]:.2f}", fontsize=8, color="black" if pred == y[i] else "darkred")
+    fig.suptitle("Top losses (validation)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """What calibration.json holds. ece_after is measured on the split T was fitted on (optimistic);
+    ece_after_crossfit fits T on one half and measures on the other (honest, reported for comparison)."""
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    ece_after_crossfit: float | None
+    nll_before: float
+    nll_after: float
+    num_samples: int
+    n_bins: int
+    split: str
+    mechanism: str = "classifier weight and bias divided by temperature before saving"
+
+
+def _crossfit_ece(z: np.ndarray, y: np.ndarray, n_bins: int, seed: int) -> float | None:
+    if y.size < 20:
+        return None
+    order = np.random.default_rng(seed).permutation(y.size)
+    halves = (order[: y.size // 2], order[y.size // 2:])
+    probs = np.empty_like(z)
+    for fit_idx, eval_idx in (halves, halves[::-1]):
+        t = fit_temperature(logits=z[fit_idx], labels=y[fit_idx])
+        probs[eval_idx] = softmax(z[eval_idx], temperature=t)
+    return expected_calibration_error(probs=probs, labels=y, n_bins=n_bins)
+
+
+def calibrate_and_report(*, logits, labels, output_dir: str | Path, id2label: dict[int, str] | None = None,
+                         images=None, split: str = "validation", n_bins: int = 15,
+                         top_k: int = 12, seed: int = 0) -> CalibrationReport:
+    """Fit T on (logits (N,C), labels (N,)) and write into output_dir: calibration.json,
+    reliability_diagram.png, and top_losses.png (when `images` and `id2label` are given).
+    Returns the :class:`CalibrationReport`; folding T into the head is the caller's step."""
+    z, y = _check(logits, labels, name="logits")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = fit_temperature(logits=z, labels=y)
+    before, after = softmax(z), softmax(z, temperature=t)
+    report = CalibrationReport(
+        temperature=t,
+        ece_before=expected_calibration_error(probs=before, labels=y, n_bins=n_bins),
+        ece_after=expected_calibration_error(probs=after, labels=y, n_bins=n_bins),
+        ece_after_crossfit=_crossfit_ece(z, y, n_bins, seed),
+        nll_before=_nll(z, y, 1.0), nll_after=_nll(z, y, t),
+        num_samples=int(y.size), n_bins=n_bins, split=split,
+    )
+    (out / "calibration.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    plot_reliability_diagram(probs_before=before, probs_after=after, labels=y, n_bins=n_bins,
+                             path=out / "reliability_diagram.png",
+                             title=f"Reliability ({split}, T = {t:.2f})")
+    if images is not None and id2label is not None:
+        plot_top_losses(images=images, probs=after, labels=y, id2label=id2label, path=out / "top_losses.png",
+                        k=top_k)
+    return report

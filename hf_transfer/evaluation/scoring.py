@@ -1,0 +1,55 @@
+"""Evaluate a trained classifier (folder or Hub id) on labelled data, matching labels by name.
+
+The data's label ids are mapped onto the model's through the label *names*, so a data set whose classes
+are ordered differently still scores correctly, and a class the model has never seen is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from hf_transfer.config import DataConfig
+from hf_transfer.data.images import load_image
+from hf_transfer.data.loading import load_splits
+from hf_transfer.errors import DataError
+from hf_transfer.evaluation.inference import ImageClassifier
+from hf_transfer.evaluation.metrics import classification_metrics
+
+
+def evaluate_classifier(classifier: ImageClassifier, data: DataConfig, *, split: str | None = None,
+                        batch_size: int = 32) -> dict[str, Any]:
+    """Metrics of ``classifier`` on ``split`` (default: test if the data has one, else validation)."""
+    splits, report = load_splits(data)
+    split = split or ("test" if "test" in splits else "validation")
+    if split not in splits:
+        raise DataError(f"No split {split!r} in --data {data.data}; the splits are {list(splits)}.")
+    data_names = report.label_names
+    unknown = sorted(set(data_names) - set(classifier.labels))
+    if unknown:
+        raise DataError(
+            f"The data has classes the model does not know: {unknown}. The model's labels are {classifier.labels}. "
+            "Evaluate on data with the same label names (train a model on these labels first)."
+        )
+    to_model = np.array([classifier.labels.index(n) for n in data_names])
+    dataset = splits[split]
+    logits, targets = [], []
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start:start + batch_size]
+        images = [load_image(record) for record in rows["image"]]
+        pixels = classifier.processor(images=images, return_tensors="pt")["pixel_values"].to(classifier.device)
+        with torch.no_grad():
+            logits.append(classifier.model(pixel_values=pixels).logits.float().cpu().numpy())
+        if classifier.multi_label:
+            hot = np.zeros((len(rows["label"]), len(classifier.labels)))
+            for row, ids in enumerate(rows["label"]):
+                hot[row, to_model[list(ids)]] = 1
+            targets.append(hot)
+        else:
+            targets.append(to_model[np.asarray(rows["label"])])
+    metrics = classification_metrics(np.concatenate(logits), np.concatenate(targets), classifier.labels,
+                                     multi_label=classifier.multi_label)
+    metrics.update(split=split, model=classifier.source, data=data.data)
+    return metrics

@@ -1,0 +1,339 @@
+"""What to train: one registry, every entry the same small shape.
+
+``linear`` (frozen backbone, new head), ``full`` (everything, optionally with layer-wise LR decay) and the
+peft methods (LoRA, DoRA, LoHa, LoKr, IA3, OFT, BOFT, VeRA, FourierFT, HRA, AdaLoRA). Adapter targets are
+chosen per architecture from the layers that exist (transformers 5 renamed ViT's attention to
+``q_proj/k_proj/v_proj/o_proj``; conv backbones have no Linear layer but the head), and the head is
+always trained and saved (``modules_to_save``). A method that cannot apply says why and what to use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from hf_transfer.config import StrategyConfig
+from hf_transfer.errors import StrategyError
+from hf_transfer.modeling.heads import find_head_names
+from hf_transfer.modeling.loading import count_parameters
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to adapt a checkpoint. ``peft_config`` builds the peft config from the chosen targets."""
+
+    name: str
+    description: str
+    default_learning_rate: float
+    layer_types: tuple[type, ...] = ()
+    peft_config: Callable[..., Any] | None = None
+    needs_total_steps: bool = False
+
+    @property
+    def is_peft(self) -> bool:
+        return self.peft_config is not None
+
+
+REGISTRY: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+    if strategy.name in REGISTRY:
+        raise StrategyError(f"A strategy named {strategy.name!r} is already registered.")
+    REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+def get_strategy(name: str) -> Strategy:
+    key = name.lower().strip()
+    if key not in REGISTRY:
+        raise StrategyError(f"Unknown strategy {name!r}. Choose one of: {', '.join(REGISTRY)} "
+                            "(`hf-transfer strategies` describes them).")
+    return REGISTRY[key]
+
+
+# ------------------------------------------------------------------------------------------ peft builders
+
+def _lora(targets, heads, cfg: StrategyConfig, extra, *, dora: bool = False, **_):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or cfg.lora_r, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, modules_to_save=heads, use_dora=dora, **extra)
+
+
+def _loha(targets, heads, cfg, extra, **_):
+    from peft import LoHaConfig
+
+    return LoHaConfig(r=cfg.lora_r, alpha=cfg.lora_alpha or cfg.lora_r, target_modules=targets,
+                      modules_to_save=heads, **extra)
+
+
+def _lokr(targets, heads, cfg, extra, **_):
+    from peft import LoKrConfig
+
+    return LoKrConfig(r=cfg.lora_r, alpha=cfg.lora_alpha or cfg.lora_r, target_modules=targets,
+                      modules_to_save=heads, **extra)
+
+
+def _ia3(targets, heads, cfg, extra, **_):
+    from peft import IA3Config
+
+    return IA3Config(target_modules=targets, feedforward_modules=[], modules_to_save=heads, **extra)
+
+
+def _blocked_targets(model, targets, preferred=(32, 16, 8, 4, 2)) -> tuple[int, list[str]]:
+    """OFT/BOFT rotate blocks of a weight's input dimension: pick the largest block size that divides the
+    input size of the targets, leaving out layers no block size fits (e.g. an RGB stem, 3 x 7 x 7 = 147)."""
+    dims = {}
+    for name, module in model.named_modules():
+        if name in targets:
+            dims[name] = (module.in_features if isinstance(module, nn.Linear) else
+                          module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+    if not dims:  # user-given suffixes/regex: let peft resolve them
+        return preferred[-1], targets
+    fitting = {n: d for n, d in dims.items() if d % preferred[-1] == 0}
+    for size in preferred:
+        if fitting and all(d % size == 0 for d in fitting.values()):
+            return size, [n for n in targets if n in fitting]
+    raise StrategyError("No layer has an input size divisible by 2, so orthogonal blocks cannot be formed. "
+                        "Use --strategy lora.")
+
+
+def _oft(targets, heads, cfg, extra, *, model, **_):
+    from peft import OFTConfig
+
+    block, targets = _blocked_targets(model, targets)
+    extra = {"r": 0, "oft_block_size": block, **extra}
+    return OFTConfig(target_modules=targets, modules_to_save=heads, **extra)
+
+
+def _boft(targets, heads, cfg, extra, *, model, **_):
+    from peft import BOFTConfig
+
+    block, targets = _blocked_targets(model, targets, (8, 4, 2))
+    extra = {"boft_block_size": block, "boft_n_butterfly_factor": 1, **extra}
+    return BOFTConfig(target_modules=targets, modules_to_save=heads, **extra)
+
+
+def _vera(targets, heads, cfg, extra, **_):
+    from peft import VeraConfig
+
+    return VeraConfig(r=max(cfg.lora_r, 64), target_modules=targets, modules_to_save=heads, **extra)
+
+
+def _fourierft(targets, heads, cfg, extra, *, model, **_):
+    from peft import FourierFTConfig
+
+    smallest = min(m.in_features * m.out_features for n, m in model.named_modules() if n in targets)
+    return FourierFTConfig(n_frequency=min(1000, smallest), target_modules=targets, modules_to_save=heads, **extra)
+
+
+def _hra(targets, heads, cfg, extra, **_):
+    from peft import HRAConfig
+
+    return HRAConfig(r=max(2, cfg.lora_r // 2 * 2), target_modules=targets, modules_to_save=heads, **extra)
+
+
+def _adalora(targets, heads, cfg, extra, *, total_steps=None, **_):
+    from peft import AdaLoraConfig
+
+    steps = max(int(total_steps or 100), 10)
+    return AdaLoraConfig(init_r=cfg.lora_r, target_r=max(1, cfg.lora_r // 2), lora_alpha=cfg.lora_alpha or cfg.lora_r,
+                         total_step=steps, tinit=max(1, steps // 10), tfinal=max(1, steps // 5), deltaT=1,
+                         target_modules=targets, modules_to_save=heads, **extra)
+
+
+LINEAR_AND_CONV = (nn.Linear, nn.Conv2d)
+LINEAR_ONLY = (nn.Linear,)
+
+for _strategy in (
+    Strategy("linear", "Frozen pretrained backbone, new head (linear probe). Fast, robust with few examples.", 1e-3),
+    Strategy("full", "Train every weight (optionally --layer-decay). Best with many examples; most memory.", 5e-5),
+    Strategy("lora", "LoRA adapters on attention/MLP Linear layers (Conv2d on conv backbones) + head.", 5e-4,
+             LINEAR_AND_CONV, _lora),
+    Strategy("dora", "DoRA: weight-decomposed LoRA (magnitude + direction). Often closer to full fine-tuning.", 5e-4,
+             LINEAR_AND_CONV, lambda *a, **k: _lora(*a, dora=True, **k)),
+    Strategy("loha", "LoHa: low-rank Hadamard-product adapters.", 5e-4, LINEAR_AND_CONV, _loha),
+    Strategy("lokr", "LoKr: low-rank Kronecker-product adapters.", 5e-4, LINEAR_AND_CONV, _lokr),
+    Strategy("ia3", "IA3: learned rescaling vectors; the fewest trainable parameters.", 3e-3, LINEAR_AND_CONV, _ia3),
+    Strategy("oft", "OFT: orthogonal fine-tuning (block-diagonal rotations of weights).", 5e-4, LINEAR_AND_CONV, _oft),
+    Strategy("boft", "BOFT: butterfly-factorised orthogonal fine-tuning.", 5e-4, LINEAR_AND_CONV, _boft),
+    Strategy("vera", "VeRA: shared random low-rank matrices with trained scaling vectors (Linear layers only).",
+             5e-3, LINEAR_ONLY, _vera),
+    Strategy("fourierft", "FourierFT: trains a few spectral coefficients per weight (Linear layers only).", 5e-3,
+             LINEAR_ONLY, _fourierft),
+    Strategy("hra", "HRA: Householder-reflection adaptation.", 5e-4, LINEAR_AND_CONV, _hra),
+    Strategy("adalora", "AdaLoRA: LoRA whose rank is reallocated during training (Linear layers only).", 5e-4,
+             LINEAR_ONLY, _adalora, needs_total_steps=True),
+):
+    register(_strategy)
+
+
+# ------------------------------------------------------------------------------------------------ targets
+
+def _in_head(name: str, heads: list[str]) -> bool:
+    return any(name == h or name.startswith(h + ".") for h in heads)
+
+
+def find_target_modules(model: nn.Module, strategy: Strategy, heads: list[str]) -> list[str]:
+    """Full names of the layers to adapt: backbone Linear layers; on conv-only backbones, Conv2d (groups=1)."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _in_head(n, heads)]
+    if linears:
+        return linears
+    convs = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Conv2d) and m.groups == 1 and not _in_head(n, heads)]
+    arch = type(model).__name__
+    if not convs:
+        raise StrategyError(f"{arch} has neither Linear nor (non-depthwise) Conv2d layers outside its head: no "
+                            f"adapter can attach. Use --strategy linear or full.")
+    if nn.Conv2d not in strategy.layer_types:
+        raise StrategyError(
+            f"{strategy.name} adapts Linear layers only, and {arch} has no Linear layer besides its head (it is a "
+            "convolutional backbone). Use lora, dora, loha, lokr, ia3, oft, boft or hra (they adapt Conv2d), or "
+            "--strategy linear/full."
+        )
+    return convs
+
+
+def _parse_targets(spec: str) -> str | list[str]:
+    if any(ch in spec for ch in "*[]()|^$\\"):
+        return spec  # a regex, as peft understands it
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+# ------------------------------------------------------------------------------------------------- apply
+
+@dataclass
+class AppliedStrategy:
+    """The model ready to train plus what the run needs to know about it."""
+
+    model: nn.Module
+    strategy: Strategy
+    head_names: list[str]
+    trainable_params: int
+    total_params: int
+    target_modules: Any = None
+    peft_config: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        share = 100.0 * self.trainable_params / max(self.total_params, 1)
+        return (f"strategy {self.strategy.name}: trainable params {self.trainable_params:,} || all params "
+                f"{self.total_params:,} || trainable {share:.4f}%")
+
+
+def apply_strategy(model: nn.Module, cfg: StrategyConfig, *, total_steps: int | None = None) -> AppliedStrategy:
+    """Freeze / wrap ``model`` for ``cfg.strategy``; the head is always trainable."""
+    cfg.validate()
+    strategy = get_strategy(cfg.strategy)
+    heads = find_head_names(model)
+    if cfg.layer_decay is not None and strategy.name != "full":
+        raise StrategyError(f"--layer-decay applies to --strategy full only (got {strategy.name}).")
+    if strategy.name == "linear":
+        for name, param in model.named_parameters():
+            param.requires_grad = _in_head(name, heads)
+        freeze_frozen_statistics(model)
+        return _applied(model, strategy, heads)
+    if strategy.name == "full":
+        for param in model.parameters():
+            param.requires_grad = True
+        return _applied(model, strategy, heads)
+
+    from peft import get_peft_model
+
+    targets = _parse_targets(cfg.target_modules) if cfg.target_modules else find_target_modules(model, strategy, heads)
+    try:
+        extra = json.loads(cfg.peft_options) if cfg.peft_options else {}
+    except json.JSONDecodeError as error:
+        raise StrategyError(f"--peft-options is not valid JSON ({error}): {cfg.peft_options!r}") from error
+    try:
+        peft_config = strategy.peft_config(targets, heads, cfg, extra, model=model, total_steps=total_steps)
+        peft_model = get_peft_model(model, peft_config)
+    except (ValueError, TypeError, RuntimeError, NotImplementedError, StopIteration) as error:
+        raise StrategyError(
+            f"{strategy.name} cannot be applied to {type(model).__name__} with targets "
+            f"{_short(targets)}: {error}. Try --strategy lora (works on Linear and Conv2d layers), set "
+            "--target-modules, or pass method options with --peft-options."
+        ) from error
+    # The adapter holds only adapter + head weights: BatchNorm statistics drifting in the frozen base would make
+    # the saved adapter disagree with the trained model, so frozen BatchNorm layers stay in eval mode.
+    freeze_frozen_statistics(peft_model, only=(nn.modules.batchnorm._BatchNorm,))
+    applied = _applied(peft_model, strategy, heads)
+    applied.target_modules = targets
+    applied.peft_config = peft_config.to_dict()
+    return applied
+
+
+def _short(targets: Any) -> str:
+    if isinstance(targets, list) and len(targets) > 6:
+        return f"[{', '.join(targets[:6])}, ... {len(targets)} in all]"
+    return repr(targets)
+
+
+def _applied(model: nn.Module, strategy: Strategy, heads: list[str]) -> AppliedStrategy:
+    trainable, total = count_parameters(model)
+    return AppliedStrategy(model, strategy, heads, trainable, total)
+
+
+def freeze_frozen_statistics(model: nn.Module, *, only: tuple[type, ...] | None = None) -> None:
+    """Keep fully frozen sub-modules in eval mode during training (BatchNorm statistics, dropout).
+
+    A linear probe must see the same backbone features at train and test time; ``Trainer`` calls
+    ``model.train()`` every step, so frozen modules get a ``train`` that always means eval.
+    """
+    def always_eval(self, mode: bool = True):
+        return nn.Module.train(self, False)  # recurses: children (dropout too) follow
+
+    for module in model.modules():
+        params = list(module.parameters())
+        if only is not None and not isinstance(module, only):
+            continue
+        if module is not model and params and not any(p.requires_grad for p in params):
+            module.train = types.MethodType(always_eval, module)
+
+
+# ---------------------------------------------------------------------------------------- optimizer groups
+
+_INT = re.compile(r"\.(\d+)(?=\.)")
+
+
+def build_param_groups(model: nn.Module, applied: AppliedStrategy, *, learning_rate: float, weight_decay: float,
+                       layer_decay: float | None = None, head_learning_rate: float | None = None) -> list[dict[str, Any]]:
+    """AdamW groups: head / backbone (layer-wise decayed for ``full``), no weight decay on biases and norms."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    heads = applied.head_names
+    head_lr = head_learning_rate if head_learning_rate is not None else max(learning_rate, 1e-3)
+
+    def is_head(name: str) -> bool:
+        return any(f".{h}." in f".{name}" for h in heads)
+
+    block_keys = sorted({tuple(map(int, _INT.findall(n))) for n, _ in named if _INT.findall(n) and not is_head(n)})
+    depth = {key: i + 1 for i, key in enumerate(block_keys)}
+    num_layers = len(block_keys)
+
+    groups: dict[tuple, dict[str, Any]] = {}
+    for name, param in named:
+        head = is_head(name)
+        if head:
+            lr, layer = head_lr, num_layers + 1
+        else:
+            key = tuple(map(int, _INT.findall(name)))
+            layer = depth.get(key, 0 if "embed" in name or not key else num_layers + 1)
+            if key and key not in depth:
+                layer = 0
+            lr = learning_rate * (layer_decay ** (num_layers + 1 - layer) if layer_decay else 1.0)
+        decay = 0.0 if param.ndim <= 1 or name.endswith(".bias") else weight_decay
+        group_key = (head, round(lr, 12), decay)
+        group = groups.setdefault(group_key, {"params": [], "lr": lr, "weight_decay": decay, "is_head": head})
+        group["params"].append(param)
+    return list(groups.values())
+
+
+def make_optimizer(param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
