@@ -22,7 +22,7 @@ from launch_helpers import (
 
 from hf_transfer.config import parse_run_config
 from hf_transfer.errors import ConfigError
-from hf_transfer.training.trainer import check_launch
+from hf_transfer.training.distributed import check_launch
 
 RECIPES = REPO / "recipes"
 CONFIGS = sorted((RECIPES / "configs").glob("*.yaml"))

@@ -23,7 +23,7 @@ from launch_helpers import (
 )
 
 from hf_transfer import run_folder
-from hf_transfer.training.trainer import PerSampleAugmentation
+from hf_transfer.training.augmentation import PerSampleAugmentation
 
 # Runs hf-transfer training and SIGKILLs itself (no clean-up of any kind, like `kill -9` or the OOM killer)
 # after optimizer step KILL_AT_STEP, or just before the main process publishes checkpoint KILL_AT_PUBLISH (the

@@ -10,11 +10,11 @@ from hf_transfer.config import StrategyConfig
 from hf_transfer.errors import HfTransferError, StrategyError
 from hf_transfer.modeling.heads import find_head_names
 from hf_transfer.modeling.loading import load_model_for_labels
+from hf_transfer.training.optim import build_param_groups
 from hf_transfer.training.strategies import (
     REGISTRY,
     Strategy,
     apply_strategy,
-    build_param_groups,
     get_strategy,
     register,
 )

@@ -34,3 +34,13 @@ def find_head_names(model: nn.Module) -> list[str]:
         f"Could not find the classification head of {type(base).__name__}. Pass its module name with --target-modules "
         "and report the architecture to hf_transfer."
     )
+
+
+def in_head(name: str, head_names: list[str]) -> bool:
+    """Whether the module or parameter ``name`` belongs to one of the heads ``head_names``.
+
+    ``name`` may be qualified by wrappers (peft's ``base_model.model.`` prefix, ``modules_to_save`` copies):
+    a head matches as a whole dotted component, never as a substring of another name.
+    """
+    dotted = f".{name}."
+    return any(name == h or name.startswith(h + ".") or f".{h}." in dotted for h in head_names)

@@ -34,17 +34,12 @@ from hf_transfer.evaluation.metrics import (
     trainer_metrics,
 )
 from hf_transfer.modeling.loading import load_model_for_labels, load_processor
+from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
 from hf_transfer.training.callbacks import guardrail_summary, training_callbacks
-from hf_transfer.training.strategies import AppliedStrategy, apply_strategy, build_param_groups, get_strategy
-from hf_transfer.training.trainer import (
-    AugmentationEpoch,
-    PerSampleAugmentation,
-    TransferTrainer,
-    check_launch,
-    is_main_process,
-    unsharded_model,
-    world_size,
-)
+from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
+from hf_transfer.training.optim import build_param_groups
+from hf_transfer.training.strategies import AppliedStrategy, apply_strategy, get_strategy
+from hf_transfer.training.trainer import TransferTrainer
 
 
 @dataclass

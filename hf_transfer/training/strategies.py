@@ -10,13 +10,11 @@ always trained and saved (``modules_to_save``). A method that cannot apply says 
 from __future__ import annotations
 
 import json
-import re
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from hf_transfer.config import StrategyConfig
@@ -296,44 +294,3 @@ def freeze_frozen_statistics(model: nn.Module, *, only: tuple[type, ...] | None 
             continue
         if module is not model and params and not any(p.requires_grad for p in params):
             module.train = types.MethodType(always_eval, module)
-
-
-# ---------------------------------------------------------------------------------------- optimizer groups
-
-_INT = re.compile(r"\.(\d+)(?=\.)")
-
-
-def build_param_groups(model: nn.Module, applied: AppliedStrategy, *, learning_rate: float, weight_decay: float,
-                       layer_decay: float | None = None, head_learning_rate: float | None = None) -> list[dict[str, Any]]:
-    """AdamW groups: head / backbone (layer-wise decayed for ``full``), no weight decay on biases and norms."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    heads = applied.head_names
-    head_lr = head_learning_rate if head_learning_rate is not None else max(learning_rate, 1e-3)
-
-    def is_head(name: str) -> bool:
-        return any(f".{h}." in f".{name}" for h in heads)
-
-    block_keys = sorted({tuple(map(int, _INT.findall(n))) for n, _ in named if _INT.findall(n) and not is_head(n)})
-    depth = {key: i + 1 for i, key in enumerate(block_keys)}
-    num_layers = len(block_keys)
-
-    groups: dict[tuple, dict[str, Any]] = {}
-    for name, param in named:
-        head = is_head(name)
-        if head:
-            lr, layer = head_lr, num_layers + 1
-        else:
-            key = tuple(map(int, _INT.findall(name)))
-            layer = depth.get(key, 0 if "embed" in name or not key else num_layers + 1)
-            if key and key not in depth:
-                layer = 0
-            lr = learning_rate * (layer_decay ** (num_layers + 1 - layer) if layer_decay else 1.0)
-        decay = 0.0 if param.ndim <= 1 or name.endswith(".bias") else weight_decay
-        group_key = (head, round(lr, 12), decay)
-        group = groups.setdefault(group_key, {"params": [], "lr": lr, "weight_decay": decay, "is_head": head})
-        group["params"].append(param)
-    return list(groups.values())
-
-
-def make_optimizer(param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)

@@ -1,0 +1,58 @@
+"""One process or many (accelerate launch / torchrun): who am I, how many are we, and launches that would
+silently not do what was asked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from hf_transfer.errors import ConfigError
+
+
+def world_size() -> int:
+    """Processes in this run, as the launcher (accelerate launch / torchrun) announced them."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")
+
+
+def check_launch(args: TrainingArguments) -> None:
+    """Refuse launches that would silently not do what was asked (call once the process group is up)."""
+    launched = world_size()
+    if launched > 1 and args.world_size != launched:
+        raise ConfigError(
+            f"This run was launched as {launched} processes, but the Trainer set up {args.world_size}: each process "
+            "would train alone on all the data. On CPU pass --use-cpu true (or set ACCELERATE_USE_CPU=true); on GPUs "
+            "check that every process sees a GPU (CUDA_VISIBLE_DEVICES) and launch with --multi_gpu."
+        )
+    if _env_flag("ACCELERATE_USE_FSDP") and args.device.type == "cpu":
+        raise ConfigError(
+            "FSDP was requested (ACCELERATE_USE_FSDP=true, e.g. from recipes/accelerate/fsdp.yaml) but this run is on "
+            "CPU, where accelerate 1.15 has no FSDP: its CPU distributed type (MULTI_CPU) wraps the model in DDP "
+            "instead. Use recipes/accelerate/cpu_ddp.yaml on CPU, and fsdp.yaml on GPUs."
+        )
+
+
+def unsharded_model(trainer: Trainer, rebuild: Callable[[], nn.Module]) -> nn.Module | None:
+    """FSDP: gather the full trained weights into a plain copy of the model on the main process.
+
+    Every process must call this (the gather is collective); the main process gets the copy (built by
+    ``rebuild``: same checkpoint, labels and strategy), the others None. Without FSDP: ``trainer.model``.
+    """
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        return trainer.model
+    state = trainer.accelerator.get_state_dict(trainer.model)  # full state dict, offloaded to CPU on process 0
+    if not trainer.is_world_process_zero():
+        return None
+    model = rebuild()
+    model.load_state_dict(state, strict=True)
+    return model
