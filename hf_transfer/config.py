@@ -97,6 +97,9 @@ class DataConfig:
                   "resized crop + flip) or strong (light + TrivialAugment)."},
     )
     data_seed: int = field(default=42, metadata={"help": "Seed of the validation split and of shot sampling."})
+    shots_seed: Optional[int] = field(
+        default=None, metadata={"help": "Seed of the --shots-per-class draw (default: --data-seed)."}
+    )
 
     def validate(self) -> None:
         if not self.data:
