@@ -20,6 +20,14 @@ from hf_transfer.errors import ConfigError
 SECTIONS = ("model", "data", "strategy", "train")
 
 
+def short_float(value: float) -> str:
+    """A learning rate or threshold as people write it: 5e-4, 1e-3, 0.15 (not 0.0005 or 5e-05)."""
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
 @dataclass
 class ModelConfig:
     model: Optional[str] = field(

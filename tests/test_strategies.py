@@ -121,3 +121,33 @@ def test_linear_probe_freezes_backbone(tiny_checkpoints):
     assert trainable and all(n.startswith("classifier") for n in trainable)
     applied.model.train()
     assert not applied.model.resnet.training  # frozen backbone stays in eval mode (BatchNorm statistics)
+
+
+def test_strategy_table_markdown_comes_from_the_registry():
+    from hf_transfer.config import short_float
+    from hf_transfer.training.strategies import strategy_table_markdown
+
+    lines = strategy_table_markdown().splitlines()
+    assert lines[0] == "| strategy | what it trains | default learning rate | layers adapted |"
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert [row[0] for row in rows] == [f"`{name}`" for name in REGISTRY]
+    for row, strategy in zip(rows, REGISTRY.values()):
+        assert row[1] == strategy.description
+        assert float(row[2]) == strategy.default_learning_rate and row[2] == short_float(strategy.default_learning_rate)
+        assert row[3] == strategy.layers_adapted()
+    assert dict((r[0], r[3]) for r in rows)["`vera`"] == "Linear"
+
+
+def test_registry_entries_carry_their_behaviour():
+    from hf_transfer.training.callbacks import AdaLoraBudget
+
+    assert get_strategy("linear").frozen_backbone and not get_strategy("full").frozen_backbone
+    assert [n for n, s in REGISTRY.items() if s.ddp_find_unused_parameters] == ["full"]
+    assert [n for n, s in REGISTRY.items() if s.supports_layer_decay] == ["full"]
+    assert [n for n, s in REGISTRY.items() if s.needs_total_steps] == ["adalora"]
+    assert [type(c) for c in get_strategy("adalora").callbacks()] == [AdaLoraBudget]
+    assert get_strategy("adalora").callbacks()[0] is not get_strategy("adalora").callbacks()[0]  # fresh per run
+    assert all(not s.callbacks() for n, s in REGISTRY.items() if n != "adalora")
+    ranked = {n for n, s in REGISTRY.items() if s.uses_rank}
+    assert ranked == {"lora", "dora", "loha", "lokr", "vera", "hra", "adalora"}
+    assert not any(s.uses_rank for s in REGISTRY.values() if not s.is_peft)

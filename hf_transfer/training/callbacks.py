@@ -154,3 +154,27 @@ def guardrail_summary(trainer) -> dict:
         summary["message"] += (f" The saved model is the best checkpoint by validation "
                                f"{trainer.args.metric_for_best_model} ({trainer.state.best_model_checkpoint}).")
     return {"overfitting": summary}
+
+
+# ---------------------------------------------------------------------------------------------- strategy hooks
+
+
+class HeadOnlySteps(TrainerCallback):
+    """Staged unfreeze: backbone/adapter groups get learning rate 0 for the first ``steps`` optimizer steps."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is not None and state.global_step < self.steps:
+            for group in optimizer.param_groups:
+                if not group.get("is_head"):
+                    group["lr"] = 0.0
+
+
+class AdaLoraBudget(TrainerCallback):
+    """AdaLoRA reallocates rank from the gradients after every optimizer step."""
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if model is not None and hasattr(model, "base_model"):
+            model.base_model.update_and_allocate(state.global_step)

@@ -35,10 +35,10 @@ from hf_transfer.evaluation.metrics import (
 )
 from hf_transfer.modeling.loading import load_model_for_labels, load_processor
 from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
-from hf_transfer.training.callbacks import guardrail_summary, training_callbacks
+from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, training_callbacks
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
 from hf_transfer.training.optim import build_param_groups
-from hf_transfer.training.strategies import AppliedStrategy, apply_strategy, get_strategy
+from hf_transfer.training.strategies import AppliedStrategy, Strategy, apply_strategy, get_strategy
 from hf_transfer.training.trainer import TransferTrainer
 
 
@@ -79,7 +79,7 @@ def estimate_total_steps(num_examples: int, run: RunConfig) -> int:
     return max(1, math.ceil(num_examples / per_step) * math.ceil(t.num_train_epochs))
 
 
-def build_training_arguments(run: RunConfig, out: Path, *, strategy_name: str) -> TrainingArguments:
+def build_training_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -> TrainingArguments:
     t = run.train
     metric = t.metric_for_best_model.removeprefix("eval_")
     workers = default_num_workers() if t.dataloader_num_workers < 0 else t.dataloader_num_workers
@@ -116,7 +116,7 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy_name: str) -
         report_to=t.report_to,
         use_cpu=use_cpu,
         torch_compile=t.torch_compile,
-        ddp_find_unused_parameters=strategy_name == "full",  # e.g. DINOv2's mask token is unused in forward
+        ddp_find_unused_parameters=strategy.ddp_find_unused_parameters,
         **mixed_precision(t.mixed_precision, use_cpu=use_cpu),
     )
 
@@ -140,27 +140,6 @@ def make_loss(run: RunConfig, report: DataReport):
     return loss
 
 
-class HeadOnlySteps(TrainerCallback):
-    """Staged unfreeze: backbone/adapter groups get learning rate 0 for the first ``steps`` optimizer steps."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
-        if optimizer is not None and state.global_step < self.steps:
-            for group in optimizer.param_groups:
-                if not group.get("is_head"):
-                    group["lr"] = 0.0
-
-
-class AdaLoraBudget(TrainerCallback):
-    """AdaLoRA reallocates rank from the gradients after every optimizer step."""
-
-    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if model is not None and hasattr(model, "base_model"):
-            model.base_model.update_and_allocate(state.global_step)
-
-
 # --------------------------------------------------------------------------------------------------- run
 
 def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
@@ -171,7 +150,7 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
 
         check_write_access(run.train.push_to_hub)  # a missing or bad token fails now, not after training
     out = Path(run.train.output_dir).expanduser()
-    args = build_training_arguments(run, out, strategy_name=get_strategy(run.strategy.strategy).name)
+    args = build_training_arguments(run, out, strategy=get_strategy(run.strategy.strategy))
     check_launch(args)  # the process group is up from here on (accelerate launch / torchrun)
     started = time.time()
     multi = run.data.multi_label
@@ -230,8 +209,7 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.train.early_stopping_patience))
     if run.strategy.head_only_steps > 0:
         callbacks.append(HeadOnlySteps(run.strategy.head_only_steps))
-    if applied.strategy.name == "adalora":
-        callbacks.append(AdaLoraBudget())
+    callbacks.extend(applied.strategy.callbacks())
     callbacks.extend(training_callbacks(run))
     callbacks.extend(extra_callbacks)
 

@@ -12,31 +12,53 @@ from __future__ import annotations
 import json
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from hf_transfer.config import StrategyConfig
+from hf_transfer.config import StrategyConfig, short_float
 from hf_transfer.errors import StrategyError
-from hf_transfer.modeling.heads import find_head_names
+from hf_transfer.modeling.heads import find_head_names, in_head
 from hf_transfer.modeling.loading import count_parameters
+from hf_transfer.training.callbacks import AdaLoraBudget
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """One way to adapt a checkpoint. ``peft_config`` builds the peft config from the chosen targets."""
+    """One way to adapt a checkpoint, and everything the run needs to know about it.
+
+    Code outside this module asks these fields instead of comparing strategy names, so a new entry is one
+    ``register`` call. ``peft_config`` builds the peft config from the chosen targets (None: no adapter).
+    """
 
     name: str
     description: str
     default_learning_rate: float
     layer_types: tuple[type, ...] = ()
     peft_config: Callable[..., Any] | None = None
-    needs_total_steps: bool = False
+    needs_total_steps: bool = False  # the peft config schedules itself over the run (AdaLoRA's rank budget)
+    uses_rank: bool = False  # --lora-r sets this method's rank
+    frozen_backbone: bool = False  # only the head trains (linear probe)
+    # Under DDP, parameters that get no gradient (e.g. DINOv2's mask token) must be searched for every step;
+    # only worth its cost when every weight trains.
+    ddp_find_unused_parameters: bool = False
+    supports_layer_decay: bool = False  # --layer-decay spreads learning rates over the trained backbone blocks
+    callback_types: tuple[type, ...] = ()  # Trainer callbacks this method needs (built fresh for each run)
 
     @property
     def is_peft(self) -> bool:
         return self.peft_config is not None
+
+    def callbacks(self) -> list:
+        """Fresh instances of the Trainer callbacks this strategy needs."""
+        return [callback() for callback in self.callback_types]
+
+    def layers_adapted(self) -> str:
+        """Which layers get an adapter (or, without one, which weights train), in words."""
+        if self.layer_types:
+            return ", ".join(t.__name__ for t in self.layer_types)
+        return "none (new head only)" if self.frozen_backbone else "all (every weight)"
 
 
 REGISTRY: dict[str, Strategy] = {}
@@ -150,52 +172,68 @@ def _adalora(targets, heads, cfg, extra, *, total_steps=None, **_):
 
 LINEAR_AND_CONV = (nn.Linear, nn.Conv2d)
 LINEAR_ONLY = (nn.Linear,)
+PEFT_LEARNING_RATE = 5e-4
+
+
+def _peft(name: str, description: str, build: Callable[..., Any], *, layers: tuple[type, ...] = LINEAR_AND_CONV,
+          learning_rate: float = PEFT_LEARNING_RATE, **fields: Any) -> Strategy:
+    return Strategy(name, description, learning_rate, layers, build, **fields)
+
 
 for _strategy in (
-    Strategy("linear", "Frozen pretrained backbone, new head (linear probe). Fast, robust with few examples.", 1e-3),
-    Strategy("full", "Train every weight (optionally --layer-decay). Best with many examples; most memory.", 5e-5),
-    Strategy("lora", "LoRA adapters on attention/MLP Linear layers (Conv2d on conv backbones) + head.", 5e-4,
-             LINEAR_AND_CONV, _lora),
-    Strategy("dora", "DoRA: weight-decomposed LoRA (magnitude + direction). Often closer to full fine-tuning.", 5e-4,
-             LINEAR_AND_CONV, lambda *a, **k: _lora(*a, dora=True, **k)),
-    Strategy("loha", "LoHa: low-rank Hadamard-product adapters.", 5e-4, LINEAR_AND_CONV, _loha),
-    Strategy("lokr", "LoKr: low-rank Kronecker-product adapters.", 5e-4, LINEAR_AND_CONV, _lokr),
-    Strategy("ia3", "IA3: learned rescaling vectors; the fewest trainable parameters.", 3e-3, LINEAR_AND_CONV, _ia3),
-    Strategy("oft", "OFT: orthogonal fine-tuning (block-diagonal rotations of weights).", 5e-4, LINEAR_AND_CONV, _oft),
-    Strategy("boft", "BOFT: butterfly-factorised orthogonal fine-tuning.", 5e-4, LINEAR_AND_CONV, _boft),
-    Strategy("vera", "VeRA: shared random low-rank matrices with trained scaling vectors (Linear layers only).",
-             5e-3, LINEAR_ONLY, _vera),
-    Strategy("fourierft", "FourierFT: trains a few spectral coefficients per weight (Linear layers only).", 5e-3,
-             LINEAR_ONLY, _fourierft),
-    Strategy("hra", "HRA: Householder-reflection adaptation.", 5e-4, LINEAR_AND_CONV, _hra),
-    Strategy("adalora", "AdaLoRA: LoRA whose rank is reallocated during training (Linear layers only).", 5e-4,
-             LINEAR_ONLY, _adalora, needs_total_steps=True),
+    Strategy("linear", "Frozen pretrained backbone, new head (linear probe). Fast, robust with few examples.", 1e-3,
+             frozen_backbone=True),
+    Strategy("full", "Train every weight (optionally --layer-decay). Best with many examples; most memory.", 5e-5,
+             ddp_find_unused_parameters=True, supports_layer_decay=True),
+    _peft("lora", "LoRA adapters on attention/MLP Linear layers (Conv2d on conv backbones) + head.", _lora,
+          uses_rank=True),
+    _peft("dora", "DoRA: weight-decomposed LoRA (magnitude + direction). Often closer to full fine-tuning.",
+          lambda *a, **k: _lora(*a, dora=True, **k), uses_rank=True),
+    _peft("loha", "LoHa: low-rank Hadamard-product adapters.", _loha, uses_rank=True),
+    _peft("lokr", "LoKr: low-rank Kronecker-product adapters.", _lokr, uses_rank=True),
+    _peft("ia3", "IA3: learned rescaling vectors; the fewest trainable parameters.", _ia3, learning_rate=3e-3),
+    _peft("oft", "OFT: orthogonal fine-tuning (block-diagonal rotations of weights).", _oft),
+    _peft("boft", "BOFT: butterfly-factorised orthogonal fine-tuning.", _boft),
+    _peft("vera", "VeRA: shared random low-rank matrices with trained scaling vectors (Linear layers only).", _vera,
+          layers=LINEAR_ONLY, learning_rate=5e-3, uses_rank=True),
+    _peft("fourierft", "FourierFT: trains a few spectral coefficients per weight (Linear layers only).", _fourierft,
+          layers=LINEAR_ONLY, learning_rate=5e-3),
+    _peft("hra", "HRA: Householder-reflection adaptation.", _hra, uses_rank=True),
+    _peft("adalora", "AdaLoRA: LoRA whose rank is reallocated during training (Linear layers only).", _adalora,
+          layers=LINEAR_ONLY, uses_rank=True, needs_total_steps=True, callback_types=(AdaLoraBudget,)),
 ):
     register(_strategy)
 
 
+def strategy_table_markdown() -> str:
+    """The README's strategy table, generated from the registry (a test compares the README with it)."""
+    rows = ["| strategy | what it trains | default learning rate | layers adapted |", "|---|---|---|---|"]
+    for strategy in REGISTRY.values():
+        rows.append(f"| `{strategy.name}` | {strategy.description} | {short_float(strategy.default_learning_rate)} | "
+                    f"{strategy.layers_adapted()} |")
+    return "\n".join(rows) + "\n"
+
+
 # ------------------------------------------------------------------------------------------------ targets
-
-def _in_head(name: str, heads: list[str]) -> bool:
-    return any(name == h or name.startswith(h + ".") for h in heads)
-
 
 def find_target_modules(model: nn.Module, strategy: Strategy, heads: list[str]) -> list[str]:
     """Full names of the layers to adapt: backbone Linear layers; on conv-only backbones, Conv2d (groups=1)."""
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _in_head(n, heads)]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not in_head(n, heads)]
     if linears:
         return linears
     convs = [n for n, m in model.named_modules()
-             if isinstance(m, nn.Conv2d) and m.groups == 1 and not _in_head(n, heads)]
+             if isinstance(m, nn.Conv2d) and m.groups == 1 and not in_head(n, heads)]
     arch = type(model).__name__
+    whole_model = "/".join(s.name for s in REGISTRY.values() if not s.is_peft)
     if not convs:
         raise StrategyError(f"{arch} has neither Linear nor (non-depthwise) Conv2d layers outside its head: no "
-                            f"adapter can attach. Use --strategy linear or full.")
+                            f"adapter can attach. Use --strategy {whole_model}.")
     if nn.Conv2d not in strategy.layer_types:
+        conv_capable = [s.name for s in REGISTRY.values() if nn.Conv2d in s.layer_types]
         raise StrategyError(
             f"{strategy.name} adapts Linear layers only, and {arch} has no Linear layer besides its head (it is a "
-            "convolutional backbone). Use lora, dora, loha, lokr, ia3, oft, boft or hra (they adapt Conv2d), or "
-            "--strategy linear/full."
+            f"convolutional backbone). Use {', '.join(conv_capable[:-1])} or {conv_capable[-1]} (they adapt "
+            f"Conv2d), or --strategy {whole_model}."
         )
     return convs
 
@@ -218,7 +256,6 @@ class AppliedStrategy:
     trainable_params: int
     total_params: int
     target_modules: Any = None
-    peft_config: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         share = 100.0 * self.trainable_params / max(self.total_params, 1)
@@ -231,18 +268,21 @@ def apply_strategy(model: nn.Module, cfg: StrategyConfig, *, total_steps: int | 
     cfg.validate()
     strategy = get_strategy(cfg.strategy)
     heads = find_head_names(model)
-    if cfg.layer_decay is not None and strategy.name != "full":
-        raise StrategyError(f"--layer-decay applies to --strategy full only (got {strategy.name}).")
-    if strategy.name == "linear":
-        for name, param in model.named_parameters():
-            param.requires_grad = _in_head(name, heads)
+    if cfg.layer_decay is not None and not strategy.supports_layer_decay:
+        allowed = " or ".join(s.name for s in REGISTRY.values() if s.supports_layer_decay)
+        raise StrategyError(f"--layer-decay applies to --strategy {allowed} only (got {strategy.name}).")
+    if strategy.is_peft:
+        return _apply_peft(model, strategy, cfg, heads, total_steps=total_steps)
+    for name, param in model.named_parameters():
+        param.requires_grad = in_head(name, heads) or not strategy.frozen_backbone
+    if strategy.frozen_backbone:
         freeze_frozen_statistics(model)
-        return _applied(model, strategy, heads)
-    if strategy.name == "full":
-        for param in model.parameters():
-            param.requires_grad = True
-        return _applied(model, strategy, heads)
+    return _applied(model, strategy, heads)
 
+
+def _apply_peft(model: nn.Module, strategy: Strategy, cfg: StrategyConfig, heads: list[str], *,
+                total_steps: int | None) -> AppliedStrategy:
+    """Wrap ``model`` with the strategy's peft adapter on the chosen targets; the head is saved with it."""
     from peft import get_peft_model
 
     targets = _parse_targets(cfg.target_modules) if cfg.target_modules else find_target_modules(model, strategy, heads)
@@ -264,7 +304,6 @@ def apply_strategy(model: nn.Module, cfg: StrategyConfig, *, total_steps: int | 
     freeze_frozen_statistics(peft_model, only=(nn.modules.batchnorm._BatchNorm,))
     applied = _applied(peft_model, strategy, heads)
     applied.target_modules = targets
-    applied.peft_config = peft_config.to_dict()
     return applied
 
 
