@@ -1,10 +1,12 @@
-"""The output folder: what a run leaves behind, and the rules that keep a user's work safe.
+"""The output folder's schema: what a run leaves behind, and the rules that keep a user's work safe.
 
-Layout (docs/ARCHITECTURE.md): the merged model + image processor at the top (loadable by
-``AutoModelForImageClassification.from_pretrained(OUT)`` and ``pipeline()``), the peft adapter in
-``OUT/adapter/``, ``labels.json``, ``metrics.json``, ``confusion_matrix.png``, ``run_config.yaml``,
-``training_summary.json``, ``examples/`` and the Trainer's ``checkpoints/``. An existing run is never
-overwritten: it is resumed (``--resume``) or the run refuses to start.
+Every file name of a run folder is a constant here (docs/ARCHITECTURE.md's tree is checked against them
+by a test), and the JSON records a run writes and its readers read back (the model card, the Space page,
+inference) go through the same dataclasses: :class:`TrainingSummary`, :class:`Metrics`,
+:class:`Calibration`. ``from_dict`` accepts every version written so far (0.1.0 included) and keeps keys it
+does not know in ``extra``, so reading and writing a record back loses nothing. Every write is atomic.
+
+An existing run is never overwritten: it is resumed (``--resume``) or the run refuses to start.
 """
 
 from __future__ import annotations
@@ -15,20 +17,28 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from hf_transfer.errors import OutputDirError
 
-CHECKPOINTS_DIR = "checkpoints"
+# The run folder, top level. The merged model and its image processor sit at the top too (written by
+# transformers' save_pretrained, so their names are transformers' own: config.json, model.safetensors,
+# preprocessor_config.json), which is what makes the folder loadable by ``pipeline()``.
+CHECKPOINTS_DIR = "checkpoints"  # the Trainer's checkpoints (resume from here)
 STAGING_DIR = ".staging"  # under checkpoints/: checkpoints being written; never resumed from
-ADAPTER_DIR = "adapter"
-METRICS_FILE = "metrics.json"
-SUMMARY_FILE = "training_summary.json"
-CONFIG_FILE = "run_config.yaml"
-LABELS_FILE = "labels.json"
+ADAPTER_DIR = "adapter"  # peft strategies: the adapter alone (+ head, processor, labels)
+METRICS_FILE = "metrics.json"  # Metrics
+SUMMARY_FILE = "training_summary.json"  # TrainingSummary
+CONFIG_FILE = "run_config.yaml"  # RunConfig: replays the run
+LABELS_FILE = "labels.json"  # id2label + problem_type (also in adapter/)
 CONFUSION_FILE = "confusion_matrix.png"
-EXAMPLES_DIR = "examples"
+CALIBRATION_FILE = "calibration.json"  # Calibration (single-label runs with calibration on)
+RELIABILITY_FILE = "reliability_diagram.png"
+TOP_LOSSES_FILE = "top_losses.png"
+EXAMPLES_DIR = "examples"  # a few validation images per class, for the Space
+EXAMPLES_INDEX_FILE = "index.json"  # under examples/: {label: [relative paths]}
 DATA_REPORT_FILE = "data_report.json"
 
 
@@ -129,10 +139,14 @@ def write_json(path: str | Path, data: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=_json_default)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, default=_json_default)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # no half-written temp file left next to the record
+        raise
     return path
 
 
@@ -161,12 +175,185 @@ def safe_name(label: str) -> str:
     return cleaned or "label"
 
 
-def load_run_info(folder: str | Path) -> dict[str, Any]:
-    """Metrics, summary and labels of a run folder (or a downloaded repo); missing files give empty dicts."""
+# ------------------------------------------------------------------------------------------ records
+
+R = TypeVar("R", bound="_Record")
+
+
+def _help(text: str, *, default: Any = None, omit_none: bool = False) -> Any:
+    """A record field. ``omit_none``: the key is left out of the file when None (it was added later, or only
+    some runs have it), so files read and written back keep their shape."""
+    return field(default=default, metadata={"help": text, "omit_none": omit_none})
+
+
+def _dict_field(text: str, *, omit_none: bool = False) -> Any:
+    return field(default_factory=dict, metadata={"help": text, "omit_none": omit_none})
+
+
+@dataclass
+class _Record:
+    """A JSON record of the run folder. Subclasses name their ``FILE``; unknown keys live in ``extra``."""
+
+    FILE: ClassVar[str] = ""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False,
+                                  metadata={"help": "keys this version does not know, kept as read"})
+
+    @classmethod
+    def _known(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "extra"]
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any] | None) -> R:
+        """The record from a parsed file; keys of any version are accepted, unknown ones kept in ``extra``."""
+        data = dict(data or {})
+        known = {name: data.pop(name) for name in cls._known() if name in data}
+        return cls(**known, extra=data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's content: known keys in schema order (optional ones only when set), then ``extra``."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (value is None and f.metadata.get("omit_none")):
+                continue
+            out[f.name] = value.to_dict() if isinstance(value, _Record) else value
+        return out | {k: v for k, v in self.extra.items() if k not in out}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A key by name, known or extra (for readers of keys other versions wrote)."""
+        return getattr(self, key) if key in self._known() else self.extra.get(key, default)
+
+    @classmethod
+    def read(cls: type[R], folder: str | Path) -> R | None:
+        """The record in ``folder`` (a run folder or a downloaded repo), or None when the file is missing."""
+        data = read_json(Path(folder) / cls.FILE)
+        return cls.from_dict(data) if data is not None else None
+
+    def write(self, folder: str | Path) -> Path:
+        """Write the record into ``folder`` atomically."""
+        return write_json(Path(folder) / self.FILE, self.to_dict())
+
+
+@dataclass
+class Calibration(_Record):
+    """calibration.json (and training_summary.json's ``calibration``): the temperature scaling of the head.
+
+    ``ece_after`` is measured on the split T was fitted on (optimistic); ``ece_after_crossfit`` fits T on one
+    half and measures on the other (honest, reported for comparison)."""
+
+    FILE: ClassVar[str] = CALIBRATION_FILE
+    applied: bool | None = _help("whether T was fitted and folded into the head", omit_none=True)
+    temperature: float = _help("the fitted T (1.0 when not applied)", default=1.0)
+    ece_before: float | None = _help("expected calibration error before scaling", omit_none=True)
+    ece_after: float | None = _help("ECE after scaling, on the fitting split", omit_none=True)
+    ece_after_crossfit: float | None = _help("ECE after scaling, fitted on one half, measured on the other",
+                                             omit_none=True)
+    nll_before: float | None = _help("negative log-likelihood before scaling", omit_none=True)
+    nll_after: float | None = _help("negative log-likelihood after scaling", omit_none=True)
+    num_samples: int | None = _help("images T was fitted (or ECE measured) on", omit_none=True)
+    n_bins: int | None = _help("confidence bins of the ECE", omit_none=True)
+    split: str | None = _help("the split T was fitted on", omit_none=True)
+    mechanism: str | None = _help("how T reaches the saved model", omit_none=True)
+    folded_into: list[str] | None = _help("head Linear layers T was folded into", omit_none=True)
+    reason: str | None = _help("why T was not applied", omit_none=True)
+    test: dict[str, Any] | None = _help("test split ECE/NLL before and after (T is never fitted on test)",
+                                        omit_none=True)
+
+
+@dataclass
+class Metrics(_Record):
+    """metrics.json: the final evaluation of the kept model on the reported split (test if any, else validation)."""
+
+    FILE: ClassVar[str] = METRICS_FILE
+    accuracy: float | None = _help("top-1 accuracy (exact-match accuracy for multi-label)")
+    macro_f1: float | None = _help("F1 averaged over classes")
+    micro_f1: float | None = _help("F1 over all decisions (multi-label only)", omit_none=True)
+    top_k_accuracy: dict[str, float] | None = _help("{k: accuracy} (single-label only)", omit_none=True)
+    per_class: dict[str, dict[str, float]] = _dict_field("{label: {precision, recall, f1, support}}")
+    confusion_matrix: list[list[int]] | None = _help("rows true, columns predicted (single-label only)",
+                                                     omit_none=True)
+    num_samples: int | None = _help("images evaluated")
+    split: str | None = _help("the split the numbers are for", omit_none=True)
+    eval_loss: float | None = _help("mean loss on that split", omit_none=True)
+    validation: dict[str, Any] | None = _help("validation accuracy/macro_f1/eval_loss when the report is on test",
+                                              omit_none=True)
+
+
+@dataclass
+class TrainingSummary(_Record):
+    """training_summary.json: what was trained, on what, how, and what the guardrails said."""
+
+    FILE: ClassVar[str] = SUMMARY_FILE
+    strategy: str | None = _help("registry name of the adaptation strategy")
+    peft_method: str | None = _help("the peft method when the strategy is one, else None")
+    base_model: str | None = _help("the checkpoint as the user named it (Hub id, folder or embedded:)")
+    base_revision: str | None = _help("its revision, if one was given")
+    init: str | None = _help("pretrained or random (the control run)")
+    dataset: str | None = _help("the data as the user named it")
+    num_labels: int | None = _help("number of classes")
+    label_names: list[str] = field(default_factory=list, metadata={"help": "class names in id order"})
+    problem_type: str | None = _help("single_label_classification or multi_label_classification")
+    trainable_params: int | None = _help("parameters the optimizer updated")
+    total_params: int | None = _help("all parameters of the adapted model")
+    train_samples: int | None = _help("training images")
+    eval_samples: int | None = _help("images of the reported split")
+    shots_per_class: int | None = _help("few-shot subsampling of training, if any")
+    global_step: int | None = _help("optimizer steps taken")
+    epochs: float | None = _help("epochs trained")
+    best_checkpoint: str | None = _help("the checkpoint kept as the final model")
+    train_runtime_s: float | None = _help("wall-clock seconds of the run")
+    train_loss: float | None = _help("mean training loss")
+    preprocessing: dict[str, Any] = _dict_field("size, mean/std, interpolation and crop the model was fed with")
+    hyperparameters: dict[str, Any] = _dict_field("the settings that shaped training")
+    early_stopped: bool | None = _help("True when training stopped before its planned steps")
+    hf_transfer_version: str | None = _help("the version that wrote the run")
+    guardrails: dict[str, Any] = _dict_field("{name: record} of the guardrails (overfitting, negative_transfer)")
+    calibration: Calibration | None = _help("the calibration record (also in calibration.json)", omit_none=True)
+    merge_max_abs_diff: float | None = _help("peft: largest logit difference adapter vs merged", omit_none=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.calibration, dict):  # as read from a file
+            self.calibration = Calibration.from_dict(self.calibration)
+
+    @property
+    def is_multi_label(self) -> bool:
+        return self.problem_type == "multi_label_classification"
+
+
+@dataclass
+class RunInfo:
+    """What readers of a finished run need: its records and labels (each empty when the file is missing)."""
+
+    metrics: Metrics
+    summary: TrainingSummary
+    calibration: Calibration | None
+    label_names: list[str]
+    examples: dict[str, list[str]]
+
+    @classmethod
+    def empty(cls) -> RunInfo:
+        """For a model that did not come from a run folder (nothing is known beyond its weights)."""
+        return cls(Metrics(), TrainingSummary(), None, [], {})
+
+
+def read_label_names(folder: str | Path, summary: TrainingSummary | None = None) -> list[str]:
+    """Label names in id order: labels.json (top level, else adapter/), else the summary's ``label_names``."""
     folder = Path(folder)
-    return {
-        "metrics": read_json(folder / METRICS_FILE, {}),
-        "summary": read_json(folder / SUMMARY_FILE, {}),
-        "labels": read_json(folder / LABELS_FILE, {}),
-        "examples": read_json(folder / EXAMPLES_DIR / "index.json", {}),
-    }
+    labels = read_json(folder / LABELS_FILE, {}) or read_json(folder / ADAPTER_DIR / LABELS_FILE, {}) or {}
+    id2label = labels.get("id2label") or {}
+    if id2label:
+        return [id2label[key] for key in sorted(id2label, key=int)]
+    return list(summary.label_names) if summary is not None else []
+
+
+def load_run_info(folder: str | Path) -> RunInfo:
+    """The records of a run folder (or a downloaded repo); missing files give empty records."""
+    folder = Path(folder)
+    summary = TrainingSummary.read(folder) or TrainingSummary()
+    return RunInfo(
+        metrics=Metrics.read(folder) or Metrics(),
+        summary=summary,
+        calibration=Calibration.read(folder) or summary.calibration,
+        label_names=read_label_names(folder, summary),
+        examples=read_json(folder / EXAMPLES_DIR / EXAMPLES_INDEX_FILE, {}) or {},
+    )

@@ -29,6 +29,7 @@ from PIL import Image
 from hf_transfer.app import page as space
 from hf_transfer.data.images import load_image
 from hf_transfer.errors import BadImageError, ConfigError
+from hf_transfer.run_folder import Metrics, RunInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "space_app" / "app.py"
@@ -252,15 +253,15 @@ def test_metrics_fall_back_to_the_model_card(run_dir, tmp_path):
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     (tmp_path / "README.md").write_text(str(build_model_card(run_dir, repo_id="alice/tiny", license="apache-2.0")))
-    rows = dict(space.headline_metrics({"metrics": {}}, tmp_path))
+    rows = dict(space.headline_metrics(Metrics(), tmp_path))
     assert rows["Accuracy"] == f"{100 * metrics['accuracy']:.1f} %"
     assert rows["Macro-F1"] == f"{100 * metrics['macro_f1']:.1f} %"
-    assert space.headline_metrics({"metrics": {}}, tmp_path / "nothing-here") == []
+    assert space.headline_metrics(Metrics(), tmp_path / "nothing-here") == []
 
 
 def test_labels_are_shown_literally_and_long_label_sets_are_cut(tmp_path):
     labels = ["*bold*", "a|b", "<script>x</script>", "under_score"] + [f"c{i}" for i in range(146)]
-    fake = SimpleNamespace(info={"metrics": {}, "summary": {}}, labels=labels, source="alice/odd-labels",
+    fake = SimpleNamespace(info=RunInfo.empty(), labels=labels, source="alice/odd-labels",
                            folder=tmp_path, multi_label=False)
     text = space.page_text(fake)
     assert text.labels.startswith("**Labels (150):** \\*bold\\*, a\\|b, \\<script\\>x\\</script\\>, under\\_score, c0")

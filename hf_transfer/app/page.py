@@ -102,80 +102,72 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else str(value)
 
 
-def headline_metrics(info: dict[str, Any], folder: Path | None = None) -> list[tuple[str, str]]:
+def headline_metrics(metrics: run_folder.Metrics, folder: Path | None = None) -> list[tuple[str, str]]:
     """``[(name, value)]`` from metrics.json; else from the model card's ``model-index`` (README.md)."""
-    metrics = info.get("metrics") or {}
-    rows: list[tuple[str, str]] = []
-    if metrics:
-        for key, name in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1")):
-            if isinstance(metrics.get(key), (int, float)):
-                rows.append((name, _percent(metrics[key])))
-        for k, value in sorted((metrics.get("top_k_accuracy") or {}).items(), key=lambda kv: int(kv[0])):
-            rows.append((f"Top-{k} accuracy", _percent(value)))
-        if metrics.get("split"):
-            evaluated = f"{metrics['split']} split"
-            if metrics.get("num_samples"):
-                evaluated += f", {metrics['num_samples']} images"
-            rows.append(("Evaluated on", evaluated))
-        return rows
-    card = folder / "README.md" if folder else None
-    if card and card.is_file():
-        from huggingface_hub import ModelCard
-
-        from hf_transfer.publish.model_card import card_metrics
-
-        try:
-            found = card_metrics(ModelCard.load(card))
-        except Exception:  # noqa: BLE001 - a card we cannot parse just means no metrics to show
-            found = {}
-        for key, value in found.items():
-            name = {"accuracy": "Accuracy", "f1": "Macro-F1", "loss": "Loss"}.get(key, key.replace("_", " ").capitalize())
-            rows.append((name, _percent(value) if key != "loss" else f"{value:.4f}"))
+    if metrics.accuracy is None and metrics.macro_f1 is None:
+        return _card_metrics(folder)
+    rows = [(name, _percent(value)) for name, value in (("Accuracy", metrics.accuracy), ("Macro-F1", metrics.macro_f1))
+            if value is not None]
+    rows += [(f"Top-{k} accuracy", _percent(value))
+             for k, value in sorted((metrics.top_k_accuracy or {}).items(), key=lambda kv: int(kv[0]))]
+    if metrics.split:
+        count = f", {metrics.num_samples} images" if metrics.num_samples else ""
+        rows.append(("Evaluated on", f"{metrics.split} split{count}"))
     return rows
 
 
-def training_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+def _card_metrics(folder: Path | None) -> list[tuple[str, str]]:
+    """A downloaded repo may hold the card but not metrics.json: read the card's ``model-index``."""
+    card = folder / "README.md" if folder else None
+    if not (card and card.is_file()):
+        return []
+    from huggingface_hub import ModelCard
+
+    from hf_transfer.publish.model_card import card_metrics
+
+    try:
+        found = card_metrics(ModelCard.load(card))
+    except Exception:  # noqa: BLE001 - a card we cannot parse just means no metrics to show
+        found = {}
+    names = {"accuracy": "Accuracy", "f1": "Macro-F1", "loss": "Loss"}
+    return [(names.get(key, key.replace("_", " ").capitalize()), _percent(value) if key != "loss" else f"{value:.4f}")
+            for key, value in found.items()]
+
+
+def training_rows(summary: run_folder.TrainingSummary) -> list[tuple[str, str]]:
     """``[(what, value)]`` describing how the model was trained (from training_summary.json)."""
     rows: list[tuple[str, str]] = []
-    strategy = summary.get("strategy")
-    if strategy:
-        method = summary.get("peft_method")
-        extra = ""
-        rank = (summary.get("hyperparameters") or {}).get("lora_r")
-        if method and method != strategy:
-            extra = f" ({method})"
-        if rank and method in ("lora", "dora", "loha", "lokr", "vera", "adalora"):
-            extra += f", rank {rank}"
-        rows.append(("Strategy", f"{strategy}{extra}"))
-    if summary.get("base_model"):
-        base = str(summary["base_model"])
-        if summary.get("base_revision"):
-            base += f" @ {summary['base_revision']}"
-        rows.append(("Base model", base))
-    if summary.get("dataset"):
-        data = str(summary["dataset"])
-        counts = []
-        if summary.get("train_samples") is not None:
-            counts.append(f"{summary['train_samples']} training images")
-        if summary.get("shots_per_class"):
-            counts.append(f"{summary['shots_per_class']} per class")
-        rows.append(("Data", data + (f" ({', '.join(counts)})" if counts else "")))
-    trainable, total = summary.get("trainable_params"), summary.get("total_params")
+    if summary.strategy:
+        rows.append(("Strategy", _strategy_text(summary)))
+    if summary.base_model:
+        revision = f" @ {summary.base_revision}" if summary.base_revision else ""
+        rows.append(("Base model", f"{summary.base_model}{revision}"))
+    if summary.dataset:
+        counts = [f"{summary.train_samples} training images"] if summary.train_samples is not None else []
+        counts += [f"{summary.shots_per_class} per class"] if summary.shots_per_class else []
+        rows.append(("Data", str(summary.dataset) + (f" ({', '.join(counts)})" if counts else "")))
+    trainable, total = summary.trainable_params, summary.total_params
     if isinstance(trainable, int):
-        value = f"{trainable:,}"
-        if isinstance(total, int) and total > 0:
-            value += f" of {total:,} ({100 * trainable / total:.2f} %)"
-        rows.append(("Trainable parameters", value))
-    if summary.get("global_step") is not None:
-        steps = f"{summary['global_step']} steps"
-        if isinstance(summary.get("epochs"), (int, float)):
-            steps += f", {round(summary['epochs'], 2):g} epochs"
-        if isinstance(summary.get("train_runtime_s"), (int, float)):
-            steps += f", {summary['train_runtime_s']:.0f} s"
+        share = f" of {total:,} ({100 * trainable / total:.2f} %)" if isinstance(total, int) and total > 0 else ""
+        rows.append(("Trainable parameters", f"{trainable:,}{share}"))
+    if summary.global_step is not None:
+        steps = f"{summary.global_step} steps"
+        if isinstance(summary.epochs, (int, float)):
+            steps += f", {round(summary.epochs, 2):g} epochs"
+        if isinstance(summary.train_runtime_s, (int, float)):
+            steps += f", {summary.train_runtime_s:.0f} s"
         rows.append(("Training", steps))
-    if summary.get("hf_transfer_version"):
-        rows.append(("hf_transfer", str(summary["hf_transfer_version"])))
+    if summary.hf_transfer_version:
+        rows.append(("hf_transfer", str(summary.hf_transfer_version)))
     return rows
+
+
+def _strategy_text(summary: run_folder.TrainingSummary) -> str:
+    method, rank = summary.peft_method, summary.hyperparameters.get("lora_r")
+    extra = f" ({method})" if method and method != summary.strategy else ""
+    if rank and method in ("lora", "dora", "loha", "lokr", "vera", "adalora"):
+        extra += f", rank {rank}"
+    return f"{summary.strategy}{extra}"
 
 
 def _bullets(rows: list[tuple[str, str]]) -> str:
@@ -185,15 +177,15 @@ def _bullets(rows: list[tuple[str, str]]) -> str:
 def page_text(classifier: ImageClassifier) -> PageText:
     """The page's texts for ``classifier`` (its labels, and the run files next to its weights)."""
     info, labels = classifier.info, classifier.labels
-    summary = info.get("summary") or {}
+    summary = info.summary
     name = classifier.source.rstrip("/").split("/")[-1] if Path(classifier.source).exists() else classifier.source
     shown = ", ".join(md(label) for label in labels[:MAX_LABELS_SHOWN])
     more = f" ... and {len(labels) - MAX_LABELS_SHOWN} more" if len(labels) > MAX_LABELS_SHOWN else ""
     kind = "several of" if classifier.multi_label else "one of"
-    base = f" adapted from **{md(summary['base_model'])}**" if summary.get("base_model") else ""
+    base = f" adapted from **{md(summary.base_model)}**" if summary.base_model else ""
     intro = (f"Upload an image (or pick an example below): the model{base} sorts it into {kind} "
              f"**{len(labels)} labels** and shows the top scores.")
-    metrics = headline_metrics(info, classifier.folder)
+    metrics = headline_metrics(info.metrics, classifier.folder)
     training = training_rows(summary)
     return PageText(
         title=f"{name}: image classifier",
@@ -209,7 +201,7 @@ def example_images(classifier: ImageClassifier, *, limit: int = MAX_EXAMPLES) ->
     folder = classifier.folder
     if folder is None:
         return []
-    index: dict[str, list[str]] = classifier.info.get("examples") or {}
+    index = classifier.info.examples
     if not index and (folder / run_folder.EXAMPLES_DIR).is_dir():
         index = {sub.name: [str(p.relative_to(folder)) for p in sorted(sub.glob("*.png"))]
                  for sub in sorted((folder / run_folder.EXAMPLES_DIR).iterdir()) if sub.is_dir()}

@@ -52,7 +52,7 @@ class ImageClassifier:
         config = model.config
         self.labels: list[str] = [config.id2label[i] for i in range(config.num_labels)]
         self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
-        self.info = run_folder.load_run_info(folder) if folder else {"metrics": {}, "summary": {}, "labels": {}, "examples": {}}
+        self.info = run_folder.load_run_info(folder) if folder else run_folder.RunInfo.empty()
 
     @classmethod
     def from_pretrained(cls, model: str, *, revision: str | None = None, device: str | None = None) -> ImageClassifier:
