@@ -26,6 +26,11 @@ from hf_transfer.errors import OutputDirError
 # The run folder, top level. The merged model and its image processor sit at the top too (written by
 # transformers' save_pretrained, so their names are transformers' own: config.json, model.safetensors,
 # preprocessor_config.json), which is what makes the folder loadable by ``pipeline()``.
+MODEL_CONFIG_FILE = "config.json"  # transformers' names, also in adapter/ for the peft ones
+MODEL_WEIGHTS_FILE = "model.safetensors"  # merged weights (sharded: model-*-of-*.safetensors + index)
+PROCESSOR_FILE = "preprocessor_config.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"  # peft's names, in adapter/
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 CHECKPOINTS_DIR = "checkpoints"  # the Trainer's checkpoints (resume from here)
 STAGING_DIR = ".staging"  # under checkpoints/: checkpoints being written; never resumed from
 ADAPTER_DIR = "adapter"  # peft strategies: the adapter alone (+ head, processor, labels)

@@ -9,6 +9,7 @@ from pathlib import Path
 from hubserver import ALICE_TOKEN
 from huggingface_hub import ModelCard, hf_hub_download
 
+from hf_transfer.publish import hub as hub_api
 from hf_transfer.publish.model_card import build_model_card, card_metrics, hub_id_or_none
 
 pytest_plugins = ["hub_fixtures"]
@@ -147,19 +148,19 @@ def test_license_comes_from_the_base_models_card(hub, tmp_path):
 
     api = HfApi(endpoint=hub.url, token=ALICE_TOKEN)
     hub.state.seed_repo("acme/vit-tiny-base", {"README.md": b"---\nlicense: bsd-3-clause\n---\n# base\n"})
-    assert hub.base_model_license("acme/vit-tiny-base", revision=None, api=api) == "bsd-3-clause"
-    assert hub.base_model_license("acme/missing", revision=None, api=api) is None
-    assert hub.base_model_license("embedded:efficientnet_lite0", revision=None, api=api) == "apache-2.0"
+    assert hub_api.base_model_license("acme/vit-tiny-base", revision=None, api=api) == "bsd-3-clause"
+    assert hub_api.base_model_license("acme/missing", revision=None, api=api) is None
+    assert hub_api.base_model_license("embedded:efficientnet_lite0", revision=None, api=api) == "apache-2.0"
     local = tmp_path / "local-base"
     local.mkdir()
     (local / "README.md").write_text("---\nlicense: mit\n---\n")
-    assert hub.base_model_license(str(local), revision=None, api=api) == "mit"
+    assert hub_api.base_model_license(str(local), revision=None, api=api) == "mit"
 
 
 def test_pushed_card_passes_validation_and_loads_back_from_the_repo(hub, tmp_path):
     base = hub.state.seed_repo("acme/vit-tiny-base", {"README.md": b"---\nlicense: bsd-3-clause\n---\n# base\n"})
     run = make_run(tmp_path / "run", base_revision=base.oid)  # the license is read at the run's base revision
-    result = hub.push_model(run, "alice/pets", token=ALICE_TOKEN, endpoint=hub.url)
+    result = hub_api.push_model(run, "alice/pets", token=ALICE_TOKEN, endpoint=hub.url)
     assert result.changed
     assert hub.state.requests_to(r"^/api/validate-yaml$", "POST")[0].status == 200
     readme = hf_hub_download("alice/pets", "README.md", endpoint=hub.url, token=ALICE_TOKEN, cache_dir=tmp_path / "c")
@@ -172,3 +173,23 @@ def test_pushed_card_passes_validation_and_loads_back_from_the_repo(hub, tmp_pat
 
     model_info = HfApi(endpoint=hub.url, token=ALICE_TOKEN).model_info("alice/pets")
     assert model_info.pipeline_tag == "image-classification" and model_info.library_name == "transformers"
+
+
+def test_plots_are_linked_only_when_the_run_folder_holds_them(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "reliability_diagram.png").unlink()
+    claimed = {"model.safetensors", "confusion_matrix.png", "reliability_diagram.png", "top_losses.png", "curve.png"}
+    text = build_model_card(run, repo_id="alice/p", pushed_files=claimed).text
+    assert "![Confusion matrix](confusion_matrix.png)" in text  # in the folder and pushed
+    assert "reliability_diagram.png" not in text and "top_losses.png" not in text and "curve.png" not in text
+    (run / "top_losses.png").write_bytes(b"\x89PNG fake")
+    text = build_model_card(run, repo_id="alice/p", pushed_files=claimed).text
+    assert "![Validation images with the highest loss](top_losses.png)" in text
+
+
+def test_guardrails_are_read_under_their_current_names_only(tmp_path):
+    run = make_run(tmp_path / "run", guardrails={
+        "random_init": {"verdict": "not_better", "message": "A key no version of hf_transfer ever wrote."}})
+    text = build_model_card(run, repo_id="alice/p").text
+    assert "Pretrained vs random initialisation" not in text
+    assert "- Random init: A key no version of hf_transfer ever wrote." in text  # shown as any other record

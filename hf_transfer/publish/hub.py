@@ -31,12 +31,12 @@ from hf_transfer.publish.model_card import build_model_card, dumps_card, hub_id_
 TOKEN_HELP = ("Create a token with write access at https://huggingface.co/settings/tokens, then run "
               "`hf auth login` (or set HF_TOKEN=<token>).")
 # Files of a run that a pushed repo may hold. Everything else in the output folder stays local.
-MODEL_FILES = ("config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
-               "preprocessor_config.json", run_folder.LABELS_FILE)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json",
+MODEL_FILES = (run_folder.MODEL_CONFIG_FILE, run_folder.MODEL_WEIGHTS_FILE, "model-*-of-*.safetensors",
+               "model.safetensors.index.json", run_folder.PROCESSOR_FILE, run_folder.LABELS_FILE)
+ADAPTER_FILES = (run_folder.ADAPTER_CONFIG_FILE, run_folder.ADAPTER_WEIGHTS_FILE, run_folder.PROCESSOR_FILE,
                  run_folder.LABELS_FILE)
 REPORT_FILES = (run_folder.METRICS_FILE, run_folder.SUMMARY_FILE, run_folder.CONFIG_FILE, run_folder.CONFUSION_FILE,
-                "calibration.json", "reliability_diagram.png", "top_losses.png", "*curve*.png", "curve.json")
+                run_folder.CALIBRATION_FILE, run_folder.RELIABILITY_FILE, run_folder.TOP_LOSSES_FILE)
 # Repo paths a push manages: stale ones (from an earlier push of another kind) are deleted in the same commit.
 MANAGED = (*MODEL_FILES, *ADAPTER_FILES, *REPORT_FILES, f"{run_folder.EXAMPLES_DIR}/*")
 
@@ -173,7 +173,7 @@ def plan_model_files(run_dir: str | Path, *, adapter_only: bool = False, include
     patterns = ADAPTER_FILES if adapter_only else MODEL_FILES
     found = sorted(weights_dir.iterdir()) if weights_dir.is_dir() else []
     files = {p.name: p for p in found if p.is_file() and _matches(p.name, patterns)}
-    weights = "adapter_model.safetensors" if adapter_only else "model.safetensors"
+    weights = run_folder.ADAPTER_WEIGHTS_FILE if adapter_only else run_folder.MODEL_WEIGHTS_FILE
     if not any(name.endswith(".safetensors") for name in files):
         hint = ("it holds no adapter/ folder: only peft runs (--strategy lora, dora, ...) have one; drop --adapter-only"
                 if adapter_only else "the run may not have finished")
@@ -181,10 +181,12 @@ def plan_model_files(run_dir: str | Path, *, adapter_only: bool = False, include
         if pickles:
             hint = f"it has only pickle weights ({', '.join(pickles)}), which hf_transfer does not push"
         raise HubError(f"{weights_dir} has no {weights}: {hint}. Pass the --output-dir of a finished run.")
-    if adapter_only and "adapter_config.json" not in files:
-        raise HubError(f"{weights_dir} has no adapter_config.json: the adapter folder is incomplete. Re-run training.")
-    if not adapter_only and "config.json" not in files:
-        raise HubError(f"{run_dir} has no config.json next to the weights. Re-run training or pass the right folder.")
+    if adapter_only and run_folder.ADAPTER_CONFIG_FILE not in files:
+        raise HubError(f"{weights_dir} has no {run_folder.ADAPTER_CONFIG_FILE}: the adapter folder is incomplete. "
+                       "Re-run training.")
+    if not adapter_only and run_folder.MODEL_CONFIG_FILE not in files:
+        raise HubError(f"{run_dir} has no {run_folder.MODEL_CONFIG_FILE} next to the weights. Re-run training or pass "
+                       "the right folder.")
     for path in sorted(run_dir.iterdir()):
         if path.is_file() and _matches(path.name, REPORT_FILES):
             files.setdefault(path.name, path)
@@ -197,13 +199,13 @@ def plan_model_files(run_dir: str | Path, *, adapter_only: bool = False, include
 
 
 def adapter_base_model(run_dir: Path) -> str | None:
-    config = run_folder.read_json(run_dir / run_folder.ADAPTER_DIR / "adapter_config.json", {}) or {}
+    config = run_folder.read_json(run_dir / run_folder.ADAPTER_DIR / run_folder.ADAPTER_CONFIG_FILE, {}) or {}
     return config.get("base_model_name_or_path")
 
 
 def run_base_model(run_dir: str | Path) -> str | None:
-    summary = run_folder.read_json(Path(run_dir) / run_folder.SUMMARY_FILE, {}) or {}
-    return summary.get("base_model")
+    summary = run_folder.TrainingSummary.read(run_dir)
+    return summary.base_model if summary is not None else None
 
 
 def check_no_token_inside(files: dict[str, Path | bytes], token: str) -> None:
@@ -322,8 +324,8 @@ def push_model(run_dir: str | Path, repo_id: str, *, private: bool = False, revi
     repo_id = full_repo_id(repo_id, access)
     retry = push_command(run_dir, repo_id, private=private, revision=revision, adapter_only=adapter_only,
                          include_examples=include_examples)
-    summary = run_folder.read_json(run_dir / run_folder.SUMMARY_FILE, {}) or {}
-    license_ = base_model_license(run_base_model(run_dir), revision=summary.get("base_revision"), api=access.api)
+    summary = run_folder.TrainingSummary.read(run_dir) or run_folder.TrainingSummary()
+    license_ = base_model_license(summary.base_model, revision=summary.base_revision, api=access.api)
     card = build_model_card(run_dir, repo_id=repo_id, adapter=adapter_only, license=license_, pushed_files=set(files))
     files["README.md"] = dumps_card(card)
     check_no_token_inside(files, access.api.token)

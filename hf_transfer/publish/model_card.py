@@ -3,7 +3,8 @@
 Metadata goes through huggingface_hub's :class:`ModelCardData` / :class:`EvalResult` (so ``model-index``
 is what the Hub and ``ModelCard.load`` expect); the body is Markdown written from ``metrics.json``,
 ``training_summary.json``, ``labels.json`` and, when present, ``calibration.json`` and the guardrail
-records. Nothing here touches the network: the base model's license is passed in by :mod:`hf_transfer.publish.hub`.
+records, read through :mod:`hf_transfer.run_folder`'s records. Nothing here touches the network: the base
+model's license is passed in by :mod:`hf_transfer.publish.hub`.
 """
 
 from __future__ import annotations
@@ -15,18 +16,25 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_transfer import cache
-from hf_transfer.run_folder import CONFUSION_FILE, LABELS_FILE, METRICS_FILE, SUMMARY_FILE, read_json
+from hf_transfer.run_folder import (
+    CALIBRATION_FILE,
+    CONFUSION_FILE,
+    LABELS_FILE,
+    METRICS_FILE,
+    RELIABILITY_FILE,
+    SUMMARY_FILE,
+    TOP_LOSSES_FILE,
+    Calibration,
+    Metrics,
+    TrainingSummary,
+    read_label_names,
+)
 
 PIPELINE_TAG = "image-classification"
-CALIBRATION_FILE = "calibration.json"
-# Optional plots other parts of a run may leave in the output folder, shown in the card when present.
-OPTIONAL_PLOTS = {
-    "reliability_diagram.png": "Reliability diagram (calibration)",
-    "top_losses.png": "Validation images with the highest loss",
-    "training_curves.png": "Training curves",
-    "learning_curves.png": "Learning curves",
-    "loss_curve.png": "Loss curve",
-    "curve.png": "Accuracy vs training images per class (pretrained vs random init)",
+# Plots a run writes besides the confusion matrix (shown under Evaluation), linked when in the folder and pushed.
+PLOTS = {
+    RELIABILITY_FILE: "Reliability diagram (calibration)",
+    TOP_LOSSES_FILE: "Validation images with the highest loss",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -36,14 +44,6 @@ def hub_id_or_none(spec: str | None) -> str | None:
     if not spec or cache.is_embedded(spec) or Path(spec).expanduser().exists():
         return None
     return spec if _HUB_ID.match(spec) and ".." not in spec else None
-
-
-def label_names(run_dir: Path, summary: dict) -> list[str]:
-    labels = read_json(run_dir / LABELS_FILE, {}) or read_json(run_dir / "adapter" / LABELS_FILE, {})
-    id2label = labels.get("id2label") or {}
-    if id2label:
-        return [id2label[key] for key in sorted(id2label, key=int)]
-    return list(summary.get("label_names") or [])
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -56,24 +56,19 @@ def _fmt_param(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _eval_results(metrics: dict, *, dataset_type: str, dataset_name: str) -> list[EvalResult]:
-    split = metrics.get("split")
+def _eval_results(metrics: Metrics, *, dataset_type: str, dataset_name: str) -> list[EvalResult]:
     common = {"task_type": PIPELINE_TAG, "task_name": "Image Classification", "dataset_type": dataset_type,
-              "dataset_name": dataset_name, "dataset_split": split}
-    results = []
-    if isinstance(metrics.get("accuracy"), (int, float)):
-        results.append(EvalResult(metric_type="accuracy", metric_name="Accuracy",
-                                  metric_value=round(float(metrics["accuracy"]), 4), **common))
-    if isinstance(metrics.get("macro_f1"), (int, float)):
-        results.append(EvalResult(metric_type="f1", metric_name="Macro F1", metric_args={"average": "macro"},
-                                  metric_value=round(float(metrics["macro_f1"]), 4), **common))
-    for k, value in sorted((metrics.get("top_k_accuracy") or {}).items(), key=lambda kv: int(kv[0])):
-        results.append(EvalResult(metric_type=f"top_{k}_accuracy", metric_name=f"Top-{k} Accuracy",
-                                  metric_value=round(float(value), 4), **common))
-    if isinstance(metrics.get("eval_loss"), (int, float)):
-        results.append(EvalResult(metric_type="loss", metric_name="Loss",
-                                  metric_value=round(float(metrics["eval_loss"]), 4), **common))
-    return results
+              "dataset_name": dataset_name, "dataset_split": metrics.split}
+    found = [("accuracy", "Accuracy", metrics.accuracy, None), ("f1", "Macro F1", metrics.macro_f1, {"average": "macro"})]
+    found += [(f"top_{k}_accuracy", f"Top-{k} Accuracy", value, None) for k, value in _top_k(metrics)]
+    found.append(("loss", "Loss", metrics.eval_loss, None))
+    return [EvalResult(metric_type=kind, metric_name=name, metric_args=args, metric_value=round(float(value), 4),
+                       **common)
+            for kind, name, value, args in found if isinstance(value, (int, float))]
+
+
+def _top_k(metrics: Metrics) -> list[tuple[str, float]]:
+    return sorted((metrics.top_k_accuracy or {}).items(), key=lambda kv: int(kv[0]))
 
 
 def usage_snippet(repo_id: str, *, adapter: bool, base_model: str | None, labels: list[str]) -> str:
@@ -119,28 +114,43 @@ def _md_escape(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _training_section(summary: dict) -> str:
+def _evaluation_section(metrics: Metrics, linked: set[str]) -> str:
+    parts = [f"## Evaluation ({metrics.split or 'evaluation'} split, {metrics.num_samples or '?'} images)\n"]
+    headline = [f"| accuracy | {_fmt(metrics.accuracy)} |"]
+    if metrics.macro_f1 is not None:
+        headline.append(f"| macro F1 | {_fmt(metrics.macro_f1)} |")
+    headline += [f"| top-{k} accuracy | {_fmt(value)} |" for k, value in _top_k(metrics)]
+    if metrics.eval_loss is not None:
+        headline.append(f"| loss | {_fmt(metrics.eval_loss)} |")
+    parts.append("| metric | value |\n|---|---:|\n" + "\n".join(headline) + "\n")
+    if metrics.per_class:
+        parts += ["### Per class\n", _per_class_table(metrics.per_class)]
+    if CONFUSION_FILE in linked:
+        parts.append(f"### Confusion matrix\n\n![Confusion matrix]({CONFUSION_FILE})\n")
+    return "\n".join(parts)
+
+
+def _training_section(summary: TrainingSummary) -> str:
     lines = []
-    strategy = summary.get("strategy")
-    method = summary.get("peft_method")
+    strategy, method = summary.strategy, summary.peft_method
     if strategy:
         lines.append(f"- Strategy: **{strategy}**" + (f" (peft method `{method}`)" if method and method != strategy else ""))
-    trainable, total = summary.get("trainable_params"), summary.get("total_params")
+    trainable, total = summary.trainable_params, summary.total_params
     if isinstance(trainable, int):
         share = f" of {total:,} ({100 * trainable / total:.2f} %)" if isinstance(total, int) and total else ""
         lines.append(f"- Trainable parameters: {trainable:,}{share}")
-    for key, label in (("train_samples", "Training images"), ("eval_samples", "Evaluation images"),
-                       ("global_step", "Optimizer steps"), ("epochs", "Epochs")):
-        if summary.get(key) is not None:
-            lines.append(f"- {label}: {_fmt(summary[key], 2)}")
-    if isinstance(summary.get("train_runtime_s"), (int, float)):
-        lines.append(f"- Training time: {summary['train_runtime_s']:.1f} s")
-    if summary.get("hf_transfer_version"):
-        lines.append(f"- hf_transfer version: {summary['hf_transfer_version']}")
-    hyper = summary.get("hyperparameters") or {}
-    if hyper:
+    for label, value in (("Training images", summary.train_samples), ("Evaluation images", summary.eval_samples),
+                         ("Optimizer steps", summary.global_step), ("Epochs", summary.epochs)):
+        if value is not None:
+            lines.append(f"- {label}: {_fmt(value, 2)}")
+    if isinstance(summary.train_runtime_s, (int, float)):
+        lines.append(f"- Training time: {summary.train_runtime_s:.1f} s")
+    if summary.hf_transfer_version:
+        lines.append(f"- hf_transfer version: {summary.hf_transfer_version}")
+    if summary.hyperparameters:
         lines.append("\n| hyperparameter | value |\n|---|---|")
-        lines.extend(f"| {_md_escape(k)} | {_md_escape(_fmt_param(v))} |" for k, v in hyper.items() if v is not None)
+        lines.extend(f"| {_md_escape(k)} | {_md_escape(_fmt_param(v))} |"
+                     for k, v in summary.hyperparameters.items() if v is not None)
     return "\n".join(lines) + "\n"
 
 
@@ -150,128 +160,117 @@ def _guardrails_section(guardrails: dict) -> str:
     if overfitting.get("message"):
         state = "triggered" if overfitting.get("triggered") else "not triggered"
         parts.append(f"- Overfitting guardrail ({state}): {overfitting['message']}")
-    negative = guardrails.get("negative_transfer") or guardrails.get("random_init") or {}
+    negative = guardrails.get("negative_transfer") or {}
     if negative.get("message"):
         parts.append(f"- Pretrained vs random initialisation ({negative.get('verdict', 'n/a')}): {negative['message']}")
     for key, value in guardrails.items():
-        if key in ("overfitting", "negative_transfer", "random_init"):
-            continue
-        if isinstance(value, dict) and value.get("message"):
+        if key not in ("overfitting", "negative_transfer") and isinstance(value, dict) and value.get("message"):
             parts.append(f"- {key.replace('_', ' ').capitalize()}: {value['message']}")
     return "\n".join(parts) + "\n" if parts else ""
 
 
-def _calibration_section(calibration: dict) -> str:
+def _calibration_section(calibration: Calibration) -> str:
     lines = []
-    if calibration.get("applied") is False:
-        lines.append(f"- Not calibrated: {calibration.get('reason') or 'no temperature was fitted'}")
-    elif isinstance(calibration.get("temperature"), (int, float)):
-        lines.append(f"- Temperature: {calibration['temperature']:.3f} ({calibration.get('mechanism', 'applied to the head')}"
+    if calibration.applied is False:
+        lines.append(f"- Not calibrated: {calibration.reason or 'no temperature was fitted'}")
+    elif isinstance(calibration.temperature, (int, float)):
+        lines.append(f"- Temperature: {calibration.temperature:.3f} ({calibration.mechanism or 'applied to the head'}"
                      "; the pushed weights already include it, so `pipeline()` scores are calibrated)")
-    for key, label in (("ece_before", "ECE before"), ("ece_after", "ECE after"),
-                       ("ece_after_crossfit", "ECE after (cross-fitted)"), ("nll_before", "NLL before"),
-                       ("nll_after", "NLL after")):
-        if isinstance(calibration.get(key), (int, float)):
-            lines.append(f"- {label}: {calibration[key]:.4f}")
-    if calibration.get("split"):
-        verb = "Measured on" if calibration.get("applied") is False else "Fitted on"
-        lines.append(f"- {verb}: {calibration['split']} ({calibration.get('num_samples', '?')} images)")
-    test = calibration.get("test") or {}
+    for label, value in (("ECE before", calibration.ece_before), ("ECE after", calibration.ece_after),
+                         ("ECE after (cross-fitted)", calibration.ece_after_crossfit),
+                         ("NLL before", calibration.nll_before), ("NLL after", calibration.nll_after)):
+        if isinstance(value, (int, float)):
+            lines.append(f"- {label}: {value:.4f}")
+    if calibration.split:
+        verb = "Measured on" if calibration.applied is False else "Fitted on"
+        lines.append(f"- {verb}: {calibration.split} ({calibration.num_samples or '?'} images)")
+    test = calibration.test or {}
     if isinstance(test.get("ece_before"), (int, float)) and isinstance(test.get("ece_after"), (int, float)):
         lines.append(f"- Test split ({test.get('num_samples', '?')} images): ECE {test['ece_before']:.4f} before, "
                      f"{test['ece_after']:.4f} after")
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def build_model_card(run_dir: str | Path, *, repo_id: str, adapter: bool = False, license: str | None = None,
-                     pushed_files: set[str] | None = None) -> ModelCard:
-    """The card for ``run_dir`` pushed to ``repo_id``. ``adapter``: the repo holds the peft adapter only.
-    ``license``: the base model's license when known. ``pushed_files``: repo paths that will exist next to
-    the card (images are linked only when they do)."""
-    run_dir = Path(run_dir)
-    summary = read_json(run_dir / SUMMARY_FILE, {}) or {}
-    metrics = read_json(run_dir / METRICS_FILE, {}) or {}
-    calibration = read_json(run_dir / CALIBRATION_FILE, {}) or {}
-    labels = label_names(run_dir, summary)
-    pushed = pushed_files if pushed_files is not None else {p.name for p in run_dir.iterdir()}
-    base_model = summary.get("base_model")
-    base_hub_id = hub_id_or_none(base_model)
-    dataset = summary.get("dataset")
-    dataset_hub_id = hub_id_or_none(dataset)
-    dataset_name = dataset_hub_id or (Path(str(dataset)).name if dataset else "custom images")
-    model_name = repo_id.split("/")[-1]
+def _plots_section(linked: set[str]) -> str:
+    plots = [(name, title) for name, title in PLOTS.items() if name in linked]
+    if not plots:
+        return ""
+    return "## Plots\n\n" + "\n".join(f"### {title}\n\n![{title}]({name})\n" for name, title in plots)
+
+
+def _card_data(summary: TrainingSummary, metrics: Metrics, *, repo_id: str, adapter: bool,
+               license: str | None) -> ModelCardData:
+    dataset_hub_id = hub_id_or_none(summary.dataset)
     tags = ["hf-transfer", PIPELINE_TAG]
-    for tag in (summary.get("strategy"), summary.get("peft_method")):
-        if tag and tag not in tags:
-            tags.append(str(tag))
+    tags += [str(tag) for tag in dict.fromkeys((summary.strategy, summary.peft_method)) if tag and tag not in tags]
     if adapter:
         tags.append("peft")
-
-    card_data = ModelCardData(
-        model_name=model_name,
-        base_model=base_hub_id,
+    return ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=hub_id_or_none(summary.base_model),
         datasets=[dataset_hub_id] if dataset_hub_id else None,
         library_name="peft" if adapter else "transformers",
         pipeline_tag=PIPELINE_TAG,
         license=license,
         tags=tags,
-        eval_results=_eval_results(metrics, dataset_type=dataset_hub_id or "imagefolder", dataset_name=dataset_name)
-        or None,
+        eval_results=_eval_results(metrics, dataset_type=dataset_hub_id or "imagefolder",
+                                   dataset_name=_dataset_name(summary)) or None,
     )
 
+
+def _dataset_name(summary: TrainingSummary) -> str:
+    return hub_id_or_none(summary.dataset) or (Path(str(summary.dataset)).name if summary.dataset else "custom images")
+
+
+def _intro(summary: TrainingSummary, labels: list[str], *, repo_id: str, adapter: bool, license: str | None) -> str:
+    base_model, base_hub_id = summary.base_model, hub_id_or_none(summary.base_model)
+    dataset_hub_id = hub_id_or_none(summary.dataset)
     base_text = (f"[{base_hub_id}](https://huggingface.co/{base_hub_id})" if base_hub_id
                  else f"`{base_model}`" if base_model else "a pretrained checkpoint")
-    if summary.get("base_revision"):
-        base_text += f" (revision `{summary['base_revision']}`)"
-    body = [f"# {model_name}\n",
-            f"An image classifier adapted from {base_text} to {len(labels)} labels on "
-            f"{f'[{dataset_hub_id}](https://huggingface.co/datasets/{dataset_hub_id})' if dataset_hub_id else f'`{dataset_name}`'} "
-            f"with hf_transfer ({'peft adapter' if adapter else 'merged weights'}).\n"]
+    if summary.base_revision:
+        base_text += f" (revision `{summary.base_revision}`)"
+    data_text = (f"[{dataset_hub_id}](https://huggingface.co/datasets/{dataset_hub_id})" if dataset_hub_id
+                 else f"`{_dataset_name(summary)}`")
+    text = (f"# {repo_id.split('/')[-1]}\n\nAn image classifier adapted from {base_text} to {len(labels)} labels on "
+            f"{data_text} with hf_transfer ({'peft adapter' if adapter else 'merged weights'}).\n")
     if license is None:
-        body.append("License: not stated by the base model's card; check the base model's terms before reuse.\n")
+        text += "\nLicense: not stated by the base model's card; check the base model's terms before reuse.\n"
+    return text
 
-    body.append("## Usage\n")
-    body.append(usage_snippet(repo_id, adapter=adapter, base_model=base_model, labels=labels))
 
-    if metrics:
-        split = metrics.get("split", "evaluation")
-        body.append(f"## Evaluation ({split} split, {metrics.get('num_samples', '?')} images)\n")
-        headline = [f"| accuracy | {_fmt(metrics.get('accuracy'))} |"]
-        if metrics.get("macro_f1") is not None:
-            headline.append(f"| macro F1 | {_fmt(metrics['macro_f1'])} |")
-        for k, value in sorted((metrics.get("top_k_accuracy") or {}).items(), key=lambda kv: int(kv[0])):
-            headline.append(f"| top-{k} accuracy | {_fmt(value)} |")
-        if metrics.get("eval_loss") is not None:
-            headline.append(f"| loss | {_fmt(metrics['eval_loss'])} |")
-        body.append("| metric | value |\n|---|---:|\n" + "\n".join(headline) + "\n")
-        if metrics.get("per_class"):
-            body.append("### Per class\n")
-            body.append(_per_class_table(metrics["per_class"]))
-        if CONFUSION_FILE in pushed:
-            body.append(f"### Confusion matrix\n\n![Confusion matrix]({CONFUSION_FILE})\n")
+def _is_empty(record) -> bool:
+    return record == type(record)()
 
-    body.append("## Labels\n")
-    body.append("\n".join(f"- `{i}`: {_md_escape(name)}" for i, name in enumerate(labels)) + "\n")
 
-    if summary:
-        body.append("## Training\n")
-        body.append(_training_section(summary))
-    if calibration:
-        body.append("## Calibration\n")
-        body.append(_calibration_section(calibration))
-    guardrails = _guardrails_section(summary.get("guardrails") or {})
+def build_model_card(run_dir: str | Path, *, repo_id: str, adapter: bool = False, license: str | None = None,
+                     pushed_files: set[str] | None = None) -> ModelCard:
+    """The card for ``run_dir`` pushed to ``repo_id``. ``adapter``: the repo holds the peft adapter only.
+    ``license``: the base model's license when known. ``pushed_files``: repo paths that will exist next to
+    the card (images are linked only when they do, and only when the run folder holds them)."""
+    run_dir = Path(run_dir)
+    summary = TrainingSummary.read(run_dir) or TrainingSummary()
+    metrics = Metrics.read(run_dir) or Metrics()
+    calibration = Calibration.read(run_dir)
+    labels = read_label_names(run_dir, summary)
+    present = {p.name for p in run_dir.iterdir() if p.is_file()}
+    linked = present if pushed_files is None else present & set(pushed_files)
+    body = [_intro(summary, labels, repo_id=repo_id, adapter=adapter, license=license), "## Usage\n",
+            usage_snippet(repo_id, adapter=adapter, base_model=summary.base_model, labels=labels)]
+    if not _is_empty(metrics):
+        body.append(_evaluation_section(metrics, linked))
+    body += ["## Labels\n", "\n".join(f"- `{i}`: {_md_escape(name)}" for i, name in enumerate(labels)) + "\n"]
+    if not _is_empty(summary):
+        body += ["## Training\n", _training_section(summary)]
+    if calibration is not None:
+        body += ["## Calibration\n", _calibration_section(calibration)]
+    guardrails = _guardrails_section(summary.guardrails)
     if guardrails:
-        body.append("## Guardrails\n")
-        body.append(guardrails)
-    plots = [(name, title) for name, title in OPTIONAL_PLOTS.items() if name in pushed]
-    if plots:
-        body.append("## Plots\n")
-        body.extend(f"### {title}\n\n![{title}]({name})\n" for name, title in plots)
-    body.append(
-        "## Files\n\n`metrics.json` (all evaluation numbers), `training_summary.json` (run record), "
-        "`labels.json` (label names)" + (", `calibration.json`" if calibration else "") + ".\n"
-    )
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+        body += ["## Guardrails\n", guardrails]
+    body.append(_plots_section(linked))
+    body.append(f"## Files\n\n`{METRICS_FILE}` (all evaluation numbers), `{SUMMARY_FILE}` (run record), "
+                f"`{LABELS_FILE}` (label names)" + (f", `{CALIBRATION_FILE}`" if calibration is not None else "") + ".\n")
+    card_data = _card_data(summary, metrics, repo_id=repo_id, adapter=adapter, license=license)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(part for part in body if part))
 
 
 def card_metrics(card: ModelCard) -> dict[str, float]:
