@@ -183,3 +183,25 @@ def test_small_validation_set_is_not_calibrated_and_says_why(tmp_path):
     assert big["applied"] and big["folded_into"] == ["classifier"] and big["temperature"] > 2   # noise logits x5
     torch.testing.assert_close(net.classifier.weight, before / big["temperature"])
     assert big["test"]["nll_after"] < big["test"]["nll_before"]
+
+
+def test_calibration_json_is_written_once_atomically_through_the_run_folder_schema(tmp_path, monkeypatch):
+    from hf_transfer import run_folder
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = torch.nn.Linear(4, 3)
+
+    writes = []
+    atomic = run_folder.write_json
+    monkeypatch.setattr(run_folder, "write_json", lambda path, data: writes.append(path) or atomic(path, data))
+    rng = np.random.default_rng(1)
+    result = calibrate_trained_model(model=Net(), validation_logits=rng.normal(size=(60, 3)) * 5,
+                                     validation_labels=rng.integers(0, 3, 60), label_names=["a", "b", "c"],
+                                     output_dir=tmp_path, test_logits=rng.normal(size=(20, 3)),
+                                     test_labels=rng.integers(0, 3, 20))
+    assert writes == [tmp_path / "calibration.json"]  # once, on the applied path too
+    assert run_folder.Calibration.read(tmp_path).to_dict() == result
+    assert result["applied"] and result["folded_into"] == ["classifier"] and result["test"]["num_samples"] == 20
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left

@@ -106,3 +106,25 @@ def test_stratified_sample_keeps_every_class(world):
     assert sorted(stratified_sample(train, size=9, seed=1)["label"]) == sorted(labels.tolist())
     with pytest.raises(ConfigError):
         stratified_sample(train, size=1, seed=0)
+
+
+def test_one_images_to_logits_loop_serves_splits_lists_and_every_batch_size(world):
+    """predict_logits is what features, evaluation and inference all run: a datasets split and the same images
+    as a list give the same logits at any batch size, and the head inputs are the cached features."""
+    from transformers import ViTForImageClassification, ViTImageProcessor
+
+    from hf_transfer.evaluation.inference import predict_logits
+
+    root, splits = world
+    train = splits["train"]
+    model = ViTForImageClassification.from_pretrained(root / "vit")
+    processor = ViTImageProcessor.from_pretrained(root / "vit")
+    logits, feats = predict_logits(model, processor, train, batch_size=5, head_inputs=True)
+    assert not model.training  # eval mode: no dropout in the numbers
+    assert logits.shape == (len(train), 5) and feats.shape == (len(train), 32) and logits.dtype == np.float32
+    paths = [r["path"] for r in train["image"]]
+    np.testing.assert_allclose(predict_logits(model, processor, paths, batch_size=len(paths)), logits,
+                               rtol=1e-5, atol=1e-6)
+    fs = extract_features(model=str(root / "vit"), dataset=train, cache_dir=root / "cache-loop")
+    np.testing.assert_allclose(fs.features, feats, rtol=1e-5, atol=1e-6)
+    assert predict_logits(model, processor, [], batch_size=4).shape == (0, 5)

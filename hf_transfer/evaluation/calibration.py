@@ -7,22 +7,20 @@ How the temperature reaches ``pipeline()``: the classifier head is linear, logit
 logits / T = (W / T) h + (b / T). :func:`fold_temperature_into_head` divides the head's weight and bias
 by T in place before the model is saved; every consumer of the saved folder (``pipeline()``, the Space,
 ``inference.load_classifier``) then gets calibrated scores with no extra code. T is also written to
-``calibration.json`` for the record.
+``calibration.json`` for the record (:class:`hf_transfer.run_folder.Calibration`, written once, atomically).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hf_transfer.errors import DataError
+from hf_transfer.run_folder import RELIABILITY_FILE, TOP_LOSSES_FILE, Calibration
 
 __all__ = [
-    "CalibrationReport",
     "calibrate_and_report",
     "expected_calibration_error",
     "fit_temperature",
@@ -183,14 +181,15 @@ class _LazyImages:
 
 
 MIN_CALIBRATION_SAMPLES = 30
+MECHANISM = "classifier weight and bias divided by temperature before saving"
 
 
 def calibrate_trained_model(*, model, validation_logits, validation_labels, validation_dataset=None,
                             label_names: list[str], output_dir: str | Path, test_logits=None,
                             test_labels=None, min_samples: int = MIN_CALIBRATION_SAMPLES) -> dict:
     """Fit T on validation logits, fold it into `model`'s head, write the calibration files, and return
-    the dict for training_summary.json. With a test split, also reports test ECE before/after (T is
-    never fitted on test). With fewer than `min_samples` validation images T is not fitted (one
+    the record (as a dict) for training_summary.json. With a test split, also reports test ECE before/after
+    (T is never fitted on test). With fewer than `min_samples` validation images T is not fitted (one
     parameter fitted on a handful of images does more harm than good): the model is left as it is, and
     the reliability diagram and top-losses gallery are still written."""
     id2label = dict(enumerate(label_names))
@@ -198,29 +197,37 @@ def calibrate_trained_model(*, model, validation_logits, validation_labels, vali
     z, y = _check(validation_logits, validation_labels, name="validation_logits")
     out = Path(output_dir)
     if y.size < min_samples:
-        probs = softmax(z)
-        summary = {"applied": False, "temperature": 1.0, "num_samples": int(y.size), "split": "validation",
-                   "ece_before": expected_calibration_error(probs=probs, labels=y), "nll_before": _nll(z, y, 1.0),
-                   "reason": f"only {y.size} validation images; fitting a temperature needs at least {min_samples}. "
-                             "Raise --validation-fraction or add a validation split to get calibrated scores."}
-        plot_reliability_diagram(probs_before=probs, labels=y, path=out / "reliability_diagram.png",
-                                 title="Reliability (validation, not calibrated)")
-        if images is not None:
-            plot_top_losses(images=images, probs=probs, labels=y, id2label=id2label, path=out / "top_losses.png")
-        (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
-    report = calibrate_and_report(logits=z, labels=y, output_dir=out, id2label=id2label, images=images)
-    folded = fold_temperature_into_model(model, report.temperature)
-    summary = {"applied": True} | asdict(report) | {"folded_into": folded}
-    if test_logits is not None and test_labels is not None:
-        z, y = _check(test_logits, test_labels, name="test_logits")
-        summary["test"] = {
-            "ece_before": expected_calibration_error(probs=softmax(z), labels=y),
-            "ece_after": expected_calibration_error(probs=softmax(z, temperature=report.temperature), labels=y),
-            "nll_before": _nll(z, y, 1.0), "nll_after": _nll(z, y, report.temperature), "num_samples": int(y.size),
-        }
-    (Path(output_dir) / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        record = _not_calibrated(z, y, out=out, id2label=id2label, images=images, min_samples=min_samples)
+    else:
+        record = _fit_and_plot(z, y, out=out, id2label=id2label, images=images)
+        record.applied = True
+        record.folded_into = fold_temperature_into_model(model, record.temperature)
+        if test_logits is not None and test_labels is not None:
+            record.test = _test_scores(test_logits, test_labels, record.temperature)
+    record.write(out)
+    return record.to_dict()
+
+
+def _not_calibrated(z: np.ndarray, y: np.ndarray, *, out: Path, id2label: dict[int, str], images,
+                    min_samples: int) -> Calibration:
+    probs = softmax(z)
+    plot_reliability_diagram(probs_before=probs, labels=y, path=out / RELIABILITY_FILE,
+                             title="Reliability (validation, not calibrated)")
+    if images is not None:
+        plot_top_losses(images=images, probs=probs, labels=y, id2label=id2label, path=out / TOP_LOSSES_FILE)
+    return Calibration(applied=False, temperature=1.0, num_samples=int(y.size), split="validation",
+                       ece_before=expected_calibration_error(probs=probs, labels=y), nll_before=_nll(z, y, 1.0),
+                       reason=f"only {y.size} validation images; fitting a temperature needs at least {min_samples}. "
+                              "Raise --validation-fraction or add a validation split to get calibrated scores.")
+
+
+def _test_scores(test_logits, test_labels, temperature: float) -> dict[str, float | int]:
+    z, y = _check(test_logits, test_labels, name="test_logits")
+    return {
+        "ece_before": expected_calibration_error(probs=softmax(z), labels=y),
+        "ece_after": expected_calibration_error(probs=softmax(z, temperature=temperature), labels=y),
+        "nll_before": _nll(z, y, 1.0), "nll_after": _nll(z, y, temperature), "num_samples": int(y.size),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -295,23 +302,6 @@ def plot_top_losses(*, images, probs, labels, id2label: dict[int, str], path: st
 # ---------------------------------------------------------------------------------------------- report
 
 
-@dataclass(frozen=True)
-class CalibrationReport:
-    """What calibration.json holds. ece_after is measured on the split T was fitted on (optimistic);
-    ece_after_crossfit fits T on one half and measures on the other (honest, reported for comparison)."""
-
-    temperature: float
-    ece_before: float
-    ece_after: float
-    ece_after_crossfit: float | None
-    nll_before: float
-    nll_after: float
-    num_samples: int
-    n_bins: int
-    split: str
-    mechanism: str = "classifier weight and bias divided by temperature before saving"
-
-
 def _crossfit_ece(z: np.ndarray, y: np.ndarray, n_bins: int, seed: int) -> float | None:
     if y.size < 20:
         return None
@@ -326,28 +316,36 @@ def _crossfit_ece(z: np.ndarray, y: np.ndarray, n_bins: int, seed: int) -> float
 
 def calibrate_and_report(*, logits, labels, output_dir: str | Path, id2label: dict[int, str] | None = None,
                          images=None, split: str = "validation", n_bins: int = 15,
-                         top_k: int = 12, seed: int = 0) -> CalibrationReport:
+                         top_k: int = 12, seed: int = 0) -> Calibration:
     """Fit T on (logits (N,C), labels (N,)) and write into output_dir: calibration.json,
     reliability_diagram.png, and top_losses.png (when `images` and `id2label` are given).
-    Returns the :class:`CalibrationReport`; folding T into the head is the caller's step."""
+    Returns the :class:`~hf_transfer.run_folder.Calibration` record; folding T into the head is the caller's
+    step. ``ece_after`` is measured on the split T was fitted on (optimistic); ``ece_after_crossfit`` fits T
+    on one half and measures on the other (honest, reported for comparison)."""
     z, y = _check(logits, labels, name="logits")
-    out = Path(output_dir)
+    record = _fit_and_plot(z, y, out=Path(output_dir), id2label=id2label, images=images, split=split,
+                           n_bins=n_bins, top_k=top_k, seed=seed)
+    record.write(output_dir)
+    return record
+
+
+def _fit_and_plot(z: np.ndarray, y: np.ndarray, *, out: Path, id2label: dict[int, str] | None, images,
+                  split: str = "validation", n_bins: int = 15, top_k: int = 12, seed: int = 0) -> Calibration:
+    """Fit T, draw the reliability diagram (and the top-losses gallery); the record is written by the caller."""
     out.mkdir(parents=True, exist_ok=True)
     t = fit_temperature(logits=z, labels=y)
     before, after = softmax(z), softmax(z, temperature=t)
-    report = CalibrationReport(
+    record = Calibration(
         temperature=t,
         ece_before=expected_calibration_error(probs=before, labels=y, n_bins=n_bins),
         ece_after=expected_calibration_error(probs=after, labels=y, n_bins=n_bins),
         ece_after_crossfit=_crossfit_ece(z, y, n_bins, seed),
         nll_before=_nll(z, y, 1.0), nll_after=_nll(z, y, t),
-        num_samples=int(y.size), n_bins=n_bins, split=split,
+        num_samples=int(y.size), n_bins=n_bins, split=split, mechanism=MECHANISM,
     )
-    (out / "calibration.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     plot_reliability_diagram(probs_before=before, probs_after=after, labels=y, n_bins=n_bins,
-                             path=out / "reliability_diagram.png",
-                             title=f"Reliability ({split}, T = {t:.2f})")
+                             path=out / RELIABILITY_FILE, title=f"Reliability ({split}, T = {t:.2f})")
     if images is not None and id2label is not None:
-        plot_top_losses(images=images, probs=after, labels=y, id2label=id2label, path=out / "top_losses.png",
+        plot_top_losses(images=images, probs=after, labels=y, id2label=id2label, path=out / TOP_LOSSES_FILE,
                         k=top_k)
-    return report
+    return record

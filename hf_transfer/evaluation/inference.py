@@ -2,7 +2,8 @@
 
 The Space, ``hf-transfer predict`` and ``hf-transfer evaluate`` all go through :class:`ImageClassifier`,
 whose numbers are those of ``pipeline("image-classification")``: the checkpoint's own image processor,
-then softmax (sigmoid for multi-label models).
+then softmax (sigmoid for multi-label models). :func:`predict_logits` is the one images → logits loop of
+the package (evaluation, inference and the feature cache all run it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hf_transfer import run_folder
@@ -75,12 +77,10 @@ class ImageClassifier:
         processor = AutoImageProcessor.from_pretrained(processor_source)
         return cls(loaded.to(target), processor, source=model, folder=folder, device=target)
 
-    @torch.no_grad()
-    def predict_proba(self, images: Sequence[Any]) -> torch.Tensor:
-        """(N, C) probabilities for a batch of images (paths, bytes, PIL images or arrays)."""
-        rgb = [load_image(image) for image in images]
-        pixels = self.processor(images=rgb, return_tensors="pt")["pixel_values"].to(self.device)
-        logits = self.model(pixel_values=pixels).logits.float()
+    def predict_proba(self, images: Sequence[Any], *, batch_size: int = 32) -> torch.Tensor:
+        """(N, C) probabilities for images (paths, bytes, PIL images or arrays), run ``batch_size`` at a time."""
+        logits = torch.from_numpy(predict_logits(self.model, self.processor, images, batch_size=batch_size,
+                                                 device=self.device))
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
 
     def predict(self, image: Any, *, top_k: int = 5) -> list[dict[str, Any]]:
@@ -93,6 +93,54 @@ class ImageClassifier:
         scores, ids = probs.topk(k, dim=1)
         return [[{"label": self.labels[i], "score": float(s)} for s, i in zip(row_s.tolist(), row_i.tolist())]
                 for row_s, row_i in zip(scores, ids)]
+
+
+def predict_logits(model, processor, images, *, batch_size: int = 32, device=None,
+                   head_inputs: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Logits (N, C) float32 of ``model`` (put in eval mode) over ``images``, ``batch_size`` at a time.
+
+    ``images``: a sequence of image sources (paths, URLs, bytes, PIL images, arrays) or a ``datasets`` split
+    with an ``image`` column; each is decoded by :func:`load_image` and preprocessed by the checkpoint's
+    own ``processor``, as ``pipeline()`` does. ``device``: where the model is (default: its parameters').
+    ``head_inputs``: also return what the classification head received, (N, D) flattened: the features
+    the transferability scores and linear probes work on.
+    """
+    device = device or next(model.parameters()).device
+    captured: list[torch.Tensor] = []
+    hook = _capture_head_inputs(model, captured) if head_inputs else None
+    logits: list[np.ndarray] = []
+    features: list[np.ndarray] = []
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in _image_batches(images, batch_size):
+                captured.clear()
+                pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+                logits.append(model(pixel_values=pixels).logits.float().cpu().numpy())
+                if hook is not None:
+                    features.append(captured[0].float().cpu().numpy())
+    finally:
+        if hook is not None:
+            hook.remove()
+    out = np.concatenate(logits) if logits else np.zeros((0, model.config.num_labels), np.float32)
+    return (out, np.concatenate(features)) if head_inputs else out
+
+
+def _capture_head_inputs(model, captured: list[torch.Tensor]):
+    from hf_transfer.modeling.heads import find_head_names
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_submodule(find_head_names(model)[0])
+    return head.register_forward_hook(lambda _module, inputs, _out: captured.append(inputs[0].detach().flatten(1)))
+
+
+def _image_batches(images, batch_size: int):
+    """Decoded RGB images, ``batch_size`` at a time (a datasets split is read a slice at a time)."""
+    is_split = hasattr(images, "column_names")
+    for start in range(0, len(images), batch_size):
+        records = images[start:start + batch_size]["image"] if is_split else images[start:start + batch_size]
+        yield [load_image(record, name=record.get("path") if isinstance(record, dict) else None)
+               for record in records]
 
 
 def _load_adapter(folder: Path):

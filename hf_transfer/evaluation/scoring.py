@@ -9,13 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from hf_transfer.config import DataConfig
-from hf_transfer.data.images import load_image
 from hf_transfer.data.loading import load_splits
 from hf_transfer.errors import DataError
-from hf_transfer.evaluation.inference import ImageClassifier
+from hf_transfer.evaluation.inference import ImageClassifier, predict_logits
 from hf_transfer.evaluation.metrics import classification_metrics
 
 
@@ -35,21 +33,19 @@ def evaluate_classifier(classifier: ImageClassifier, data: DataConfig, *, split:
         )
     to_model = np.array([classifier.labels.index(n) for n in data_names])
     dataset = splits[split]
-    logits, targets = [], []
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start:start + batch_size]
-        images = [load_image(record) for record in rows["image"]]
-        pixels = classifier.processor(images=images, return_tensors="pt")["pixel_values"].to(classifier.device)
-        with torch.no_grad():
-            logits.append(classifier.model(pixel_values=pixels).logits.float().cpu().numpy())
-        if classifier.multi_label:
-            hot = np.zeros((len(rows["label"]), len(classifier.labels)))
-            for row, ids in enumerate(rows["label"]):
-                hot[row, to_model[list(ids)]] = 1
-            targets.append(hot)
-        else:
-            targets.append(to_model[np.asarray(rows["label"])])
-    metrics = classification_metrics(np.concatenate(logits), np.concatenate(targets), classifier.labels,
-                                     multi_label=classifier.multi_label)
+    logits = predict_logits(classifier.model, classifier.processor, dataset, batch_size=batch_size,
+                            device=classifier.device)
+    targets = _targets(dataset["label"], to_model, num_labels=len(classifier.labels), multi_label=classifier.multi_label)
+    metrics = classification_metrics(logits, targets, classifier.labels, multi_label=classifier.multi_label)
     metrics.update(split=split, model=classifier.source, data=data.data)
     return metrics
+
+
+def _targets(labels, to_model: np.ndarray, *, num_labels: int, multi_label: bool) -> np.ndarray:
+    """The data's labels as the model's ids: (N,) ids, or (N, C) multi-hot for multi-label data."""
+    if not multi_label:
+        return to_model[np.asarray(labels, dtype=np.int64)]
+    hot = np.zeros((len(labels), num_labels))
+    for row, ids in enumerate(labels):
+        hot[row, to_model[list(ids)]] = 1
+    return hot

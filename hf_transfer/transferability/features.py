@@ -160,10 +160,10 @@ def _load_pretrained_with_own_head(spec: str, revision: str | None, trust_remote
     except OSError as error:
         raise CheckpointError(f"--model {spec}: weights could not be loaded ({error}).") from error
     loading._check_loaded(model, info, spec=spec)   # backbone weights must all be there
-    heads = heads.find_head_names(model)
+    head_names = heads.find_head_names(model)
     missing = [str(k[0] if isinstance(k, (tuple, list)) else k)
                for k in list(info.get("missing_keys", [])) + list(info.get("mismatched_keys", []))]
-    head_missing = [k for k in missing if any(k == h or k.startswith(h + ".") or f".{h}." in f".{k}" for h in heads)]
+    head_missing = [k for k in missing if heads.in_head(k, head_names)]
     if head_missing:
         note = (f"{spec} has no trained classification head (missing: {', '.join(sorted(head_missing)[:3])}): "
                 "LEEP and NCE need the source model's predictions and are skipped.")
@@ -184,32 +184,6 @@ def _load_random_init(spec: str, revision: str | None, label_names: list[str], s
                           "so LEEP and NCE are not defined.")
 
 
-def _forward(model, dataset, processor, *, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model over the split; return (head inputs (N, D), logits (N, Z))."""
-    import torch
-
-    from hf_transfer.data.transforms import collate, make_batch_transform
-    from hf_transfer.modeling.heads import find_head_names
-
-    head = model.get_submodule(find_head_names(model)[0])
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().flatten(1)))
-    loader = torch.utils.data.DataLoader(dataset.with_transform(make_batch_transform(processor, train=False)),
-                                         batch_size=batch_size, shuffle=False, collate_fn=collate)
-    feats, logits = [], []
-    model.to(device).eval()
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                captured.clear()
-                out = model(pixel_values=batch["pixel_values"].to(device))
-                feats.append(captured[0].float().cpu().numpy())
-                logits.append(out.logits.float().cpu().numpy())
-    finally:
-        hook.remove()
-    return np.concatenate(feats), np.concatenate(logits)
-
-
 # ---------------------------------------------------------------------------------------------- public
 
 
@@ -225,6 +199,7 @@ def extract_features(*, model: str, dataset, revision: str | None = None, init: 
     import torch
 
     from hf_transfer.data.loading import is_multi_label, label_names_of
+    from hf_transfer.evaluation.inference import predict_logits
     from hf_transfer.modeling import loading
 
     if init not in INITS:
@@ -251,7 +226,9 @@ def extract_features(*, model: str, dataset, revision: str | None = None, init: 
         net, has_head, note = _load_pretrained_with_own_head(model, revision, trust_remote_code)
     else:
         net, has_head, note = _load_random_init(model, revision, label_names, seed, trust_remote_code)
-    feats, logits = _forward(net, dataset, processor, batch_size=batch_size, device=loading.pick_device())
+    device = loading.pick_device()
+    logits, feats = predict_logits(net.to(device), processor, dataset, batch_size=batch_size, device=device,
+                                   head_inputs=True)
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy() if has_head else None
     source_labels = [str(net.config.id2label[i]) for i in range(logits.shape[1])] if has_head else None
     meta = {"key": key, "model": model, "revision": revision, "init": init, "seed": parts["seed"],
