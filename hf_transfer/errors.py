@@ -45,3 +45,15 @@ class OutputDirError(HfTransferError, FileExistsError):
 
 class HubError(HfTransferError, RuntimeError):
     """Talking to the Hugging Face Hub failed (auth, permissions, network)."""
+
+
+class HfTransferWarning(UserWarning):
+    """Base class of the warnings hf_transfer issues: the run goes on, but something deserves a look."""
+
+
+class PreprocessingWarning(HfTransferWarning):
+    """The checkpoint's processor lacks a preprocessing value, so a default was assumed in its place."""
+
+
+class DataWarning(HfTransferWarning):
+    """The data can be used, but some numbers will not mean what they seem (e.g. a class absent from validation)."""

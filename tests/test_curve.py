@@ -11,8 +11,9 @@ from transfer_fixtures import make_image_folder, save_trained_vit
 
 from hf_transfer.cli import main
 from hf_transfer.config import DataConfig
+from hf_transfer.data.sampling import shot_indices
 from hf_transfer.errors import ConfigError, DataError
-from hf_transfer.experiments.curve import learning_curve, parse_shots, sample_shots
+from hf_transfer.experiments.curve import learning_curve, parse_shots
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +66,56 @@ def test_curve_with_real_lora_runs_at_small_shots(world):
     assert curve["lora"]["shots"] == [2] and "validation split" in curve["lora"]["note"]
 
 
+def test_lora_points_train_on_the_probes_images(tiny_checkpoints, tmp_path, monkeypatch):
+    """At (K, seed) the LoRA run's training images are the probes' images, with the same validation split."""
+    from types import SimpleNamespace
+
+    from hf_transfer.data.loading import load_splits
+    from hf_transfer.experiments import curve as curve_module
+    from hf_transfer.training import run as run_module
+
+    data = make_image_folder(tmp_path / "data", per_class=8, seed=3)
+    cfg = DataConfig(data=str(data), data_seed=11)
+    pool = load_splits(cfg)[0]
+    probed, lora = [], {}
+    real_probe = curve_module._probe
+
+    def spy_probe(train, test, idx, c_reg):
+        probed.append([pool["train"][int(i)]["image"]["path"] for i in idx])
+        return real_probe(train, test, idx, c_reg)
+
+    def fake_training(run):  # what the real run would load, without the minutes of training
+        splits = load_splits(run.data)[0]
+        lora[len(lora)] = ([r["path"] for r in splits["train"]["image"]],
+                           [r["path"] for r in splits["validation"]["image"]])
+        return SimpleNamespace(metrics={"accuracy": 0.5})
+
+    monkeypatch.setattr(curve_module, "_probe", spy_probe)
+    monkeypatch.setattr(run_module, "run_training", fake_training)
+    learning_curve(data=cfg, model=str(tiny_checkpoints("vit")), shots=[2], seeds=2, cache_dir=tmp_path / "cache",
+                   lora_shots=[2], lora_dir=tmp_path / "lora")
+    validation = [r["path"] for r in pool["validation"]["image"]]
+    for seed in (0, 1):
+        train_images, validation_images = lora[seed]
+        pretrained_probe, scratch_probe = probed[2 * seed], probed[2 * seed + 1]
+        assert sorted(train_images) == sorted(pretrained_probe) == sorted(scratch_probe) and len(train_images) == 6
+        assert validation_images == validation
+    assert lora[0][0] != lora[1][0]
+
+
 def test_parse_and_sample_shots():
     assert parse_shots(["10", "all", "1", "2", "1"]) == [1, 2, 10, "all"]
     for bad in (["0"], ["two"], []):
         with pytest.raises(ConfigError):
             parse_shots(bad)
     labels = np.array([0] * 5 + [1] * 3 + [2] * 4)
-    idx = sample_shots(labels, 3, seed=0)
+    idx = shot_indices(labels, 3, seed=0)
     assert np.bincount(labels[idx]).tolist() == [3, 3, 3]
-    assert np.array_equal(idx, sample_shots(labels, 3, seed=0))
-    assert not np.array_equal(sample_shots(labels, 2, seed=0), sample_shots(labels, 2, seed=1))
-    assert sample_shots(labels, "all", seed=0).size == 12
-    with pytest.raises(DataError, match="at most 3"):
-        sample_shots(labels, 4, seed=0)
+    assert np.array_equal(idx, shot_indices(labels, 3, seed=0))
+    assert not np.array_equal(shot_indices(labels, 2, seed=0), shot_indices(labels, 2, seed=1))
+    assert shot_indices(labels, "all", seed=0).size == 12
+    with pytest.raises(DataError, match="Lower it to 3 or fewer"):
+        shot_indices(labels, 4, seed=0, option="--shots")
 
 
 def test_verdicts_do_not_overclaim_within_the_seed_spread():

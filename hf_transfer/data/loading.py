@@ -8,7 +8,7 @@ multi-label data). The label names come from the data, once, and go everywhere f
 
 from __future__ import annotations
 
-import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +19,10 @@ import numpy as np
 from hf_transfer import cache
 from hf_transfer.config import DataConfig
 from hf_transfer.data import bundled
-from hf_transfer.data.images import load_image
-from hf_transfer.errors import BadImageError, DataError, DataNotFoundError
+from hf_transfer.data.images import image_files, load_image
+from hf_transfer.data.sampling import is_multi_label, shot_indices, stratified_split
+from hf_transfer.errors import BadImageError, DataError, DataNotFoundError, DataWarning
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 SPLIT_FOLDER_NAMES = {"train", "test", *VALIDATION_NAMES}
 
@@ -57,8 +57,9 @@ def load_splits(cfg: DataConfig):
             bad.extend(found)
     label_names = label_names_of(splits["train"])
     _check_classes(splits, label_names, cfg)
+    _warn_absent_classes(splits, label_names, cfg)
     if cfg.shots_per_class:
-        splits["train"] = sample_shots(splits["train"], cfg.shots_per_class, seed=cfg.data_seed)
+        splits["train"] = sample_shots(splits["train"], cfg.shots_per_class, seed=shots_seed(cfg))
     report = DataReport(
         source=cfg.data,
         label_names=label_names,
@@ -106,6 +107,7 @@ def _load_raw(cfg: DataConfig):
 def _load_folder(folder: Path):
     """An image folder: class sub-folders, optionally under train/ validation/ test/ split folders."""
 
+    # is_dir() follows symlinks: a class folder may be a link to a directory elsewhere
     children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     split_dirs = [p for p in children if p.name.lower() in SPLIT_FOLDER_NAMES]
     if not children:
@@ -124,9 +126,9 @@ def _load_folder(folder: Path):
         data_files = {}
         for p in split_dirs:
             name = "validation" if p.name.lower() in VALIDATION_NAMES else p.name.lower()
-            data_files[name] = [str(f) for f in sorted(p.rglob("*")) if _is_image_file(f)]
+            data_files[name] = [str(f) for f in image_files(p)]
         return _folder_dataset(data_files, folder)
-    return _folder_dataset({"train": [str(f) for f in sorted(folder.rglob("*")) if _is_image_file(f)]}, folder)
+    return _folder_dataset({"train": [str(f) for f in image_files(folder)]}, folder)
 
 
 def _folder_dataset(data_files: dict[str, list[str]], root: Path):
@@ -145,11 +147,7 @@ def _folder_dataset(data_files: dict[str, list[str]], root: Path):
 
 
 def _has_images(folder: Path) -> bool:
-    return any(_is_image_file(p) for p in folder.rglob("*"))
-
-
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return bool(image_files(folder))
 
 
 def _load_table(path: Path, cfg: DataConfig):
@@ -261,10 +259,6 @@ def label_names_of(ds) -> list[str]:
     return list(feature.names)
 
 
-def is_multi_label(ds) -> bool:
-    return hasattr(ds.features["label"], "feature")
-
-
 def class_counts(ds) -> dict[str, int]:
     names = label_names_of(ds)
     labels = ds["label"]
@@ -301,44 +295,16 @@ def _assign_splits(raw, cfg: DataConfig):
     return datasets.DatasetDict(out)
 
 
-def stratified_split(ds, fraction: float, *, seed: int) -> tuple[list[int], list[int]]:
-    """Per class, hold out ``fraction`` (at least one image when the class has two or more)."""
-    rng = np.random.default_rng(seed)
-    labels = ds["label"]
-    if is_multi_label(ds):  # no single class per row: a plain seeded split
-        order = rng.permutation(len(labels))
-        n_val = max(1, int(round(fraction * len(labels))))
-        return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
-    labels = np.asarray(labels)
-    train_idx, val_idx = [], []
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        n_val = int(round(fraction * len(members)))
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        else:
-            n_val = 0
-        val_idx.extend(members[:n_val].tolist())
-        train_idx.extend(members[n_val:].tolist())
-    return sorted(train_idx), sorted(val_idx)
+def shots_seed(cfg: DataConfig) -> int:
+    """The seed of the shot draw: ``--shots-seed``, else ``--data-seed`` (what 0.1.0 used)."""
+    return cfg.data_seed if cfg.shots_seed is None else cfg.shots_seed
 
 
 def sample_shots(ds, shots: int, *, seed: int):
-    """Keep ``shots`` training examples per class (seeded); refuse if a class has fewer."""
+    """Keep ``shots`` training examples per class (seeded, :func:`shot_indices`); refuse if a class has fewer."""
     if is_multi_label(ds):
         raise DataError("--shots-per-class needs single-label data; multi-label rows belong to several classes.")
-    names = label_names_of(ds)
-    labels = np.asarray(ds["label"])
-    short = {names[c]: int((labels == c).sum()) for c in range(len(names)) if (labels == c).sum() < shots}
-    if short:
-        lowest = min(short.values())
-        raise DataError(
-            f"--shots-per-class {shots} asks for more training examples than some classes have after the validation "
-            f"split: {short}. Lower it to {lowest} or fewer, or add images to those classes."
-        )
-    rng = np.random.default_rng(seed)
-    chosen = [int(i) for c in range(len(names)) for i in rng.permutation(np.flatnonzero(labels == c))[:shots]]
-    return ds.select(sorted(chosen))
+    return ds.select(shot_indices(ds["label"], shots, seed=seed, label_names=label_names_of(ds)).tolist())
 
 
 def _check_classes(splits, label_names: list[str], cfg: DataConfig) -> None:
@@ -354,6 +320,22 @@ def _check_classes(splits, label_names: list[str], cfg: DataConfig) -> None:
     if len(splits["validation"]) == 0:
         raise DataError(f"--data {cfg.data}: the validation split is empty. Add images (two or more per class) or "
                         "give a validation split.")
+
+
+def _warn_absent_classes(splits, label_names: list[str], cfg: DataConfig) -> None:
+    """A class missing from validation or test is never evaluated: say so now, not in a puzzling macro-F1."""
+    for split in ("validation", "test"):
+        if split not in splits:
+            continue
+        absent = [name for name, count in class_counts(splits[split]).items() if count == 0]
+        if absent:
+            warnings.warn(
+                f"--data {cfg.data}: class(es) {absent} have no images in the {split} split, so {split} metrics say "
+                "nothing about them; macro-F1 is computed over the classes present and names the absent ones. Add "
+                f"images (a split of the training data needs two or more per class), or give a {split} split that "
+                "holds every class.",
+                DataWarning, stacklevel=3,
+            )
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -375,7 +357,3 @@ def _drop_bad_images(ds, split: str, cfg: DataConfig):
             "--on-bad-image skip to leave them out (they are listed in OUT/data_report.json)."
         )
     return (ds.select(keep) if bad else ds), bad
-
-
-def write_report(report: DataReport, path: Path) -> None:
-    path.write_text(json.dumps(report.to_dict(), indent=2))

@@ -1,7 +1,8 @@
 """Learning curves: accuracy vs training examples per class, pretrained checkpoint vs the same
 architecture from scratch, over several seeds.
 
-Methods (each point = one shots value x one seed; the same sampled images for every method):
+Methods (each point = one shots value x one seed; the same sampled images for every method, drawn by
+:func:`hf_transfer.data.sampling.shot_indices`):
 
 * ``pretrained_linear_probe``: logistic regression on the checkpoint's cached features.
 * ``scratch_linear_probe``: the same probe on the features of the same architecture with random weights
@@ -22,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from hf_transfer.errors import ConfigError, DataError
+from hf_transfer.data.sampling import ALL, shot_indices
+from hf_transfer.errors import ConfigError
 from hf_transfer.transferability.scores import linear_probe_accuracy
 
 METHODS = {
@@ -30,12 +32,12 @@ METHODS = {
     "scratch_linear_probe": "random init (scratch), linear probe",
     "pretrained_lora": "pretrained, LoRA fine-tune",
 }
-ALL = "all"
-LORA_NOTE = ("each LoRA point is a full `hf-transfer train --strategy lora --shots-per-class K --data-seed SEED` "
-             "run: its K images per class are drawn by the data module (not the probes' images), and its kept "
-             "checkpoint is the best on the validation split, labelled data the linear probes do not see")
+LORA_NOTE = ("each LoRA point is a full `hf-transfer train --strategy lora --shots-per-class K --shots-seed SEED` "
+             "run: it trains on exactly the K images per class that the linear probes use at (K, SEED), with the "
+             "same validation split (--data-seed unchanged); its kept checkpoint is the best on the validation "
+             "split, labelled data the linear probes do not see")
 
-__all__ = ["METHODS", "learning_curve", "parse_shots", "plot_curve", "sample_shots", "summarize", "verdicts", "write_curve"]
+__all__ = ["METHODS", "learning_curve", "parse_shots", "plot_curve", "summarize", "verdicts", "write_curve"]
 
 
 def parse_shots(values: Sequence[str | int]) -> list[int | str]:
@@ -58,19 +60,6 @@ def parse_shots(values: Sequence[str | int]) -> list[int | str]:
     return [*ints, *([ALL] if ALL in out else [])]
 
 
-def sample_shots(labels: np.ndarray, shots: int | str, *, seed: int) -> np.ndarray:
-    """Indices of `shots` examples per class (or all of them), seeded, ascending."""
-    labels = np.asarray(labels)
-    if shots == ALL:
-        return np.arange(labels.size)
-    classes, counts = np.unique(labels, return_counts=True)
-    if counts.min() < shots:
-        raise DataError(f"--shots {shots} is more than the smallest class has in the training split "
-                        f"({int(counts.min())}); use at most {int(counts.min())} or 'all'.")
-    rng = np.random.default_rng([seed, int(shots)])
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:shots] for c in classes]))
-
-
 def _probe(train, test, idx: np.ndarray, c_reg: float) -> float:
     return linear_probe_accuracy(train_features=train.features[idx], train_labels=train.labels[idx],
                                  test_features=test.features, test_labels=test.labels, c_reg=c_reg)
@@ -85,7 +74,8 @@ def _lora_accuracy(*, data_cfg, model: str, shots: int, seed: int, out: Path, st
 
     run = RunConfig(
         model=ModelConfig(model=model),
-        data=dataclasses.replace(data_cfg, shots_per_class=shots, data_seed=seed),
+        # only the shot draw follows the curve's seed: the validation split (data_seed) is the probes' too
+        data=dataclasses.replace(data_cfg, shots_per_class=shots, shots_seed=seed),
         strategy=StrategyConfig(strategy="lora"),
         train=TrainConfig(output_dir=str(out), max_steps=steps, seed=seed, per_device_train_batch_size=16,
                           eval_strategy="steps", eval_steps=max(1, steps // 2), early_stopping_patience=0,
@@ -125,7 +115,7 @@ def learning_curve(*, data, model: str, shots: Sequence[int | str], seeds: int =
     for seed in range(seeds):
         scratch_train, scratch_test = features(pool, "random", seed), features(held_out, "random", seed)
         for k in shots:
-            idx = sample_shots(labels, k, seed=seed)
+            idx = shot_indices(labels, k, seed=seed, label_names=report.label_names, option="--shots")
             row = {"shots": k, "seed": seed, "train_size": int(idx.size)}
             points.append(row | {"method": "pretrained_linear_probe", "accuracy": _probe(pre_train, pre_test, idx, c_reg)})
             points.append(row | {"method": "scratch_linear_probe",
