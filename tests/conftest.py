@@ -49,3 +49,27 @@ def image_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def split_image_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("split_images"), per_class=8, split_folders=True)
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """(folder, base URL): a local http.server on 127.0.0.1 serving ``folder`` for the test's duration."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -35,6 +35,14 @@ def test_strategies_command(capsys):
     assert main(["strategies"]) == 0
     out = capsys.readouterr().out
     assert "lora" in out and "dora" in out and "vera" in out
+    from hf_transfer.config import short_float
+    from hf_transfer.training.strategies import REGISTRY
+
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert list(rows) == list(REGISTRY)  # generated from the registry: one row per entry, nothing else
+    for name, strategy in REGISTRY.items():
+        assert rows[name][1] == short_float(strategy.default_learning_rate)
+        assert ("--lora-r" in rows[name]) == strategy.uses_rank
 
 
 def test_train_evaluate_predict_end_to_end(tiny_checkpoints, image_folder, tmp_path):
@@ -65,6 +73,40 @@ def test_train_evaluate_predict_end_to_end(tiny_checkpoints, image_folder, tmp_p
     assert again.returncode == 2
     assert "pass --resume to continue it, or choose a new --output-dir" in again.stderr
     assert (out / "model.safetensors").is_file()
+
+
+def test_predict_a_folder_recursively_in_batches_and_a_url(tiny_checkpoints, image_folder, http_folder, tmp_path,
+                                                           monkeypatch, capsys):
+    import shutil
+
+    from hf_transfer.commands import predict
+
+    folder = tmp_path / "photos"
+    shutil.copytree(image_folder / "cat", folder / "b_cats")
+    shutil.copytree(image_folder / "dog", folder / "a_dogs" / "deeper")
+    (folder / "b_cats" / "broken.png").write_bytes(b"not a png")
+    (folder / "notes.txt").write_text("ignored: not an image")
+    served, base = http_folder
+    shutil.copy(image_folder / "fish" / "000.png", served / "fish.png")
+    single = str(image_folder / "fish" / "001.png")
+    model = str(tiny_checkpoints("vit"))
+
+    monkeypatch.setattr(predict, "BATCH_SIZE", 3)  # several batches, one with the broken file in it
+    code = main(["predict", "--model", model, "--top-k", "2", str(folder), single, f"{base}/fish.png"])
+    results = json.loads(capsys.readouterr().out)
+    assert code == 1                                # the broken file is reported, the rest predicted
+    images = sorted(str(p) for p in folder.rglob("*.png"))
+    assert list(results) == [*images, single, f"{base}/fish.png"]   # sorted, recursive, then as given
+    assert "not an image PIL can read" in results[str(folder / "b_cats" / "broken.png")]["error"]
+    good = [k for k, v in results.items() if isinstance(v, list)]
+    assert len(good) == 18 and all(len(results[k]) == 2 for k in good)
+
+    # one format for a file, whether alone or in a folder: the same numbers as a single-file call
+    one = str(folder / "a_dogs" / "deeper" / "000.png")
+    assert main(["predict", "--model", model, "--top-k", "2", one]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert list(alone) == [one] and [r["label"] for r in alone[one]] == [r["label"] for r in results[one]]
+    assert [r["score"] for r in alone[one]] == pytest.approx([r["score"] for r in results[one]], abs=1e-5)
 
 
 @pytest.mark.parametrize("args,message", [

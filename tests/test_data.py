@@ -8,8 +8,9 @@ from PIL import Image
 from tiny import make_image_folder
 
 from hf_transfer.config import DataConfig
-from hf_transfer.data.loading import load_splits, stratified_split
-from hf_transfer.errors import DataError, DataNotFoundError, HfTransferError
+from hf_transfer.data.loading import load_splits
+from hf_transfer.data.sampling import shot_indices, stratified_split
+from hf_transfer.errors import DataError, DataNotFoundError, DataWarning, HfTransferError
 
 
 def test_image_folder_splits_and_labels(image_folder):
@@ -156,3 +157,111 @@ def test_stratified_split_keeps_every_class():
 def test_errors_are_package_and_builtin_errors():
     assert issubclass(DataError, HfTransferError) and issubclass(DataError, ValueError)
     assert issubclass(DataNotFoundError, FileNotFoundError)
+
+
+def _folder_of(root, counts: dict[str, int]):
+    for name, count in counts.items():
+        make_image_folder(root, classes=(name,), per_class=count, seed=len(name))
+    return root
+
+
+def test_a_class_absent_from_validation_is_named_and_left_out_of_macro_f1(tmp_path):
+    """The new user's 40 + 1 folder: the single image trains, validation has none of its class."""
+    from hf_transfer.evaluation.metrics import classification_metrics
+
+    data = _folder_of(tmp_path / "d", {"common": 40, "rare": 1})
+    with pytest.warns(DataWarning, match=r"\['rare'\] have no images in the validation split.*Add images"):
+        splits, report = load_splits(DataConfig(data=str(data)))
+    assert report.class_counts["validation"] == {"common": 6, "rare": 0}
+    assert report.class_counts["train"] == {"common": 34, "rare": 1}
+    labels = np.asarray(splits["validation"]["label"])
+    logits = np.tile([2.0, 0.0], (len(labels), 1))   # every validation image right
+    m = classification_metrics(logits, labels, report.label_names)
+    assert m["macro_f1"] == 1.0                       # not 0.5: "rare" was never evaluated
+    assert m["absent_classes"] == ["rare"]
+    assert set(m["per_class"]) == {"common", "rare"} and m["per_class"]["rare"]["support"] == 0
+
+
+def test_every_class_in_validation_gives_no_warning(image_folder):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        load_splits(DataConfig(data=str(image_folder)))
+
+
+def test_a_class_absent_from_the_test_split_is_named(tmp_path):
+    data = make_image_folder(tmp_path / "d", per_class=6, split_folders=True)
+    for png in (data / "test" / "fish").iterdir():
+        png.rename(data / "test" / "dog" / f"x{png.name}")
+    (data / "test" / "fish").rmdir()
+    with pytest.warns(DataWarning, match=r"\['fish'\] have no images in the test split"):
+        load_splits(DataConfig(data=str(data)))
+
+
+def test_symlinked_class_folders_are_followed(tmp_path):
+    elsewhere = make_image_folder(tmp_path / "elsewhere", classes=("dog",), per_class=5)
+    data = make_image_folder(tmp_path / "d", classes=("cat",), per_class=5)
+    (data / "dog").symlink_to(elsewhere / "dog", target_is_directory=True)
+    (data / "cat" / "again").symlink_to(data, target_is_directory=True)  # a loop: a link to an ancestor
+    splits, report = load_splits(DataConfig(data=str(data)))
+    assert report.label_names == ["cat", "dog"]
+    assert {k: sum(v.values()) for k, v in report.class_counts.items()} == {"train": 8, "validation": 2}
+    assert report.class_counts["train"]["dog"] + report.class_counts["validation"]["dog"] == 5
+
+
+def test_shots_seed_changes_only_the_shot_draw(image_folder):
+    base = load_splits(DataConfig(data=str(image_folder)))[0]
+    default = load_splits(DataConfig(data=str(image_folder), shots_per_class=2))[0]
+    same = load_splits(DataConfig(data=str(image_folder), shots_per_class=2, shots_seed=42))[0]
+    other = load_splits(DataConfig(data=str(image_folder), shots_per_class=2, shots_seed=3))[0]
+
+    def paths(ds):
+        return [r["path"] for r in ds["image"]]
+
+    assert paths(same["train"]) == paths(default["train"])     # shots_seed defaults to data_seed (42)
+    assert paths(other["train"]) != paths(default["train"])
+    assert paths(other["validation"]) == paths(default["validation"]) == paths(base["validation"])
+    pool = base["train"]
+    expected = pool.select(shot_indices(pool["label"], 2, seed=3).tolist())
+    assert paths(other["train"]) == paths(expected)           # one sampler, whoever draws
+
+
+def test_shot_draws_are_nested_and_seeded():
+    labels = np.array([0] * 6 + [1] * 4 + [2] * 5)
+    two, four = shot_indices(labels, 2, seed=5), shot_indices(labels, 4, seed=5)
+    assert np.bincount(labels[four]).tolist() == [4, 4, 4]
+    assert set(two) <= set(four)                              # more shots keep the fewer shots' images
+    assert np.array_equal(shot_indices(labels, "all", seed=0), np.arange(15))
+    with pytest.raises(DataError, match=r"--shots 5 .*\{'1': 4\}.*Lower it to 4 or fewer"):
+        shot_indices(labels, 5, seed=0, option="--shots")
+
+
+def test_preprocessing_defaults_are_warned_about():
+    from transformers import ViTImageProcessor
+
+    from hf_transfer.data.transforms import PreprocessSpec
+    from hf_transfer.errors import PreprocessingWarning
+
+    bare = ViTImageProcessor(size={"height": 32, "width": 32})
+    bare.size, bare.image_mean = None, None
+    with pytest.warns(PreprocessingWarning, match=r"ViTImageProcessor of checkpoint org/tiny .*224x224.*"
+                                                   r"image_mean \[0.5, 0.5, 0.5\]") as caught:
+        spec = PreprocessSpec.from_processor(bare, source="org/tiny")
+    assert "image_std [" not in str(caught[0].message)        # only what was really assumed is named
+    assert (spec.height, spec.width, spec.mean) == (224, 224, (0.5, 0.5, 0.5))
+
+
+def test_a_complete_processor_does_not_warn():
+    import warnings
+
+    from transformers import ViTImageProcessor
+
+    from hf_transfer.data.transforms import PreprocessSpec
+    from hf_transfer.errors import PreprocessingWarning
+
+    full = ViTImageProcessor(size={"height": 32, "width": 48}, image_mean=[0.4] * 3, image_std=[0.2] * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PreprocessingWarning)
+        spec = PreprocessSpec.from_processor(full, source="org/tiny")
+    assert (spec.height, spec.width, spec.mean, spec.std) == (32, 48, (0.4,) * 3, (0.2,) * 3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_transfer.data.images import MAX_SIDE, load_image, to_rgb
+from hf_transfer.data.images import MAX_SIDE, image_files, load_image, to_rgb
 from hf_transfer.errors import BadImageError
 
 
@@ -61,3 +61,54 @@ def test_huge_image_is_shrunk(tmp_path):
     path = tmp_path / "big.png"
     Image.new("RGB", (MAX_SIDE * 2, 100), (1, 2, 3)).save(path)
     assert max(load_image(path).size) == MAX_SIDE
+
+
+def test_image_files_follows_symlinks_without_looping(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.new("RGB", (4, 4)).save(elsewhere / "b.png")
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(root / "sub" / "a.png")
+    (root / "sub" / "notes.txt").write_text("not an image")
+    (root / ".hidden").mkdir()
+    Image.new("RGB", (4, 4)).save(root / ".hidden" / "c.png")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)  # a link to an ancestor
+    assert image_files(root) == [root / "linked" / "b.png", root / "sub" / "a.png"]
+
+
+def test_a_folder_is_not_called_a_corrupt_image(tmp_path):
+    with pytest.raises(BadImageError, match="a folder, not an image file"):
+        load_image(tmp_path)
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 5), (200, 10, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_http_url_is_fetched(http_folder):
+    folder, base = http_folder
+    (folder / "red.png").write_bytes(_png_bytes())
+    image = load_image(f"{base}/red.png")
+    assert image.size == (6, 5) and image.getpixel((0, 0)) == (200, 10, 10)
+
+
+def test_http_errors_are_bad_image_errors(http_folder):
+    import socket
+
+    from hf_transfer.data import images
+
+    folder, base = http_folder
+    with pytest.raises(BadImageError, match="HTTP 404"):
+        load_image(f"{base}/missing.png")
+    (folder / "big.png").write_bytes(_png_bytes())
+    with pytest.raises(BadImageError, match="too large"):
+        images.fetch_url(f"{base}/big.png", max_bytes=10)
+    with socket.socket() as probe:  # a port nothing listens on: what an offline machine sees
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(BadImageError, match="could not be fetched.*offline"):
+        load_image(f"http://127.0.0.1:{port}/x.png")

@@ -29,3 +29,24 @@ def test_multi_label():
     m = classification_metrics(logits, labels, ["x", "y"], multi_label=True)
     assert m["accuracy"] == pytest.approx(1 / 3)
     assert m["per_class"]["x"]["recall"] == 1.0
+
+
+def test_macro_f1_is_over_the_classes_present():
+    logits = np.array([[3, 1, 0], [3, 1, 0], [0, 3, 1], [3, 1, 0]], dtype=float)
+    labels = np.array([0, 0, 1, 1])            # no "c" in this split
+    m = classification_metrics(logits, labels, ["a", "b", "c"], top_k=())
+    f1_a, f1_b = 0.8, 2 / 3                     # a: P 2/3 R 1; b: P 1 R 1/2
+    assert m["per_class"]["a"]["f1"] == pytest.approx(f1_a) and m["per_class"]["b"]["f1"] == pytest.approx(f1_b)
+    assert m["macro_f1"] == pytest.approx((f1_a + f1_b) / 2)   # not (f1_a + f1_b + 0) / 3
+    assert m["absent_classes"] == ["c"] and m["per_class"]["c"]["support"] == 0
+    assert "no examples of ['c']" in format_metrics(m)
+    complete = classification_metrics(logits, np.array([0, 0, 1, 2]), ["a", "b", "c"], top_k=())
+    assert complete["absent_classes"] == [] and "no examples" not in format_metrics(complete)
+
+
+def test_multi_label_macro_f1_skips_columns_without_positives():
+    logits = np.array([[1, -1, 1], [1, 1, -1], [-1, 1, -1]], dtype=float)
+    labels = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    m = classification_metrics(logits, labels, ["x", "y", "z"], multi_label=True)
+    assert m["per_class"]["x"]["f1"] == 1.0 and m["per_class"]["y"]["f1"] == 1.0
+    assert m["macro_f1"] == 1.0 and m["absent_classes"] == ["z"]

@@ -3,6 +3,7 @@
 One place for this so that training, evaluation, inference and the Space agree on what an image is:
 every mode (L, LA, RGBA, P, CMYK, I;16, I, F, 1) becomes 8-bit RGB, transparency is composited on white,
 EXIF rotation is applied, and huge images are refused before decoding (decompression bombs) or shrunk.
+An ``http(s)://`` string is fetched first, as ``pipeline()`` does; :func:`image_files` lists a folder's images.
 """
 
 from __future__ import annotations
@@ -22,6 +23,60 @@ from hf_transfer.errors import BadImageError
 MAX_IMAGE_PIXELS = 178_956_970  # PIL's own default bomb limit x 2 ~ 0.18 gigapixels
 # Images bigger than this on their longer side are shrunk right after decoding: no classifier needs more.
 MAX_SIDE = 4096
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+# A URL is read with these limits: a slow or endless server must not hang or fill a prediction.
+URL_TIMEOUT_S = 20.0
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+
+
+def is_url(source: Any) -> bool:
+    return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Every image file below ``folder``, sorted, following directory symlinks.
+
+    ``Path.rglob`` does not descend into a symlinked directory, which silently dropped class folders that
+    are links. A link back to a directory being walked (an ancestor) would loop forever, so it is skipped.
+    Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``) are left out.
+    """
+    found: list[Path] = []
+
+    def walk(directory: Path, ancestors: frozenset[Path]) -> None:
+        real = directory.resolve()
+        if real in ancestors:
+            return
+        for child in sorted(directory.iterdir()):
+            if child.name.startswith("."):
+                continue
+            if child.is_dir():
+                walk(child, ancestors | {real})
+            elif child.is_file() and child.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(child)
+
+    walk(Path(folder), frozenset())
+    return found
+
+
+def fetch_url(url: str, *, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
+    """The body of ``url`` (an image), or :class:`BadImageError` saying why it could not be fetched."""
+    import httpx  # a dependency of huggingface_hub: no new package
+
+    try:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+            if response.status_code >= 400:
+                raise BadImageError(f"{url}: the server answered HTTP {response.status_code} "
+                                    f"{response.reason_phrase}. Check the URL, or download the image and pass the file.")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body.extend(chunk)
+                if len(body) > max_bytes:
+                    raise BadImageError(f"{url}: more than {max_bytes:,} bytes, too large for an image. Download "
+                                        "and downscale it, then pass the file.")
+            return bytes(body)
+    except httpx.HTTPError as error:
+        raise BadImageError(f"{url}: could not be fetched ({type(error).__name__}: {error}). Check the URL and the "
+                            "network connection (offline, download the image first and pass the file).") from error
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -81,10 +136,15 @@ def _open(source: Any, name: str) -> Image.Image:
         if len(source) == 0:
             raise BadImageError(f"{name}: the file is empty (0 bytes). Upload or point at a real image file.")
         return Image.open(io.BytesIO(source))
+    if is_url(source):
+        return _open(fetch_url(source), name)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
             raise BadImageError(f"{name}: no such file.")
+        if path.is_dir():
+            raise BadImageError(f"{name}: a folder, not an image file. Pass the images in it (hf-transfer predict "
+                                "takes a folder and predicts every image below it).")
         if path.stat().st_size == 0:
             raise BadImageError(f"{name}: the file is empty (0 bytes). Replace it with a real image or delete it.")
         return Image.open(path)
@@ -94,7 +154,8 @@ def _open(source: Any, name: str) -> Image.Image:
 def load_image(source: Any, *, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode ``source`` fully and return an RGB image; raise :class:`BadImageError` with a readable reason.
 
-    ``source`` may be a path, raw bytes, a PIL image, a numpy array (HWC or CHW) or a datasets image dict.
+    ``source`` may be a path, an http(s) URL, raw bytes, a PIL image, a numpy array (HWC or CHW) or a
+    datasets image dict.
     """
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "image")
     try:

@@ -31,24 +31,19 @@ class PreprocessSpec:
     crop_pct: float = 1.0
 
     @classmethod
-    def from_processor(cls, processor: Any) -> PreprocessSpec:
+    def from_processor(cls, processor: Any, *, source: str | None = None) -> PreprocessSpec:
+        """The spec of ``processor`` (of checkpoint ``source``, named in warnings); a value the processor
+        lacks is assumed (224 px, 0.5 mean/std) with a :class:`PreprocessingWarning` saying so."""
         data_config = getattr(processor, "data_config", None)
         if data_config:  # timm (TimmWrapperImageProcessor)
             _, height, width = data_config["input_size"]
             return cls(int(height), int(width), tuple(data_config["mean"]), tuple(data_config["std"]),
                        str(data_config.get("interpolation", "bicubic")), float(data_config.get("crop_pct") or 1.0))
-        size = _as_dict(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else None
-        size = size or _as_dict(getattr(processor, "size", None)) or {}
-        if size.get("height") and size.get("width"):
-            height, width = int(size["height"]), int(size["width"])
-        elif size.get("shortest_edge"):
-            height = width = int(size["shortest_edge"])
-        else:
-            height = width = 224
-        mean = tuple(getattr(processor, "image_mean", None) or (0.5, 0.5, 0.5))
-        std = tuple(getattr(processor, "image_std", None) or (0.5, 0.5, 0.5))
-        if not getattr(processor, "do_normalize", True):
-            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        assumed: list[str] = []
+        height, width = _input_size(processor, assumed)
+        mean, std = _normalisation(processor, assumed)
+        if assumed:
+            _warn_assumed(processor, assumed, source=source)
         resample = getattr(processor, "resample", 2)
         interpolation = _PIL_TO_NAME.get(int(getattr(resample, "value", resample) or 2), "bilinear")
         crop_pct = float(getattr(processor, "crop_pct", None) or 1.0)
@@ -57,6 +52,49 @@ class PreprocessSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"height": self.height, "width": self.width, "mean": list(self.mean), "std": list(self.std),
                 "interpolation": self.interpolation, "crop_pct": self.crop_pct}
+
+
+# What a processor without these values is assumed to want (ViT's defaults): warned about, never silent.
+DEFAULT_SIZE = 224
+DEFAULT_MEAN_STD = (0.5, 0.5, 0.5)
+
+
+def _input_size(processor: Any, assumed: list[str]) -> tuple[int, int]:
+    size = _as_dict(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else None
+    size = size or _as_dict(getattr(processor, "size", None)) or {}
+    if size.get("height") and size.get("width"):
+        return int(size["height"]), int(size["width"])
+    if size.get("shortest_edge"):
+        return int(size["shortest_edge"]), int(size["shortest_edge"])
+    assumed.append(f"input size {DEFAULT_SIZE}x{DEFAULT_SIZE} (no size or crop_size)")
+    return DEFAULT_SIZE, DEFAULT_SIZE
+
+
+def _normalisation(processor: Any, assumed: list[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if not getattr(processor, "do_normalize", True):
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    values = []
+    for attribute in ("image_mean", "image_std"):
+        value = getattr(processor, attribute, None)
+        if not value:
+            assumed.append(f"{attribute} {list(DEFAULT_MEAN_STD)} (none given)")
+        values.append(tuple(value or DEFAULT_MEAN_STD))
+    return values[0], values[1]
+
+
+def _warn_assumed(processor: Any, assumed: list[str], *, source: str | None) -> None:
+    import warnings
+
+    from hf_transfer.errors import PreprocessingWarning
+
+    where = f" of checkpoint {source}" if source else ""
+    warnings.warn(
+        f"The image processor {type(processor).__name__}{where} lacks preprocessing values, so training assumes "
+        f"{'; '.join(assumed)}. If the checkpoint was trained otherwise, its features are fed the wrong input: "
+        "fix its preprocessor_config.json (size, image_mean, image_std) or use a checkpoint published with a "
+        "complete processor.",
+        PreprocessingWarning, stacklevel=4,
+    )
 
 
 def _as_dict(size: Any) -> dict[str, Any] | None:

@@ -13,43 +13,37 @@ from typing import Any
 import numpy as np
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: Sequence[str], *,
                            multi_label: bool = False, top_k: Sequence[int] = (5,)) -> dict[str, Any]:
-    """All headline numbers for one split. ``logits`` (N, C); ``labels`` (N,) ids or (N, C) multi-hot."""
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        f1_score,
-        precision_recall_fscore_support,
-        top_k_accuracy_score,
-    )
+    """All headline numbers for one split. ``logits`` (N, C); ``labels`` (N,) ids or (N, C) multi-hot.
 
+    Macro-F1 averages over the classes present in ``labels``: a class with no example in the split was never
+    evaluated, and averaging in its F1 of 0 would pull the number down for no measured reason. Such classes
+    are listed under ``absent_classes``; ``per_class`` still lists every class.
+    """
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels)
-    names = list(label_names)
-    ids = list(range(len(names)))
     if multi_label:
-        predicted = (logits > 0).astype(int)
-        truth = labels.astype(int)
-        precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, zero_division=0)
-        return {
-            "accuracy": float(accuracy_score(truth, predicted)),  # exact-match (subset) accuracy
-            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
-            "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
-            "per_class": _per_class(names, precision, recall, f1, support),
-            "num_samples": int(len(truth)),
-        }
+        return _multi_label_metrics(logits, labels.astype(int), list(label_names))
+    return _single_label_metrics(logits, labels, list(label_names), top_k)
+
+
+def _present(support: np.ndarray) -> list[int]:
+    return [i for i, s in enumerate(support) if s > 0]
+
+
+def _single_label_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str],
+                          top_k: Sequence[int]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+
+    ids = list(range(len(names)))
     predicted = logits.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=ids, zero_division=0)
+    present = _present(support)
     metrics: dict[str, Any] = {
         "accuracy": float(accuracy_score(labels, predicted)),
-        "macro_f1": float(f1_score(labels, predicted, labels=ids, average="macro", zero_division=0)),
+        "macro_f1": float(np.mean(f1[present])) if present else 0.0,
+        "absent_classes": [names[i] for i in ids if i not in present],
         "top_k_accuracy": {},
         "per_class": _per_class(names, precision, recall, f1, support),
         "confusion_matrix": confusion_matrix(labels, predicted, labels=ids).tolist(),
@@ -59,6 +53,22 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
         if 1 < k < len(names):
             metrics["top_k_accuracy"][str(k)] = float(top_k_accuracy_score(labels, logits, k=k, labels=ids))
     return metrics
+
+
+def _multi_label_metrics(logits: np.ndarray, truth: np.ndarray, names: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    predicted = (logits > 0).astype(int)
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, zero_division=0)
+    present = _present(support)
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),  # exact-match (subset) accuracy
+        "macro_f1": float(np.mean(f1[present])) if present else 0.0,
+        "micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+        "absent_classes": [names[i] for i in range(len(names)) if i not in present],
+        "per_class": _per_class(names, precision, recall, f1, support),
+        "num_samples": int(len(truth)),
+    }
 
 
 def _per_class(names, precision, recall, f1, support) -> dict[str, dict[str, float]]:
@@ -117,6 +127,8 @@ def format_metrics(metrics: dict[str, Any], *, max_classes: int = 20) -> str:
              f"samples {metrics.get('num_samples', '?')}"]
     for k, value in (metrics.get("top_k_accuracy") or {}).items():
         lines[0] += f"   top-{k} {value:.4f}"
+    if metrics.get("absent_classes"):
+        lines.append(f"macro-F1 over the classes present; no examples of {metrics['absent_classes']} in this split")
     per_class = metrics.get("per_class", {})
     if per_class:
         width = max(len(n) for n in per_class)

@@ -19,7 +19,7 @@ from torch import nn
 from hf_transfer import cache
 from hf_transfer.errors import CheckpointError, CheckpointNotFoundError
 from hf_transfer.modeling import bundled
-from hf_transfer.modeling.heads import find_head_names
+from hf_transfer.modeling.heads import find_head_names, in_head
 
 PROBLEM_TYPES = {False: "single_label_classification", True: "multi_label_classification"}
 
@@ -186,12 +186,8 @@ def _classifier_class_name(config) -> str:
 def _check_loaded(model: nn.Module, info: dict[str, Any], *, spec: str) -> None:
     """Only the head may be missing or re-initialised; anything else means a wrong or broken checkpoint."""
     head_names = find_head_names(model)
-
-    def in_head(key: str) -> bool:
-        return any(key == h or key.startswith(h + ".") or f".{h}." in f".{key}" for h in head_names)
-
     mismatched = [k[0] if isinstance(k, (tuple, list)) else k for k in info.get("mismatched_keys", [])]
-    missing = [k for k in list(info.get("missing_keys", [])) + mismatched if not in_head(str(k))]
+    missing = [k for k in list(info.get("missing_keys", [])) + mismatched if not in_head(str(k), head_names)]
     missing = [k for k in missing if not str(k).endswith(("num_batches_tracked", "position_ids"))]
     if missing:
         shown = ", ".join(sorted(map(str, missing))[:8])
