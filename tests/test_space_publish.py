@@ -12,7 +12,7 @@ def test_checkout_app_is_the_default():
 
 
 def test_wheel_install_uses_the_shared_copy(tmp_path, monkeypatch):
-    fake_package = tmp_path / "site-packages" / "hf_transfer" / "space_repo.py"
+    fake_package = tmp_path / "site-packages" / "hf_transfer" / "publish" / "space_repo.py"
     fake_package.parent.mkdir(parents=True)
     installed = tmp_path / "prefix" / "share" / "hf-transfer-learning" / "space_app"
     installed.mkdir(parents=True)
@@ -34,3 +34,19 @@ def test_wheel_ships_the_space_app(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("app.py", "requirements.txt"):
         assert any(n.endswith(f"data/share/hf-transfer-learning/space_app/{name}") for n in names)
+
+
+def test_space_vendors_only_what_the_app_reaches_not_the_lazy_api_or_training():
+    """`hf_transfer/__init__.py` resolves the public API by a string, so following the app's imports must not
+    reach api.py, training/ or the commands: a Space would otherwise carry the whole package and its pins."""
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[1] / "space_app" / "app.py"
+    modules, imported = space_repo.vendored_modules([app])
+    assert {"hf_transfer/__init__.py", "hf_transfer/app/page.py", "hf_transfer/evaluation/inference.py",
+            "hf_transfer/errors.py"} <= set(modules)
+    assert "hf_transfer/api.py" not in modules
+    reached = sorted(m for m in modules if m.startswith(("hf_transfer/training/", "hf_transfer/commands/",
+                                                         "hf_transfer/transferability/", "hf_transfer/experiments/")))
+    assert reached == [], reached
+    assert not {"accelerate", "datasets", "sklearn", "evaluate"} & imported, imported  # no training pins

@@ -46,7 +46,7 @@ MANAGED_SPACE = ("requirements.txt", f"{PACKAGE}/*")  # stale vendored modules a
 def default_app_dir() -> Path:
     """``space_app/`` of the source checkout this package runs from, else the copy a wheel install put under
     ``<prefix>/share/hf-transfer-learning/space_app``."""
-    checkout = Path(__file__).resolve().parents[1] / "space_app"
+    checkout = Path(__file__).resolve().parents[2] / "space_app"  # hf_transfer/publish/ -> the checkout
     installed = Path(sys.prefix) / "share" / "hf-transfer-learning" / "space_app"
     return checkout if (checkout / SPACE_APP_FILE).is_file() or not (installed / SPACE_APP_FILE).is_file() else installed
 
@@ -86,7 +86,7 @@ def _module_file(name: str, package_dir: Path) -> Path | None:
 def vendored_modules(app_files: list[Path], package_dir: Path | None = None) -> tuple[dict[str, Path], set[str]]:
     """The ``hf_transfer`` modules the app reaches (``{path in repo: file}``) and the top-level names of the
     third-party packages those modules and the app import."""
-    package_dir = package_dir or Path(__file__).resolve().parent
+    package_dir = package_dir or Path(__file__).resolve().parents[1]  # hf_transfer/, above publish/
     todo = [(path, "") for path in app_files if path.suffix == ".py"]
     seen: dict[str, Path] = {}
     external: set[str] = set()

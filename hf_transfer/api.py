@@ -1,0 +1,222 @@
+"""The public Python API: what notebooks, recipes and the commands build on.
+
+Keyword arguments mirror the command line (``--max-steps 10`` is ``max_steps=10``): every field of the four
+config dataclasses in :mod:`hf_transfer.config` is accepted, and a misspelt keyword is an error that names
+the closest fields (no ``**kwargs`` swallows a typo). Heavy libraries (torch, transformers) are imported
+when a function is called, so importing this module stays cheap.
+
+Several :func:`train` calls in one process (a notebook, a comparison) each get their own settings:
+accelerate keeps process-wide singletons that the first run would otherwise pin (mixed precision, device),
+so they are reset before each run unless a distributed launcher owns them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import gc
+import importlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hf_transfer.config import (
+    FIELD_NAMES,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from hf_transfer.errors import ConfigError, HfTransferError
+
+if TYPE_CHECKING:
+    from hf_transfer.evaluation.inference import ImageClassifier, load_classifier
+    from hf_transfer.training.run import RunResult
+    from hf_transfer.transferability.rank import Ranking
+
+__all__ = ["ConfigError", "DataConfig", "HfTransferError", "ImageClassifier", "ModelConfig", "RunConfig",
+           "RunResult", "StrategyConfig", "TrainConfig", "curve", "evaluate", "list_strategies", "load_classifier",
+           "rank", "train"]
+
+# Re-exported from modules that import torch: resolved on first use, so `from hf_transfer import RunConfig`
+# stays light.
+_LAZY = {"ImageClassifier": "hf_transfer.evaluation.inference", "load_classifier": "hf_transfer.evaluation.inference",
+         "RunResult": "hf_transfer.training.run"}
+DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hf_transfer.api' has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+def _check_keywords(given: Iterable[str], known: Iterable[str], *, function: str) -> None:
+    """Refuse unknown keyword arguments, naming the closest known ones (the fix for a typo)."""
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hints.append(f"{name!r} (did you mean {' or '.join(map(repr, close))}?)" if close else repr(name))
+    raise ConfigError(f"{function}() got unknown keyword argument(s) {', '.join(hints)}. It accepts: "
+                      f"{', '.join(known)}.")
+
+
+def _plain(value: Any) -> Any:
+    """Paths become strings, as the command line and run_config.yaml hold them."""
+    return str(value) if isinstance(value, Path) else value
+
+
+def _as_run_config(config: RunConfig | Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    """The flat field values of ``config`` (a RunConfig, a mapping or a YAML file), copied."""
+    if config is None:
+        return {}
+    if isinstance(config, RunConfig):
+        run = config
+    elif isinstance(config, Mapping):
+        run = RunConfig.from_dict(dict(config))
+    elif isinstance(config, (str, Path)):
+        run = RunConfig.from_yaml(config)
+    else:
+        raise ConfigError(f"config= takes a RunConfig, a mapping or a YAML path, not {type(config).__name__}.")
+    return {key: value for group in run.to_dict().values() for key, value in group.items()}
+
+
+def _data_config(data: DataConfig | str | Path, options: Mapping[str, Any], *, function: str) -> DataConfig:
+    _check_keywords(options, DATA_FIELDS, function=function)
+    if isinstance(data, DataConfig):
+        return dataclasses.replace(data, **options)
+    return DataConfig(data=_plain(data), **{k: _plain(v) for k, v in options.items()})
+
+
+# ------------------------------------------------------------------------------------------------- train
+
+def train(*, model: str | Path | None = None, data: str | Path | None = None, output_dir: str | Path | None = None,
+          strategy: str | None = None, callbacks: Sequence[Any] | None = None,
+          config: RunConfig | Mapping[str, Any] | str | Path | None = None, **options: Any) -> RunResult:
+    """Train ``model`` on ``data`` with ``strategy`` and write the run folder ``output_dir``.
+
+    ``options`` are the other fields of ModelConfig/DataConfig/StrategyConfig/TrainConfig under their CLI
+    names (``max_steps=100``, ``mixed_precision="bf16"``, ``lora_r=8``, ...). ``config`` (a RunConfig, a
+    mapping or a YAML file such as recipes/configs/lora.yaml) gives the starting values; every keyword
+    overrides it. ``strategy`` defaults to the config's, else ``"lora"``. ``callbacks``: transformers
+    ``TrainerCallback`` objects that join the run's own. Returns a RunResult (output_dir, metrics, summary).
+    """
+    _check_keywords(options, FIELD_NAMES - {"model", "data", "output_dir", "strategy"}, function="train")
+    values = _as_run_config(config)
+    named = {"model": model, "data": data, "output_dir": output_dir, "strategy": strategy}
+    values.update({key: _plain(value) for key, value in named.items() if value is not None})
+    values.update({key: _plain(value) for key, value in options.items()})
+    if not values.get("model") or not values.get("data") or not values.get("output_dir"):
+        raise ConfigError("train() needs model=, data= and output_dir= (or a config= that sets them), e.g. "
+                          "train(model='embedded:efficientnet_lite0', data='my_images/', output_dir='runs/first').")
+    run = RunConfig.from_dict(values).validate()
+    from hf_transfer.training.run import run_training
+
+    _reset_process_state()
+    try:
+        return run_training(run, callbacks=tuple(callbacks or ()))
+    finally:
+        _release_memory()
+
+
+def _under_launcher() -> bool:
+    """True under accelerate launch / torchrun: the launcher's process group owns accelerate's state."""
+    import os
+
+    import torch.distributed as dist
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (dist.is_available() and dist.is_initialized())
+
+
+def _reset_process_state() -> None:
+    """Forget the previous run's accelerate singletons, so this run's mixed precision and device apply."""
+    if _under_launcher():
+        return
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def _release_memory() -> None:
+    """Give the finished run's model, optimizer and activations back (a notebook keeps the process)."""
+    import torch
+
+    _reset_process_state()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def list_strategies() -> dict[str, str]:
+    """The strategies ``train(strategy=...)`` accepts, with what each trains (``hf-transfer strategies``)."""
+    from hf_transfer.training.strategies import REGISTRY
+
+    return {name: entry.description for name, entry in REGISTRY.items()}
+
+
+# ----------------------------------------------------------------------------------------- use a model
+
+def evaluate(model: str | Path | ImageClassifier | RunResult, data: DataConfig | str | Path, split: str | None = None,
+             *, revision: str | None = None, batch_size: int = 32, **data_options: Any) -> dict[str, Any]:
+    """Metrics of a trained model (run folder, Hub id, RunResult or ImageClassifier) on labelled ``data``.
+
+    ``split`` defaults to test if the data has one, else validation; ``data_options`` are DataConfig fields
+    (``image_column="img"``, ...), as ``hf-transfer evaluate`` takes them.
+    """
+    from hf_transfer.evaluation.inference import ImageClassifier, load_classifier
+    from hf_transfer.evaluation.scoring import evaluate_classifier
+
+    data_config = _data_config(data, data_options, function="evaluate")
+    if isinstance(model, ImageClassifier):
+        classifier = model
+    else:
+        classifier = load_classifier(str(getattr(model, "output_dir", model)), revision=revision)
+    return evaluate_classifier(classifier, data_config, split=split, batch_size=batch_size)
+
+
+# -------------------------------------------------------------------------------------- choose a model
+
+def rank(*, models: Sequence[str | Path], data: DataConfig | str | Path, output_dir: str | Path | None = None,
+         sample_size: int | None = 500, rank_by: str = "logme", baseline: bool = True, seed: int = 0,
+         batch_size: int = 32, cache_dir: str | Path | None = None, verbose: bool = False,
+         **data_options: Any) -> Ranking:
+    """Rank candidate checkpoints on ``data`` before training (as ``hf-transfer rank``).
+
+    Writes ranking.json and ranking.png to ``output_dir`` when given. ``baseline=False`` skips the
+    random-init comparison (``--no-baseline``).
+    """
+    from hf_transfer.transferability.rank import rank_models, write_ranking
+
+    ranking = rank_models(data=_data_config(data, data_options, function="rank"), models=[str(m) for m in models],
+                          sample_size=sample_size, seed=seed, rank_by=rank_by, baseline=baseline,
+                          cache_dir=cache_dir, batch_size=batch_size, verbose=verbose)
+    if output_dir is not None:
+        write_ranking(ranking, output_dir)
+    return ranking
+
+
+def curve(*, model: str | Path, data: DataConfig | str | Path, output_dir: str | Path | None = None,
+          shots: Sequence[int | str] = (1, 2, 5, 10, "all"), seeds: int = 3, lora_shots: Sequence[int] = (),
+          lora_steps: int = 30, c_reg: float = 1.0, batch_size: int = 32, cache_dir: str | Path | None = None,
+          verbose: bool = False, **data_options: Any) -> dict[str, Any]:
+    """Accuracy vs examples per class, pretrained vs random init (as ``hf-transfer curve``); the curve.json payload.
+
+    Writes curve.json and curve.png to ``output_dir`` when given; LoRA points (``lora_shots``) need it.
+    """
+    from hf_transfer.experiments.curve import learning_curve, write_curve
+
+    lora_dir = Path(output_dir) / "lora_runs" if output_dir is not None else None
+    result = learning_curve(data=_data_config(data, data_options, function="curve"), model=str(model), shots=shots,
+                            seeds=seeds, c_reg=c_reg, cache_dir=cache_dir, batch_size=batch_size,
+                            lora_shots=lora_shots, lora_steps=lora_steps, lora_dir=lora_dir, verbose=verbose)
+    if output_dir is not None:
+        write_curve(result, output_dir)
+    return result
