@@ -45,6 +45,7 @@ TOP_LOSSES_FILE = "top_losses.png"
 EXAMPLES_DIR = "examples"  # a few validation images per class, for the Space
 EXAMPLES_INDEX_FILE = "index.json"  # under examples/: {label: [relative paths]}
 DATA_REPORT_FILE = "data_report.json"
+CARD_FILE = "README.md"  # a pushed repo's model card; in adapter/, peft's stub card
 
 
 def prepare_output_dir(output_dir: str | Path, *, resume: bool) -> Path:
@@ -271,7 +272,9 @@ class Metrics(_Record):
 
     FILE: ClassVar[str] = METRICS_FILE
     accuracy: float | None = _help("top-1 accuracy (exact-match accuracy for multi-label)")
-    macro_f1: float | None = _help("F1 averaged over classes")
+    macro_f1: float | None = _help("F1 averaged over the classes present in the split")
+    absent_classes: list[str] | None = _help("classes with no example in the split (left out of macro_f1)",
+                                             omit_none=True)
     micro_f1: float | None = _help("F1 over all decisions (multi-label only)", omit_none=True)
     top_k_accuracy: dict[str, float] | None = _help("{k: accuracy} (single-label only)", omit_none=True)
     per_class: dict[str, dict[str, float]] = _dict_field("{label: {precision, recall, f1, support}}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,72 @@ def test_records_are_written_atomically(tmp_path, monkeypatch):
         Metrics(accuracy=0.9).write(tmp_path)
     assert Metrics.read(tmp_path).accuracy == 0.5  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == [run_folder.METRICS_FILE]  # and no temp file is left
+
+
+# ------------------------------------------------------------------------------------ docs/ARCHITECTURE.md's tree
+
+
+def documented_tree() -> list[str]:
+    """The paths of docs/ARCHITECTURE.md's output-folder tree, relative to OUT (folders end with '/')."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    section = text[text.index("## The output folder"):]
+    start = section.index("```\nOUT/\n") + len("```\nOUT/\n")
+    block = section[start:section.index("\n```", start)]
+    paths, parents = [], []
+    for line in block.splitlines():
+        entry = re.match(r"^([│ ]*)[├└]── (\S+)", line)
+        if not entry:
+            continue
+        depth = len(entry.group(1)) // 4
+        parents[depth:] = [entry.group(2)]
+        paths.append("".join(parents))
+    return paths
+
+
+def constants() -> dict[str, str]:
+    return {name: value for name, value in vars(run_folder).items()
+            if re.fullmatch(r"[A-Z_]+_(FILE|DIR)", name) and isinstance(value, str)}
+
+
+def test_every_run_folder_constant_is_in_the_documented_tree_and_every_name_there_is_a_constant():
+    names = {part for path in documented_tree() for part in path.rstrip("/").split("/") if "<" not in part}
+    assert names == set(constants().values())
+
+
+def _undocumented(folder: Path) -> list[str]:
+    """Paths under ``folder`` that the documented tree does not name (the Trainer's checkpoint contents aside)."""
+    def pattern(path: str) -> re.Pattern:
+        escaped = re.escape(path.rstrip("/"))
+        for placeholder, regex in (("<N>", r"\d+"), ("<NN>", r"\d+"), ("<label>", r"[^/]+")):
+            escaped = escaped.replace(re.escape(placeholder), regex)
+        return re.compile(escaped)
+
+    paths = documented_tree()  # and the folders on the way: examples/<label>/<NN>.png documents examples/<label>
+    paths += [path[:i] for path in paths for i, char in enumerate(path) if char == "/" and i]
+    documented = [pattern(path) for path in paths]
+    inside_checkpoint = re.compile(rf"{run_folder.CHECKPOINTS_DIR}/checkpoint-\d+/.+")
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+    return [path for path in found
+            if not inside_checkpoint.fullmatch(path) and not any(p.fullmatch(path) for p in documented)]
+
+
+def test_the_0_1_0_folder_holds_only_documented_files():
+    assert _undocumented(FIXTURE) == []
+
+
+def test_a_run_writes_only_documented_files_and_its_records_read_back_whole(tiny_checkpoints, image_folder, tmp_path):
+    from tiny import quick_run_config
+
+    from hf_transfer.training.run import run_training
+
+    out = tmp_path / "run"
+    run_training(quick_run_config(tiny_checkpoints("vit"), image_folder, out, strategy="lora", max_steps=2,
+                                  eval_steps=2))
+    assert _undocumented(out) == []
+    for record in RECORDS:
+        if (out / record.FILE).is_file():
+            written = json.loads((out / record.FILE).read_text())
+            assert record.read(out).to_dict() == written
+    summary = TrainingSummary.read(out)
+    assert summary.extra == {}, "training_summary.json has keys TrainingSummary does not name: add them to the schema"
+    assert Metrics.read(out).extra == {}, "metrics.json has keys Metrics does not name: add them to the schema"

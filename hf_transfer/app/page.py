@@ -118,7 +118,7 @@ def headline_metrics(metrics: run_folder.Metrics, folder: Path | None = None) ->
 
 def _card_metrics(folder: Path | None) -> list[tuple[str, str]]:
     """A downloaded repo may hold the card but not metrics.json: read the card's ``model-index``."""
-    card = folder / "README.md" if folder else None
+    card = folder / run_folder.CARD_FILE if folder else None
     if not (card and card.is_file()):
         return []
     from huggingface_hub import ModelCard

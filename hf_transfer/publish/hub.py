@@ -231,7 +231,7 @@ def base_model_license(base_model: str | None, *, revision: str | None, api) -> 
         return bundled.CHECKPOINT_LICENSES.get(base_model.split(":", 1)[1])
     local = Path(base_model).expanduser()
     if local.is_dir():
-        readme = local / "README.md"
+        readme = local / run_folder.CARD_FILE
         return ModelCard.load(readme).data.get("license") if readme.is_file() else None
     if hub_id_or_none(base_model) is None or api is None:
         return None
@@ -327,7 +327,7 @@ def push_model(run_dir: str | Path, repo_id: str, *, private: bool = False, revi
     summary = run_folder.TrainingSummary.read(run_dir) or run_folder.TrainingSummary()
     license_ = base_model_license(summary.base_model, revision=summary.base_revision, api=access.api)
     card = build_model_card(run_dir, repo_id=repo_id, adapter=adapter_only, license=license_, pushed_files=set(files))
-    files["README.md"] = dumps_card(card)
+    files[run_folder.CARD_FILE] = dumps_card(card)
     check_no_token_inside(files, access.api.token)
     create_repo_checked(access, repo_id, repo_type="model", private=private, retry=retry)
     kind = "peft adapter" if adapter_only else "model"
