@@ -3,6 +3,7 @@ linear, model-only) produces numbers. Speeds are not asserted: this machine is s
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -34,4 +35,8 @@ def test_bench_cpu_mode_reports_every_path(tmp_path):
     assert results["ours_linear"]["flops_per_image"] < results["ours_lora"]["flops_per_image"] \
         < results["ours_full"]["flops_per_image"] == results["peer_default"]["flops_per_image"]
     assert results["ours_lora"]["trainable_params"] < results["ours_full"]["trainable_params"]
-    assert report["reference_gpu"]["images_per_s"]["peer_default (0 workers)"] == 181  # labelled as reference
+    # a report holds only what this run measured: the H200 figures live in bench/RESULTS.md prose
+    assert set(report) == {"mode", "machine", "preset", "folder", "results", "errors", "peak_tflops"}
+    text = json.dumps(report)
+    assert "reference" not in text and "H200" not in text and "1876" not in text
+    assert "NOT measured by this script" in (REPO / "bench" / "RESULTS.md").read_text()
