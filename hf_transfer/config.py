@@ -19,6 +19,11 @@ from hf_transfer.errors import ConfigError
 
 SECTIONS = ("model", "data", "strategy", "train")
 
+# Numbers that both the code and the help texts state: defined once here (the bottom layer), read by both.
+HEAD_LR_FLOOR = 1e-3  # the new, randomly initialised head trains at least at this rate, whatever the strategy
+OVERFITTING_PATIENCE = 3  # evaluations in a row of rising validation loss before the guardrail stops a run
+NEGATIVE_TRANSFER_SAMPLE_SIZE = 200  # training images the negative-transfer check probes at most
+
 
 def short_float(value: float) -> str:
     """A learning rate or threshold as people write it: 5e-4, 1e-3, 0.15 (not 0.0005 or 5e-05)."""
@@ -122,11 +127,10 @@ class DataConfig:
 class StrategyConfig:
     strategy: str = field(
         default="lora",
-        metadata={"help": "What to train: linear (frozen backbone, new head), full, lora, dora, or another peft "
-                  "method (loha, lokr, ia3, oft, boft, vera, fourierft, hra, adalora). `hf-transfer strategies` "
-                  "lists them."},
+        metadata={"help": "What to train: linear (frozen backbone, new head), full (every weight), lora, or another "
+                  "peft method; `hf-transfer strategies` lists them all with their default learning rates."},
     )
-    lora_r: int = field(default=16, metadata={"help": "Rank of LoRA/DoRA/LoHa/LoKr/VeRA updates."})
+    lora_r: int = field(default=16, metadata={"help": "Adapter rank, for the methods that have one (`hf-transfer strategies` marks them)."})
     lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA scaling alpha (default: equal to --lora-r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
     target_modules: Optional[str] = field(
@@ -167,8 +171,8 @@ class TrainConfig:
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."})
     learning_rate: Optional[float] = field(
         default=None,
-        metadata={"help": "Peak learning rate. Default per strategy: linear 1e-3, full 5e-5, peft methods 5e-4 "
-                  "(the new head always trains at least at 1e-3)."},
+        metadata={"help": "Peak learning rate. Default: the strategy's own rate (`hf-transfer strategies` lists "
+                  f"them); the new head trains at least at {short_float(HEAD_LR_FLOOR)}."},
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
@@ -209,14 +213,15 @@ class TrainConfig:
     )
     overfitting_guardrail: bool = field(
         default=True,
-        metadata={"help": "Stop when validation loss rises for 3 evaluations in a row while training loss keeps "
-                  "falling and validation accuracy stalls (the model memorises its images); recorded in "
+        metadata={"help": f"Stop when validation loss rises for {OVERFITTING_PATIENCE} evaluations in a row while "
+                  "training loss keeps falling and validation accuracy stalls (the model memorises its images); recorded in "
                   "training_summary.json guardrails."},
     )
     negative_transfer_check: bool = field(
         default=False,
         metadata={"help": "Before training, probe the checkpoint's features against the same architecture at random "
-                  "init on up to 200 training images and warn if pretraining does not help (two extra forward passes)."},
+                  f"init on up to {NEGATIVE_TRANSFER_SAMPLE_SIZE} training images and warn if pretraining does not "
+                  "help (two extra forward passes)."},
     )
     calibrate: bool = field(
         default=True,

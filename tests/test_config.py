@@ -68,3 +68,37 @@ def test_round_trip(tmp_path):
     run = RunConfig.from_dict({"model": "m", "data": "d", "output_dir": "o", "strategy": "ia3"}).validate()
     run.save_yaml(tmp_path / "r.yaml")
     assert RunConfig.from_yaml(tmp_path / "r.yaml").to_dict() == run.to_dict()
+
+
+def _help(group, name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(group) if f.name == name)
+
+
+def test_numbers_in_help_texts_are_the_ones_the_code_uses():
+    import inspect
+
+    from hf_transfer.config import (
+        HEAD_LR_FLOOR,
+        NEGATIVE_TRANSFER_SAMPLE_SIZE,
+        OVERFITTING_PATIENCE,
+        TrainConfig,
+        short_float,
+    )
+    from hf_transfer.training.callbacks import training_callbacks
+    from hf_transfer.transferability.negative_transfer import negative_transfer_check
+
+    lr_help = _help(TrainConfig, "learning_rate")
+    assert f"at least at {short_float(HEAD_LR_FLOOR)}" in lr_help and "hf-transfer strategies" in lr_help
+    assert "5e-4" not in lr_help and "5e-5" not in lr_help  # per-strategy rates live in the registry only
+    assert f"{OVERFITTING_PATIENCE} evaluations" in _help(TrainConfig, "overfitting_guardrail")
+    run = parse_run_config(["--model", "m", "--data", "d", "--output-dir", "o"])
+    assert [cb.patience for cb in training_callbacks(run)] == [OVERFITTING_PATIENCE]
+    assert f"up to {NEGATIVE_TRANSFER_SAMPLE_SIZE} training images" in _help(TrainConfig, "negative_transfer_check")
+    assert inspect.signature(negative_transfer_check).parameters["sample_size"].default == NEGATIVE_TRANSFER_SAMPLE_SIZE
+
+
+def test_short_float_writes_rates_as_people_do():
+    from hf_transfer.config import short_float
+
+    assert [short_float(x) for x in (5e-5, 1e-3, 3e-3, 5e-4, 1.5e-3, 0.15, 0.0, 200.0)] == [
+        "5e-5", "1e-3", "3e-3", "5e-4", "1.5e-3", "0.15", "0", "200"]

@@ -125,3 +125,26 @@ def test_every_other_peft_method_trains_under_ddp_like_in_one_process(tmp_path):
             continue
         assert_same_history(history(ddp), history(single), rtol=1e-5)
         assert max_weight_diff(ddp / "model.safetensors", single / "model.safetensors") < 1e-5, method
+
+
+def test_is_main_process_reads_rank_then_the_accelerate_state(monkeypatch):
+    """One answer to "main process?" in training/: the launcher's RANK before accelerate is set up, its state after."""
+    from accelerate.state import PartialState
+
+    from hf_transfer.training.distributed import is_main_process
+
+    saved = dict(PartialState._shared_state)
+    PartialState._shared_state.clear()
+    try:
+        monkeypatch.setenv("RANK", "1")
+        assert not is_main_process()
+        monkeypatch.setenv("RANK", "0")
+        assert is_main_process()
+        monkeypatch.delenv("RANK")
+        assert is_main_process()
+        state = PartialState(cpu=True)  # one process: accelerate's own answer is "main"
+        monkeypatch.setenv("RANK", "1")  # once accelerate is up, its state answers, not the variable
+        assert is_main_process() is state.is_main_process is True
+    finally:
+        PartialState._shared_state.clear()
+        PartialState._shared_state.update(saved)

@@ -151,3 +151,15 @@ def test_registry_entries_carry_their_behaviour():
     ranked = {n for n, s in REGISTRY.items() if s.uses_rank}
     assert ranked == {"lora", "dora", "loha", "lokr", "vera", "hra", "adalora"}
     assert not any(s.uses_rank for s in REGISTRY.values() if not s.is_peft)
+
+
+def test_head_trains_at_least_at_the_floor(tiny_checkpoints):
+    from hf_transfer.config import HEAD_LR_FLOOR
+
+    model = _model(tiny_checkpoints, "vit")
+    applied = apply_strategy(model, StrategyConfig(strategy="full"))
+    groups = build_param_groups(model, applied, learning_rate=HEAD_LR_FLOOR / 100, weight_decay=0.0)
+    assert {g["lr"] for g in groups if g["is_head"]} == {HEAD_LR_FLOOR}
+    assert {g["lr"] for g in groups if not g["is_head"]} == {HEAD_LR_FLOOR / 100}
+    head_params = {id(p) for g in groups if g["is_head"] for p in g["params"]}
+    assert head_params == {id(p) for n, p in model.named_parameters() if n.startswith("classifier.")}

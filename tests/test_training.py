@@ -107,8 +107,10 @@ def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path):
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
     result = run_training(quick_run_config(tiny_checkpoints("vit"), csv, out, strategy="linear", multi_label=True,
-                                    image_column="path", label_column="tags", metric_for_best_model="macro_f1"))
+                                    image_column="path", label_column="tags", metric_for_best_model="macro_f1",
+                                    class_weighting="balanced", label_smoothing=0.1))
     assert result.summary["problem_type"] == "multi_label_classification"
+    assert np.isfinite(result.summary["train_loss"])  # trained with the balanced, smoothed BCE of training/loss.py
     assert set(result.metrics["per_class"]) == {"cat", "dog", "fish", "striped"}
     model = AutoModelForImageClassification.from_pretrained(out)
     assert model.config.problem_type == "multi_label_classification"
@@ -116,9 +118,57 @@ def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path):
 
 def test_mixed_precision_choice_on_cpu():
     from hf_transfer.errors import ConfigError
-    from hf_transfer.training.run import mixed_precision
+    from hf_transfer.training.arguments import mixed_precision
 
     assert mixed_precision("auto", use_cpu=True) == {"bf16": False, "fp16": False}
     assert mixed_precision("bf16", use_cpu=True) == {"bf16": True, "fp16": False}  # CPU autocast
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         mixed_precision("fp16", use_cpu=True)
+
+
+def _loss_inputs(multi_label: bool, **train):
+    from hf_transfer.config import RunConfig
+    from hf_transfer.data.loading import DataReport
+
+    run = RunConfig.from_dict({"model": "m", "data": "d", "output_dir": "o", "multi_label": multi_label, **train})
+    # 10 training images: "a" on 8, "b" on 2, "c" on 5 (multi-label: counts are positives per class)
+    report = DataReport(source="d", label_names=["a", "b", "c"], split_sizes={"train": 10},
+                        class_counts={"train": {"a": 8, "b": 2, "c": 5}})
+    return run, report
+
+
+def test_multi_label_loss_uses_class_weighting_and_label_smoothing():
+    """Multi-label runs used to drop --class-weighting balanced and --label-smoothing (the model's own BCE ran)."""
+    import torch.nn.functional as F
+
+    from hf_transfer.training.loss import make_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-0.5, 1.5, -2.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    assert make_loss(*_loss_inputs(True)) is None  # nothing asked: the model's own loss
+    plain = F.binary_cross_entropy_with_logits(logits, labels)
+
+    balanced = make_loss(*_loss_inputs(True, class_weighting="balanced"))
+    pos_weight = torch.tensor([2 / 8, 8 / 2, 5 / 5])  # negatives / positives per class
+    expected = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+    got = balanced({"logits": logits}, labels)
+    assert got == pytest.approx(float(expected), rel=1e-6) and got != pytest.approx(float(plain), rel=1e-3)
+    assert balanced({"logits": logits}, labels, num_items_in_batch=3) == pytest.approx(float(expected) * 6 / 3, rel=1e-6)
+
+    smoothed = make_loss(*_loss_inputs(True, label_smoothing=0.2))
+    expected = F.binary_cross_entropy_with_logits(logits, labels * 0.8 + 0.1)
+    got = smoothed({"logits": logits}, labels)
+    assert got == pytest.approx(float(expected), rel=1e-6) and got != pytest.approx(float(plain), rel=1e-3)
+
+
+def test_single_label_loss_weights_and_smoothing():
+    import torch.nn.functional as F
+
+    from hf_transfer.training.loss import make_loss
+
+    logits, labels = torch.tensor([[2.0, -1.0, 0.5], [-0.5, 1.5, -2.0]]), torch.tensor([0, 1])
+    assert make_loss(*_loss_inputs(False)) is None
+    loss = make_loss(*_loss_inputs(False, class_weighting="balanced", label_smoothing=0.1))
+    weights = torch.tensor([15 / (3 * 8), 15 / (3 * 2), 15 / (3 * 5)])
+    expected = F.cross_entropy(logits, labels, weight=weights, label_smoothing=0.1, reduction="sum") / 2
+    assert loss({"logits": logits}, labels) == pytest.approx(float(expected), rel=1e-6)

@@ -1,4 +1,4 @@
-"""hf-transfer strategies: list what can be trained and how."""
+"""hf-transfer strategies: list what can be trained and how (a table generated from the registry)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ def register(subparsers) -> None:
 
 
 def run(args, extra) -> int:
-    from hf_transfer.training.strategies import REGISTRY
+    from hf_transfer.training.strategies import strategy_table_text
 
-    width = max(len(name) for name in REGISTRY)
-    for name, strategy in REGISTRY.items():
-        layers = "/".join(t.__name__ for t in strategy.layer_types) if strategy.layer_types else "-"
-        print(f"{name.ljust(width)}  lr {strategy.default_learning_rate:<7g} layers {layers:<15} {strategy.description}")
+    print(strategy_table_text())
     return 0

@@ -15,13 +15,13 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from hf_transfer.config import OVERFITTING_PATIENCE
 from hf_transfer.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["OverfittingGuardrail", "guardrail_summary", "training_callbacks"]
 
-OVERFITTING_PATIENCE = 3          # evaluations in a row, used by `hf-transfer train`
 
 
 # ---------------------------------------------------------------------------------------------- overfitting
@@ -35,7 +35,7 @@ class OverfittingGuardrail(TrainerCallback, ExportableState):
     min_delta: improvement in validation loss (nats) that counts. :meth:`summary` gives the record.
     """
 
-    def __init__(self, *, patience: int = 3, min_delta: float = 0.0) -> None:
+    def __init__(self, *, patience: int = OVERFITTING_PATIENCE, min_delta: float = 0.0) -> None:
         if patience < 1:
             raise ConfigError(f"overfitting guardrail patience must be >= 1 evaluation, got {patience}.")
         if min_delta < 0:
@@ -139,7 +139,7 @@ class OverfittingGuardrail(TrainerCallback, ExportableState):
 
 def training_callbacks(run) -> list:
     """Guardrail callbacks for a :class:`~hf_transfer.config.RunConfig` (``hf-transfer train``)."""
-    if getattr(run.train, "overfitting_guardrail", True):
+    if run.train.overfitting_guardrail:
         return [OverfittingGuardrail(patience=OVERFITTING_PATIENCE)]
     return []
 

@@ -18,6 +18,15 @@ def world_size() -> int:
 
 
 def is_main_process() -> bool:
+    """The one answer in training/ to "am I the main process?" (it writes files, prints and pushes).
+
+    Once accelerate is set up (the Trainer's arguments do it), its state answers; before that, the launcher's
+    RANK does. The two agree: accelerate reads the same variable when it joins the process group.
+    """
+    from accelerate.state import PartialState
+
+    if PartialState._shared_state:  # initialised; PartialState() would otherwise set up a process group
+        return PartialState().is_main_process
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -51,7 +60,7 @@ def unsharded_model(trainer: Trainer, rebuild: Callable[[], nn.Module]) -> nn.Mo
     if not getattr(trainer, "is_fsdp_enabled", False):
         return trainer.model
     state = trainer.accelerator.get_state_dict(trainer.model)  # full state dict, offloaded to CPU on process 0
-    if not trainer.is_world_process_zero():
+    if not is_main_process():
         return None
     model = rebuild()
     model.load_state_dict(state, strict=True)

@@ -9,20 +9,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from hf_transfer.config import HEAD_LR_FLOOR
+from hf_transfer.modeling.heads import in_head
 from hf_transfer.training.strategies import AppliedStrategy
 
 _INT = re.compile(r"\.(\d+)(?=\.)")
 
 
 def build_param_groups(model: nn.Module, applied: AppliedStrategy, *, learning_rate: float, weight_decay: float,
-                       layer_decay: float | None = None, head_learning_rate: float | None = None) -> list[dict[str, Any]]:
-    """AdamW groups: head / backbone (layer-wise decayed for ``full``), no weight decay on biases and norms."""
+                       layer_decay: float | None = None) -> list[dict[str, Any]]:
+    """AdamW groups: head / backbone (layer-wise decayed with ``layer_decay``), no weight decay on biases and norms.
+
+    The head starts from random weights, so it trains at least at ``HEAD_LR_FLOOR`` even when the backbone's
+    rate is tiny (full fine-tuning's 5e-5 would barely move it).
+    """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    heads = applied.head_names
-    head_lr = head_learning_rate if head_learning_rate is not None else max(learning_rate, 1e-3)
+    head_lr = max(learning_rate, HEAD_LR_FLOOR)
 
     def is_head(name: str) -> bool:
-        return any(f".{h}." in f".{name}" for h in heads)
+        return in_head(name, applied.head_names)
 
     block_keys = sorted({tuple(map(int, _INT.findall(n))) for n, _ in named if _INT.findall(n) and not is_head(n)})
     depth = {key: i + 1 for i, key in enumerate(block_keys)}

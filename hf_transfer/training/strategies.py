@@ -205,6 +205,16 @@ for _strategy in (
     register(_strategy)
 
 
+def strategy_table_text() -> str:
+    """``hf-transfer strategies``: one aligned row per registry entry (name, default lr, layers, rank, description)."""
+    header = ("strategy", "default lr", "layers adapted", "rank", "description")
+    rows = [header] + [(s.name, short_float(s.default_learning_rate), s.layers_adapted(),
+                        "--lora-r" if s.uses_rank else "-", s.description) for s in REGISTRY.values()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
+    return "\n".join(lines)
+
+
 def strategy_table_markdown() -> str:
     """The README's strategy table, generated from the registry (a test compares the README with it)."""
     rows = ["| strategy | what it trains | default learning rate | layers adapted |", "|---|---|---|---|"]

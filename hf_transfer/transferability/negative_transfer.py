@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from hf_transfer.config import NEGATIVE_TRANSFER_SAMPLE_SIZE
 from hf_transfer.transferability.scores import knn_accuracy, logistic_accuracy, logme_score
 
 __all__ = ["NegativeTransferCheck", "compare_to_random_init", "negative_transfer_check"]
@@ -84,7 +85,8 @@ def compare_to_random_init(*, pretrained_features, random_features, labels, logm
                                  num_samples=int(y.size))
 
 
-def negative_transfer_check(*, model: str, dataset, revision: str | None = None, sample_size: int = 200,
+def negative_transfer_check(*, model: str, dataset, revision: str | None = None,
+                            sample_size: int = NEGATIVE_TRANSFER_SAMPLE_SIZE,
                             seed: int = 0, cache_dir=None) -> NegativeTransferCheck:
     """Embed a stratified sample of `dataset` (a single-label split) with `model`'s pretrained weights and
     with the same architecture at random init (features are cached), then :func:`compare_to_random_init`."""

@@ -1,0 +1,89 @@
+"""A run's settings as transformers ``TrainingArguments``: loader workers, mixed precision, steps, DDP flags."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+
+from hf_transfer import run_folder
+from hf_transfer.config import RunConfig
+from hf_transfer.errors import ConfigError
+from hf_transfer.training.distributed import world_size
+from hf_transfer.training.strategies import Strategy
+
+
+def default_num_workers() -> int:
+    """One loader worker per spare core of this process's share of the machine (never 0 with spare cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = max(1, cores // world_size())
+    return max(0, min(8, per_process - 1)) if per_process > 1 else 0
+
+
+def mixed_precision(choice: str, *, use_cpu: bool) -> dict[str, bool]:
+    """auto: bf16 on GPUs that have it, else fp16 on GPUs, fp32 on CPU. bf16 is also honoured on CPU (autocast)."""
+    on_gpu = torch.cuda.is_available() and not use_cpu
+    if choice == "auto":
+        if not on_gpu:
+            return {"bf16": False, "fp16": False}
+        bf16 = torch.cuda.is_bf16_supported()
+        return {"bf16": bf16, "fp16": not bf16}
+    if choice == "fp16" and not on_gpu:
+        raise ConfigError("--mixed-precision fp16 needs a CUDA GPU. On CPU use --mixed-precision bf16 or no.")
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def estimate_total_steps(num_examples: int, run: RunConfig) -> int:
+    """Optimizer steps the run will take at most (--max-steps, else epochs x batches over all processes)."""
+    t = run.train
+    if t.max_steps > 0:
+        return t.max_steps
+    per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * world_size()
+    return max(1, math.ceil(num_examples / per_step) * math.ceil(t.num_train_epochs))
+
+
+def build_training_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -> TrainingArguments:
+    """The ``TrainingArguments`` of ``run``, checkpointing under ``out``; ``strategy`` sets the DDP flags."""
+    t = run.train
+    metric = t.metric_for_best_model.removeprefix("eval_")
+    workers = default_num_workers() if t.dataloader_num_workers < 0 else t.dataloader_num_workers
+    # Several processes without CUDA: without use_cpu the Trainer would run N independent single-process trainings.
+    use_cpu = t.use_cpu or (world_size() > 1 and not torch.cuda.is_available())
+    return TrainingArguments(
+        output_dir=str(out / run_folder.CHECKPOINTS_DIR),
+        restore_callback_states_from_checkpoint=True,  # early stopping and guardrail counters survive --resume
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        # The real rates live in the optimizer's param groups (head / backbone / layer decay); this one is logged.
+        learning_rate=t.learning_rate or strategy.default_learning_rate,
+        weight_decay=t.weight_decay,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_fraction,  # a float < 1 is a fraction of the total steps in transformers 5
+        logging_steps=t.logging_steps,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.eval_strategy,
+        save_steps=t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=metric != "loss",
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,
+        dataloader_pin_memory=torch.cuda.is_available() and not use_cpu,
+        remove_unused_columns=False,  # the image column is turned into pixel_values by our transform
+        label_names=["labels"],
+        report_to=t.report_to,
+        use_cpu=use_cpu,
+        torch_compile=t.torch_compile,
+        ddp_find_unused_parameters=strategy.ddp_find_unused_parameters,
+        **mixed_precision(t.mixed_precision, use_cpu=use_cpu),
+    )
