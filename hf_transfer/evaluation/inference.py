@@ -21,7 +21,8 @@ from hf_transfer.errors import CheckpointError, CheckpointNotFoundError
 from hf_transfer.modeling.loading import load_model_for_labels, pick_device, resolve_model
 
 # Files a trained repo may hold that inference (and the Space) uses; large training leftovers are skipped.
-DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.png", "*.md", "*.yaml", "examples/**", "adapter/**"]
+DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.png", "*.md", "*.yaml", f"{run_folder.EXAMPLES_DIR}/**",
+                     f"{run_folder.ADAPTER_DIR}/**"]
 
 
 def local_folder(model: str, *, revision: str | None = None) -> Path:
@@ -63,11 +64,11 @@ class ImageClassifier:
         folder = local_folder(model, revision=revision)
         target = torch.device(device) if device else pick_device()
         processor_source: str | Path = folder
-        if (folder / "adapter_config.json").is_file():
+        if (folder / run_folder.ADAPTER_CONFIG_FILE).is_file():
             loaded, base_spec, base_revision = _load_adapter(folder)
-            if not (folder / "preprocessor_config.json").is_file():  # timm keeps preprocessing in config.json
+            if not (folder / run_folder.PROCESSOR_FILE).is_file():  # timm keeps preprocessing in config.json
                 processor_source = resolve_model(base_spec, revision=base_revision)
-        elif (folder / "config.json").is_file():
+        elif (folder / run_folder.MODEL_CONFIG_FILE).is_file():
             try:
                 loaded = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
             except OSError as error:
