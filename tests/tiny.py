@@ -11,10 +11,14 @@ SIZE = 32
 ARCHITECTURES = ("vit", "deit", "beit", "swin", "convnext", "resnet", "dinov2", "timm_resnet", "timm_vit")
 
 
-def _config(arch: str):
+SOURCE_LABELS = ("source_a", "source_b", "source_c")
+GRATING_CLASSES = ("horizontal", "vertical", "diagonal")
+
+
+def _config(arch: str, num_labels: int = 3):
     import transformers as t
 
-    small = dict(image_size=SIZE, num_labels=3)
+    small = dict(image_size=SIZE, num_labels=num_labels)
     vit_like = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=8)
     if arch == "vit":
         return t.ViTConfig(**small, **vit_like), t.ViTForImageClassification
@@ -28,57 +32,116 @@ def _config(arch: str):
         return (t.SwinConfig(**small, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4),
                 t.SwinForImageClassification)
     if arch == "convnext":
-        return (t.ConvNextConfig(num_labels=3, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
+        return (t.ConvNextConfig(num_labels=num_labels, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
                 t.ConvNextForImageClassification)
     if arch == "resnet":
-        return (t.ResNetConfig(num_labels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+        return (t.ResNetConfig(num_labels=num_labels, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
                                layer_type="basic"), t.ResNetForImageClassification)
     raise ValueError(arch)
 
 
-def make_checkpoint(arch: str, folder: Path) -> Path:
-    """Save a tiny random checkpoint of ``arch`` with its image processor (and ImageNet-style label names)."""
-    import torch
-
-    torch.manual_seed(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    if arch.startswith("timm_"):
-        from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
-
-        name = {"timm_resnet": "test_resnet", "timm_vit": "test_vit"}[arch]
-        pretrained_cfg = {"architecture": name, "input_size": [3, SIZE, SIZE], "interpolation": "bilinear",
-                          "crop_pct": 1.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "num_classes": 3}
-        kwargs = {"img_size": SIZE} if arch == "timm_vit" else {}
-        config = TimmWrapperConfig.from_dict({"architecture": name, "num_classes": 3,
-                                              "label_names": ["source_a", "source_b", "source_c"],
-                                              "pretrained_cfg": pretrained_cfg, "model_args": kwargs})
-        TimmWrapperForImageClassification(config).save_pretrained(folder)
-        return folder
+def tiny_processor():
+    """The processor every tiny checkpoint ships: SIZE px, mean/std 0.5 (complete: no preprocessing warning)."""
     from transformers import ViTImageProcessor
 
-    config, model_class = _config(arch)
-    config.id2label = {0: "source_a", 1: "source_b", 2: "source_c"}
+    return ViTImageProcessor(size={"height": SIZE, "width": SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def build_model(arch: str = "vit", *, num_labels: int = 3, label_names=None, seed: int = 0, headless: bool = False):
+    """A tiny random model of ``arch`` (not saved). ``label_names`` default: source_a.. for 3 labels, else
+    transformers' LABEL_i; ``headless``: a bare ViT backbone, like a self-supervised checkpoint."""
+    import torch
+
+    torch.manual_seed(seed)
+    config, model_class = _config(arch, num_labels)
+    if label_names is None:
+        label_names = SOURCE_LABELS if num_labels == 3 else [f"LABEL_{i}" for i in range(num_labels)]
+    config.id2label = dict(enumerate(label_names))
     config.label2id = {v: k for k, v in config.id2label.items()}
-    model_class(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": SIZE, "width": SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    if headless:
+        from transformers import ViTModel
+
+        if arch != "vit":
+            raise ValueError(f"headless checkpoints are ViT only, not {arch}")
+        config.architectures = ["ViTModel"]
+        return ViTModel(config, add_pooling_layer=False)
+    return model_class(config)
+
+
+def make_checkpoint(arch: str, folder: Path, *, num_labels: int = 3, label_names=None, seed: int = 0,
+                    headless: bool = False) -> Path:
+    """The suite's one tiny-checkpoint builder: a random ``arch`` saved with its image processor.
+
+    ``make_checkpoint("vit", folder)`` (seed 0) is the base of tests/fixtures/run_0_1_0: keep its weights as they are.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if arch.startswith("timm_"):
+        return _make_timm_checkpoint(arch, folder, seed=seed)
+    build_model(arch, num_labels=num_labels, label_names=label_names, seed=seed, headless=headless).save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
     return folder
 
 
-def make_image_folder(root: Path, *, classes=("cat", "dog", "fish"), per_class: int = 8, size: int = 24,
-                      split_folders: bool = False, seed: int = 0) -> Path:
-    """Learnable synthetic images: each class has its own colour and stripe direction, plus noise."""
-    rng = np.random.default_rng(seed)
+def _make_timm_checkpoint(arch: str, folder: Path, *, seed: int) -> Path:
+    import torch
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    torch.manual_seed(seed)
+    name = {"timm_resnet": "test_resnet", "timm_vit": "test_vit"}[arch]
+    pretrained_cfg = {"architecture": name, "input_size": [3, SIZE, SIZE], "interpolation": "bilinear",
+                      "crop_pct": 1.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "num_classes": 3}
+    kwargs = {"img_size": SIZE} if arch == "timm_vit" else {}
+    config = TimmWrapperConfig.from_dict({"architecture": name, "num_classes": 3, "label_names": list(SOURCE_LABELS),
+                                          "pretrained_cfg": pretrained_cfg, "model_args": kwargs})
+    TimmWrapperForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+def _stripes(c: int, rng: np.random.Generator, size: int) -> Image.Image:
+    """Each class its own colour and stripe direction, plus noise: learnable in a few steps."""
     palette = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (200, 200, 40), (160, 40, 200)]
-    splits = {"train": per_class, "test": max(2, per_class // 2)} if split_folders else {"": per_class}
+    array = np.zeros((size, size, 3), dtype=np.float64) + palette[c % len(palette)]
+    stripes = (np.arange(size) // 3 % 2)[:, None] if c % 2 else (np.arange(size) // 3 % 2)[None, :]
+    array = array * (0.6 + 0.4 * stripes[..., None]) + rng.normal(0, 20, (size, size, 3))
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+
+
+def grating(kind: str, rng: np.random.Generator, *, size: int = SIZE, contrast: float = 60.0,
+            noise: float = 45.0) -> Image.Image:
+    """A faint grating (horizontal, vertical or diagonal) under strong noise at one mean colour: random
+    patch embeddings read little from it, a network trained on it much more."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    phase = rng.uniform(0, 2 * np.pi)
+    coord = {"horizontal": yy, "vertical": xx, "diagonal": (xx + yy) / np.sqrt(2)}[kind]
+    wave = np.sin(2 * np.pi * coord / 6.0 + phase)
+    base = 128 + contrast * wave[..., None] + rng.normal(0, noise, size=(size, size, 3))
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+
+
+def make_image_folder(root: Path, *, classes=("cat", "dog", "fish"), per_class: int = 8, size: int = 24,
+                      split_folders: bool = False, test_per_class: int | None = None, seed: int = 0,
+                      pattern: str = "stripes") -> Path:
+    """The suite's one image-folder maker: root/<class>/NNN.png, or root/train|test/<class>/NNN.png.
+
+    ``pattern``: "stripes" (colour + stripe direction per class) or "grating" (class names are grating
+    directions, :data:`GRATING_CLASSES`). With ``split_folders`` the test split gets ``test_per_class``
+    images per class (default ``max(2, per_class // 2)``; 0: no test folder).
+    """
+    rng = np.random.default_rng(seed)
+    if split_folders:
+        test = max(2, per_class // 2) if test_per_class is None else test_per_class
+        splits = {"train": per_class, "test": test}
+    else:
+        splits = {"": per_class}
     for split, count in splits.items():
         for c, name in enumerate(classes):
+            if count == 0:
+                continue
             folder = root / split / name if split else root / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
-                array = np.zeros((size, size, 3), dtype=np.float64) + palette[c % len(palette)]
-                stripes = (np.arange(size) // 3 % 2)[:, None] if c % 2 else (np.arange(size) // 3 % 2)[None, :]
-                array = array * (0.6 + 0.4 * stripes[..., None]) + rng.normal(0, 20, (size, size, 3))
-                Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+                image = grating(name, rng, size=size) if pattern == "grating" else _stripes(c, rng, size)
+                image.save(folder / f"{i:03d}.png")
     return root
 
 
