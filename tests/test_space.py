@@ -406,7 +406,7 @@ def spy(name, globals=None, locals=None, fromlist=(), level=0):
         direct.add(name.split(".")[0])
     return real_import(name, globals, locals, fromlist, level)
 builtins.__import__ = spy
-from hf_transfer import space
+from hf_transfer.app import page as space
 classifier = space.load_for_space(sys.argv[1], device="cpu")
 space.build_demo(classifier)
 space.predict_for_ui(classifier, sys.argv[2])
