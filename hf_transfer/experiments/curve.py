@@ -85,6 +85,17 @@ def _lora_accuracy(*, data_cfg, model: str, shots: int, seed: int, out: Path, st
     return float(run_training(run).metrics["accuracy"])
 
 
+def _check_curve_options(shots: list[int | str], *, seeds: int, lora_shots: Sequence[int],
+                         lora_dir: str | Path | None) -> None:
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}.")
+    bad_lora = [k for k in lora_shots if k not in shots]
+    if bad_lora:
+        raise ConfigError(f"--lora-shots {bad_lora} must be among --shots {shots}.")
+    if lora_shots and lora_dir is None:
+        raise ConfigError("LoRA points need a folder for their runs (lora_dir).")
+
+
 def learning_curve(*, data, model: str, shots: Sequence[int | str], seeds: int = 3, c_reg: float = 1.0,
                    cache_dir: str | Path | None = None, batch_size: int = 32, lora_shots: Sequence[int] = (),
                    lora_steps: int = 30, lora_dir: str | Path | None = None, verbose: bool = False) -> dict[str, Any]:
@@ -93,13 +104,7 @@ def learning_curve(*, data, model: str, shots: Sequence[int | str], seeds: int =
     from hf_transfer.transferability.features import extract_features
 
     shots = parse_shots(shots)
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}.")
-    bad_lora = [k for k in lora_shots if k not in shots]
-    if bad_lora:
-        raise ConfigError(f"--lora-shots {bad_lora} must be among --shots {shots}.")
-    if lora_shots and lora_dir is None:
-        raise ConfigError("LoRA points need a folder for their runs (lora_dir).")
+    _check_curve_options(shots, seeds=seeds, lora_shots=lora_shots, lora_dir=lora_dir)
     splits, report = load_splits(data)
     eval_split = "test" if "test" in splits else "validation"
     pool, held_out = splits["train"], splits[eval_split]
