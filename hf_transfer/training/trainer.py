@@ -24,6 +24,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from hf_transfer import run_folder
 from hf_transfer.errors import CheckpointError
+from hf_transfer.training.distributed import is_main_process
 from hf_transfer.training.optim import make_optimizer
 
 
@@ -98,7 +99,7 @@ class TransferTrainer(Trainer):
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging_root = run_dir / run_folder.STAGING_DIR
-        if self.args.should_save:
+        if is_main_process():
             shutil.rmtree(staging_root / name, ignore_errors=True)  # left behind by a save that was killed
         self.accelerator.wait_for_everyone()
         self._staging_root = str(staging_root)
@@ -113,7 +114,7 @@ class TransferTrainer(Trainer):
             best = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{best_step}"
             if best_step == self.state.global_step or best.is_dir():
                 self.state.best_model_checkpoint = str(best)
-        if self.args.should_save:
+        if is_main_process():
             self.state.save_to_json(str(staging_root / name / TRAINER_STATE_NAME))
             run_folder.publish_checkpoint(staging_root / name, run_dir / name)
             rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
