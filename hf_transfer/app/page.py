@@ -165,7 +165,9 @@ def training_rows(summary: run_folder.TrainingSummary) -> list[tuple[str, str]]:
 def _strategy_text(summary: run_folder.TrainingSummary) -> str:
     method, rank = summary.peft_method, summary.hyperparameters.get("lora_r")
     extra = f" ({method})" if method and method != summary.strategy else ""
-    if rank and method in ("lora", "dora", "loha", "lokr", "vera", "adalora"):
+    # The run records lora_r only for methods that have a rank (the registry's `uses_rank`), so the page needs no
+    # list of its own (it must not import training/: a Space vendors only what the page reaches).
+    if rank and method:
         extra += f", rank {rank}"
     return f"{summary.strategy}{extra}"
 
