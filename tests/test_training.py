@@ -172,3 +172,16 @@ def test_single_label_loss_weights_and_smoothing():
     weights = torch.tensor([15 / (3 * 8), 15 / (3 * 2), 15 / (3 * 5)])
     expected = F.cross_entropy(logits, labels, weight=weights, label_smoothing=0.1, reduction="sum") / 2
     assert loss({"logits": logits}, labels) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["lora", "ia3", "linear"])
+def test_summary_records_a_rank_only_for_strategies_that_have_one(strategy):
+    from types import SimpleNamespace
+
+    from hf_transfer.config import RunConfig
+    from hf_transfer.training.run import _hyperparameters
+    from hf_transfer.training.strategies import get_strategy
+
+    run = RunConfig.from_dict({"model": "m", "data": "d", "output_dir": "o", "strategy": strategy, "lora_r": 8})
+    prep = SimpleNamespace(run=run, learning_rate=1e-3, applied=SimpleNamespace(strategy=get_strategy(strategy)))
+    assert _hyperparameters(prep)["lora_r"] == (8 if strategy == "lora" else None)
