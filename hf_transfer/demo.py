@@ -16,6 +16,7 @@ from typing import Any
 from hf_transfer import run_folder
 from hf_transfer.config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
 from hf_transfer.data import bundled
+from hf_transfer.training.strategies import get_strategy
 
 CHECKPOINT = "embedded:efficientnet_lite0"
 DATA = "embedded:lfw_faces"
@@ -40,7 +41,8 @@ def demo_run_config(output_dir: Path, *, strategy: str, init: str, shots: int, s
         strategy=StrategyConfig(strategy=strategy),
         train=TrainConfig(
             output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=16,
-            learning_rate=1e-3 if strategy != "linear" else 3e-3, eval_strategy="steps",
+            # A frozen backbone leaves only the head to train: it takes a higher rate in the same few steps.
+            learning_rate=3e-3 if get_strategy(strategy).frozen_backbone else 1e-3, eval_strategy="steps",
             eval_steps=max(1, steps // 4), early_stopping_patience=0, save_total_limit=1, logging_steps=5,
             seed=seed, dataloader_num_workers=0, warmup_fraction=0.0, examples_per_class=3,
         ),

@@ -125,7 +125,7 @@ def prepare(run: RunConfig) -> Prepared:
     total_steps = estimate_total_steps(len(splits["train"]), run) if strategy.needs_total_steps else None
     applied = apply_strategy(model, run.strategy, total_steps=total_steps)
     prep = Prepared(run=run, out=out, args=args, splits=splits, report=report, processor=processor,
-                    spec=PreprocessSpec.from_processor(processor), applied=applied, total_steps=total_steps,
+                    spec=PreprocessSpec.from_processor(processor, source=run.model.model), applied=applied, total_steps=total_steps,
                     started=started)
     if is_main_process():
         _announce(prep)
