@@ -13,10 +13,16 @@ overridden on the command line (``--max-steps 10``, ``--strategy dora``, ...)::
     # continue a killed run from its last complete checkpoint
     accelerate launch ... recipes/train.py --config recipes/configs/lora.yaml --output-dir runs/lora --resume
 
-`hf-transfer train` takes the same options. See the README section "Recipes, multi-GPU training and resuming".
+`hf-transfer train` takes the same options. Replaced by recipes/finetune.py (the same run, written out to read
+and fork, with the same options); this script keeps working for the commands written for 0.1.0.
 """
 
+import sys
+
+from hf_transfer.training.distributed import is_main_process
 from hf_transfer.training.run import run_from_argv
 
 if __name__ == "__main__":
+    if is_main_process():
+        print("note: recipes/train.py is replaced by recipes/finetune.py (same options).", file=sys.stderr, flush=True)
     run_from_argv()

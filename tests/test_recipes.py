@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 import types
 from pathlib import Path
 
@@ -56,11 +58,30 @@ def test_any_recipe_key_can_be_overridden_on_the_command_line():
 
 
 def test_recipe_script_is_thin():
+    """recipes/train.py (in the 0.1.0 README) keeps working and says once that recipes/finetune.py replaces it."""
     source = (RECIPES / "train.py").read_text()
     code = [line for line in source.split('"""')[2].splitlines() if line.strip()]
-    assert code == ["from hf_transfer.training.run import run_from_argv", 'if __name__ == "__main__":',
+    assert code == ["import sys", "from hf_transfer.training.distributed import is_main_process",
+                    "from hf_transfer.training.run import run_from_argv", 'if __name__ == "__main__":',
+                    "    if is_main_process():",
+                    '        print("note: recipes/train.py is replaced by recipes/finetune.py (same options).", '
+                    "file=sys.stderr, flush=True)",
                     "    run_from_argv()"]
     assert "accelerate launch" in source.split('"""')[1]  # the docstring says how to launch it
+
+
+def test_recipes_are_short_scripts_that_show_the_flow():
+    """Recipes are for reading and forking: each a script of about 120 lines at most, with the standard options."""
+    for name in ("finetune.py", "finetune_no_trainer.py", "linear_probe.py"):
+        source = (RECIPES / name).read_text()
+        assert len(source.splitlines()) <= 160, name
+        assert source.startswith('"""') and "accelerate launch" in source.split('"""')[1], name
+        for option in ("--output-dir", "--max-steps") if name != "finetune.py" else ():
+            assert f'"{option}"' in source, (name, option)
+    loop = (RECIPES / "finetune_no_trainer.py").read_text()
+    for piece in ("Accelerator(", "accelerator.prepare(", "accelerator.accumulate(", "accelerator.save_state(",
+                  "accelerator.load_state(", "gather_for_metrics(", "def training_function(", "def main("):
+        assert piece in loop, piece
 
 
 def _accelerate_config(name):
@@ -168,17 +189,96 @@ def test_fsdp_yaml_on_cpu_is_refused_instead_of_silently_running_ddp(assets):
     assert not (root / "fsdp_out").exists()
 
 
+def _launch_trainer_recipe(script: str, strategy: str, root: Path, model: Path, data: Path, out: Path, *,
+                           max_steps: int):
+    """Run a Trainer recipe with recipes/configs/<strategy>.yaml in 2 CPU processes; check the run's summary."""
+    done = launch_ddp(RECIPES / script, ["--config", RECIPES / "configs" / f"{strategy}.yaml", *tiny_args(model, data),
+                                         "--per-device-train-batch-size", "4", "--max-steps", str(max_steps),
+                                         "--output-dir", out], env=offline_env(root / "cache"), cwd=root)
+    summary = read_json(out / "training_summary.json")
+    assert (summary["strategy"], summary["hyperparameters"]["world_size"], summary["global_step"]) == \
+        (strategy, 2, max_steps)
+    return done
+
+
 def test_lora_recipe_end_to_end_under_accelerate_launch(assets):
     root, model, data = assets
     out = root / "lora_run"
-    launch_ddp(RECIPES / "train.py", ["--config", RECIPES / "configs" / "lora.yaml", *tiny_args(model, data),
-                                      "--per-device-train-batch-size", "4", "--max-steps", "4",
-                                      "--output-dir", out], env=offline_env(root / "cache"), cwd=root)
-    summary = read_json(out / "training_summary.json")
-    assert (summary["strategy"], summary["hyperparameters"]["world_size"], summary["global_step"]) == ("lora", 2, 4)
-    assert summary["hyperparameters"]["lora_r"] == 16  # from the recipe
+    done = _launch_trainer_recipe("train.py", "lora", root, model, data, out, max_steps=4)
+    assert read_json(out / "training_summary.json")["hyperparameters"]["lora_r"] == 16  # from the recipe
     assert read_json(out / "metrics.json")["num_samples"] == TEST_IMAGES
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
     replay = yaml.safe_load((out / "run_config.yaml").read_text())
     assert replay["strategy"]["strategy"] == "lora" and replay["model"]["model"] == str(model)
     assert Path(read_json(out / "adapter" / "adapter_config.json")["base_model_name_or_path"]) == model
+    assert done.stderr.count("recipes/train.py is replaced by recipes/finetune.py") == 1  # main process only
+
+
+def _assert_pipeline_loads(out: Path, data: Path) -> float:
+    """The run folder loads with transformers' pipeline() and names the data's classes; returns test accuracy."""
+    from transformers import pipeline
+
+    classes = sorted(p.name for p in (data / "test").iterdir())
+    classifier = pipeline("image-classification", model=str(out), device="cpu")
+    assert sorted(classifier.model.config.id2label.values()) == classes
+    images = sorted((data / "test").glob("*/*.png"))
+    predicted = [classifier(str(image), top_k=1)[0]["label"] for image in images]
+    return sum(p == image.parent.name for p, image in zip(predicted, images)) / len(images)
+
+
+def test_finetune_recipe_any_strategy_under_accelerate_launch(assets):
+    root, model, data = assets
+    out = root / "finetune_dora"
+    done = _launch_trainer_recipe("finetune.py", "dora", root, model, data, out, max_steps=3)
+    assert done.stdout.count("throughput:") == 1 and done.stdout.count("test accuracy") == 1, done.stdout
+    accuracy = _assert_pipeline_loads(out, data)
+    assert abs(accuracy - read_json(out / "metrics.json")["accuracy"]) < 1e-9  # pipeline() = the reported model
+
+
+def test_finetune_no_trainer_recipe_under_accelerate_launch(assets):
+    root, model, data = assets
+    out = root / "loop_lora"
+    done = launch_ddp(RECIPES / "finetune_no_trainer.py",
+                      ["--model", model, "--data", data, "--output-dir", out, "--max-steps", "3",
+                       "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "2",
+                       "--learning-rate", "3e-3", "--seed", "7"], env=offline_env(root / "cache"), cwd=root)
+    assert done.stdout.count("saved to") == 1, done.stdout  # one process group, one main process
+    metrics = read_json(out / "metrics.json")
+    assert metrics["num_samples"] == TEST_IMAGES  # 15 over 2 processes: the sampler's padding is not counted
+    assert abs(_assert_pipeline_loads(out, data) - metrics["accuracy"]) < 1e-9
+    assert not (out / "adapter").exists() and (out / "model.safetensors").is_file()  # merged: a plain model
+
+
+def test_finetune_no_trainer_resume_ends_with_the_same_weights(assets):
+    """A run resumed from its step-4 checkpoint (mid-epoch, mid-accumulation bookkeeping) ends where the
+    uninterrupted run ends: model, optimizer, scheduler, sampler and augmentation all continue exactly."""
+    from launch_helpers import max_weight_diff
+
+    root, model, data = assets
+    args = ["--model", model, "--data", data, "--max-steps", "6", "--checkpointing-steps", "2",
+            "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2", "--learning-rate", "3e-3",
+            "--seed", "7"]
+    env = offline_env(root / "cache")
+    full, resumed = root / "loop_full", root / "loop_resumed"
+    run([sys.executable, RECIPES / "finetune_no_trainer.py", *args, "--output-dir", full], env=env, cwd=root)
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["step-2", "step-4", "step-6"]
+    # What a run killed after step 5 leaves: its last complete checkpoint (3 steps make an epoch here).
+    shutil.copytree(full / "checkpoints" / "step-4", resumed / "checkpoints" / "step-4")
+    done = run([sys.executable, RECIPES / "finetune_no_trainer.py", *args, "--output-dir", resumed, "--resume"],
+               env=env, cwd=root)
+    assert "resumed from" in done.stdout and "(step 4)" in done.stdout
+    assert max_weight_diff(full / "model.safetensors", resumed / "model.safetensors") <= 1e-5
+    assert read_json(full / "metrics.json")["accuracy"] == read_json(resumed / "metrics.json")["accuracy"]
+
+
+def test_linear_probe_recipe_under_accelerate_launch(assets):
+    root, model, data = assets
+    out = root / "probe"
+    done = launch_ddp(RECIPES / "linear_probe.py", ["--model", model, "--data", data, "--output-dir", out,
+                                                    "--max-steps", "200"],
+                      env=offline_env(root / "cache"), cwd=root)
+    assert done.stdout.count("saved to") == 1, done.stdout
+    metrics = read_json(out / "metrics.json")
+    assert metrics["num_samples"] == TEST_IMAGES and metrics["split"] == "test"
+    # The probe's head, fitted on features, is the model's head: pipeline() reproduces the probe's accuracy.
+    assert abs(_assert_pipeline_loads(out, data) - metrics["accuracy"]) < 1e-9

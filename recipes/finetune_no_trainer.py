@@ -1,0 +1,159 @@
+"""The adaptation of recipes/finetune.py as a plain accelerate loop, for when you want to change the loop.
+
+    accelerate launch recipes/finetune_no_trainer.py --model embedded:efficientnet_lite0 --data embedded:lfw_faces \\
+        --output-dir runs/loop --max-steps 200 --checkpointing-steps 50   # after a crash: the same with --resume
+
+Data, model, strategy (any of `hf-transfer strategies`) and optimizer groups come from hf_transfer, as in
+`hf-transfer train`; the loop is accelerate's own pattern (its examples/cv_example.py and by_feature/).
+"""
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from transformers import get_scheduler
+
+from hf_transfer import run_folder
+from hf_transfer.config import DataConfig, StrategyConfig
+from hf_transfer.data.loading import load_splits
+from hf_transfer.data.transforms import collate, make_batch_transform
+from hf_transfer.evaluation.metrics import classification_metrics, format_metrics
+from hf_transfer.modeling.loading import load_model_for_labels, load_processor
+from hf_transfer.training.augmentation import PerSampleAugmentation
+from hf_transfer.training.optim import build_param_groups, make_optimizer
+from hf_transfer.training.strategies import apply_strategy
+
+
+def evaluate(model, loader, accelerator):
+    model.eval()
+    logits, labels = [], []
+    for batch in loader:
+        with torch.no_grad():
+            out = model(pixel_values=batch["pixel_values"])
+        # Gathered from every process, without the samples the sampler repeated to even out the last batch.
+        batch_logits, batch_labels = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
+        logits.append(batch_logits.cpu())
+        labels.append(batch_labels.cpu())
+    model.train()
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def training_function(args):
+    # Seedable sampler: the shuffle is a function of (seed, epoch), so a resumed run sees the same batches.
+    # cpu=True without CUDA: otherwise `accelerate launch` on CPU starts N independent single-process runs.
+    accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
+                              mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available(),
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    set_seed(args.seed)
+    out = Path(args.output_dir)
+    with accelerator.main_process_first():  # the main process fills shared caches (embedded data/weights) first
+        if accelerator.is_main_process and not args.resume:
+            run_folder.prepare_output_dir(out, resume=False)  # never overwrite another run
+        splits, report = load_splits(DataConfig(data=args.data, data_seed=args.seed))
+        labels = report.label_names
+        model = load_model_for_labels(args.model, labels)  # a new head with these label names in config.json
+        processor = load_processor(args.model)
+    applied = apply_strategy(model, StrategyConfig(strategy=args.strategy), total_steps=args.max_steps)
+    accelerator.print(applied.summary())
+    # Augmentation seeded per (seed, epoch, image): the same pixels in 1 or N processes, and after --resume.
+    train_set = PerSampleAugmentation(splits["train"].with_transform(
+        make_batch_transform(processor, train=True, augment=args.augment)), seed=args.seed)
+    eval_split = "test" if "test" in splits else "validation"
+    eval_set = splits[eval_split].with_transform(make_batch_transform(processor, train=False))
+    train_loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate)
+    eval_loader = DataLoader(eval_set, batch_size=2 * args.per_device_train_batch_size, collate_fn=collate)
+
+    learning_rate = args.learning_rate or applied.strategy.default_learning_rate
+    optimizer = make_optimizer(build_param_groups(applied.model, applied, learning_rate=learning_rate,
+                                                  weight_decay=0.01))
+    # A prepared scheduler steps once per process at each optimizer step, hence the num_processes factor.
+    scheduler = get_scheduler("cosine", optimizer,
+                              num_warmup_steps=int(0.1 * args.max_steps) * accelerator.num_processes,
+                              num_training_steps=args.max_steps * accelerator.num_processes)
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        applied.model, optimizer, train_loader, eval_loader, scheduler)
+
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    completed = 0
+    if args.resume:  # model, optimizer, scheduler, RNG and sampler state, as saved at that step
+        checkpoint = max((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        accelerator.load_state(str(checkpoint))
+        completed = int(checkpoint.name.split("-")[1])
+        accelerator.print(f"resumed from {checkpoint} (step {completed})")
+    model.train()
+    for epoch in range(completed // steps_per_epoch, math.ceil(args.max_steps / steps_per_epoch)):
+        train_set.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
+        done_in_epoch = (completed % steps_per_epoch) * args.gradient_accumulation_steps
+        loader = accelerator.skip_first_batches(train_loader, done_in_epoch) if done_in_epoch else train_loader
+        for batch in loader:
+            with accelerator.accumulate(model):  # syncs gradients only every gradient_accumulation_steps
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            completed += 1
+            if completed % 10 == 0 or completed == args.max_steps:
+                accelerator.print(f"step {completed}: loss {loss.item():.4f}")
+            if args.checkpointing_steps and completed % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, out, completed)
+            if completed >= args.max_steps:
+                break
+
+    logits, targets = evaluate(model, eval_loader, accelerator)
+    metrics = classification_metrics(logits, targets, labels) | {"split": eval_split}
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_run(accelerator.unwrap_model(model), applied, processor, labels, metrics, out)
+        accelerator.print(format_metrics(metrics) + f"\nsaved to {out}")
+    accelerator.end_training()  # tears the process group down (gloo/NCCL can abort at exit otherwise)
+
+
+def save_checkpoint(accelerator, out: Path, step: int) -> None:
+    final = out / "checkpoints" / f"step-{step}"
+    staging = final.with_name(f"partial-{final.name}")  # renamed when complete: --resume never sees half a save
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        os.replace(staging, final)
+
+
+def save_run(model, applied, processor, labels, metrics, out: Path) -> None:
+    """A run folder that `pipeline("image-classification", model=out)` loads: merged weights + processor."""
+    if applied.strategy.is_peft:
+        model = model.merge_and_unload()  # the adapter folded into the base weights: a plain transformers model
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    run_folder.write_json(out / run_folder.LABELS_FILE, run_folder.labels_payload(labels, "single_label_classification"))
+    run_folder.write_json(out / run_folder.METRICS_FILE, metrics)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Adapt an image classifier with a plain accelerate loop.")
+    # The names of `hf-transfer train`'s options; the other settings are written in the code above, to edit.
+    parser.add_argument("--model", required=True, help="Hub id, local folder or embedded:efficientnet_lite0.")
+    parser.add_argument("--data", required=True, help="Image folder, CSV/JSONL, Hub dataset id or embedded:<name>.")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--max-steps", type=int, default=200, help="Optimizer steps.")
+    parser.add_argument("--strategy", default="lora", help="Any `hf-transfer strategies` entry (default lora).")
+    parser.add_argument("--learning-rate", type=float, default=None, help="Default: the strategy's.")
+    parser.add_argument("--per-device-train-batch-size", type=int, default=32)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--augment", default="light", choices=["none", "light", "strong"])
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--checkpointing-steps", type=int, default=0, help="Save state every N steps (0: never).")
+    parser.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --output-dir.")
+    parser.add_argument("--seed", type=int, default=42)
+    training_function(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
