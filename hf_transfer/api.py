@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import gc
 import importlib
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,10 @@ def _as_run_config(config: RunConfig | Mapping[str, Any] | str | Path | None) ->
 
 
 def _data_config(data: DataConfig | str | Path, options: Mapping[str, Any], *, function: str) -> DataConfig:
-    _check_keywords(options, DATA_FIELDS, function=function)
+    """``data`` as a DataConfig with ``options`` (DataConfig fields) set; a typo is matched against the fields
+    and the function's own keywords (``sample=`` for ``sample_size=``)."""
+    own = [name for name in inspect.signature(globals()[function]).parameters if name != "data_options"]
+    _check_keywords(options, (*DATA_FIELDS, *own), function=function)
     if isinstance(data, DataConfig):
         return dataclasses.replace(data, **options)
     return DataConfig(data=_plain(data), **{k: _plain(v) for k, v in options.items()})

@@ -39,7 +39,6 @@ def evaluate(model, loader, accelerator):
         batch_logits, batch_labels = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
         logits.append(batch_logits.cpu())
         labels.append(batch_labels.cpu())
-    model.train()
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 

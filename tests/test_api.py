@@ -45,8 +45,10 @@ def test_a_misspelt_keyword_is_an_error_that_names_the_field(tmp_path):
         hf_transfer.train(data="d", output_dir=tmp_path / "out")
     with pytest.raises(ConfigError, match="'imag_column' \\(did you mean 'image_column'"):
         hf_transfer.evaluate("m", "d", imag_column="img")
-    with pytest.raises(ConfigError, match="'sample' \\(did you mean 'sample_size'|'sample'"):
+    with pytest.raises(ConfigError, match="'sample' \\(did you mean 'sample_size'"):  # rank's own keyword
         hf_transfer.rank(models=["m"], data="d", sample=10)
+    with pytest.raises(ConfigError, match="'seed' \\(did you mean 'seeds'"):
+        hf_transfer.curve(model="m", data="d", seed=1)
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
@@ -113,3 +115,16 @@ def test_run_config_and_yaml_are_accepted_as_config(tmp_path):
     with pytest.raises(ConfigError, match="takes a RunConfig"):
         _as_run_config(42)
     assert isinstance(RunConfig.from_dict(_as_run_config(run)), RunConfig)
+
+
+def test_rank_and_curve_take_the_commands_keywords_and_write_their_outputs(tiny_checkpoints, split_image_folder,
+                                                                         tmp_path):
+    model = tiny_checkpoints("vit")
+    ranking = hf_transfer.rank(models=[model], data=split_image_folder, output_dir=tmp_path / "rank", sample_size=24,
+                               baseline=False, cache_dir=tmp_path / "features")
+    assert ranking.recommended_model == str(model) and ranking.label_names == ["cat", "dog", "fish"]
+    assert (tmp_path / "rank" / "ranking.json").is_file() and (tmp_path / "rank" / "ranking.png").is_file()
+    result = hf_transfer.curve(model=model, data=split_image_folder, output_dir=tmp_path / "curve", shots=[1, "all"],
+                               seeds=1, cache_dir=tmp_path / "features", label_column="label")
+    assert result["shots"] == [1, "all"] and result["eval_split"] == "test"
+    assert json.loads((tmp_path / "curve" / "curve.json").read_text())["points"] == result["points"]
