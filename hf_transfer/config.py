@@ -185,6 +185,16 @@ class TrainConfig:
         default="none",
         metadata={"help": "balanced: weight the loss by inverse class frequency (imbalanced data)."},
     )
+    mixup: float = field(
+        default=0.0,
+        metadata={"help": "MixUp alpha (0: off), e.g. 0.2: blend each training image and its label with another's, "
+                  "weight drawn from Beta(alpha, alpha). Training batches only; each process mixes its own batch."},
+    )
+    cutmix: float = field(
+        default=0.0,
+        metadata={"help": "CutMix alpha (0: off), e.g. 1.0: paste a box of another training image, labels mixed by "
+                  "its area. With --mixup too, each batch gets one of the two at random."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed of model init, data order and augmentation."})
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(
         default="auto", metadata={"help": "auto: bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU."}
@@ -243,6 +253,11 @@ class TrainConfig:
             raise ConfigError("Nothing to train: set --num-train-epochs > 0 or --max-steps > 0.")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}.")
+        for name in ("mixup", "cutmix"):
+            alpha = getattr(self, name)
+            if not 0.0 <= alpha < float("inf"):  # also refuses NaN
+                raise ConfigError(f"--{name} is a Beta(alpha, alpha) parameter: 0 (off) or positive, e.g. 0.2; "
+                                  f"got {alpha}.")
 
 
 @dataclass
