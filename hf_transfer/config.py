@@ -9,6 +9,7 @@ Field names are unique across groups, so a YAML file may be flat or sectioned (`
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -51,10 +52,53 @@ class ModelConfig:
         metadata={"help": "pretrained: load the checkpoint's weights (transfer). random: same architecture from "
                   "scratch, as a baseline that shows what the pretraining is worth."},
     )
+    reuse_head_rows: bool = field(
+        default=True,
+        metadata={"help": "Labels the checkpoint already knows (case-, separator- and plural-insensitive, any "
+                  "synonym of 'ant, emmet, pismire') start from its own head rows, and the run reports their "
+                  "zero-shot accuracy before training. --no-reuse-head-rows: every row starts fresh."},
+    )
+    label_map: Optional[str] = field(
+        default=None,
+        metadata={"help": "Explicit matches of new labels to checkpoint classes, as inline JSON or a JSON file: "
+                  "'{\"crane\": 517, \"ants\": \"ant, emmet, pismire\", \"mouse\": null}' (class index or "
+                  "label; null: no reuse)."},
+    )
 
     def validate(self) -> None:
         if not self.model:
             raise ConfigError("No checkpoint given: pass --model <hub id | folder | embedded:efficientnet_lite0>.")
+        if self.label_map is not None and (not self.reuse_head_rows or self.init == "random"):
+            raise ConfigError("--label-map reuses head rows of the pretrained checkpoint: drop it, or drop "
+                              "--no-reuse-head-rows / --init random.")
+        read_label_map(self.label_map)
+
+    def label_mapping(self) -> dict[str, Any]:
+        """--label-map as {new label: source label, class index or None}."""
+        return read_label_map(self.label_map)
+
+
+def read_label_map(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """--label-map as a dict: inline JSON, a JSON file, or (from YAML) a mapping already."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("{"):
+            if not Path(text).expanduser().is_file():
+                raise ConfigError(f"--label-map {value!r} is neither inline JSON ('{{\"ants\": \"ant\"}}') nor a "
+                                  "JSON file that exists.")
+            text = Path(text).expanduser().read_text()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--label-map is not valid JSON ({error}): write it as "
+                              '\'{"new label": "checkpoint label or class index"}\'.') from error
+    bad = {k: v for k, v in value.items() if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int)))} \
+        if isinstance(value, dict) else value
+    if bad:
+        raise ConfigError(f"--label-map must map label names to a checkpoint label, a class index or null, got {bad!r}.")
+    return {str(k): v for k, v in value.items()}
 
 
 @dataclass
