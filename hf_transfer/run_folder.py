@@ -285,6 +285,8 @@ class Metrics(_Record):
     eval_loss: float | None = _help("mean loss on that split", omit_none=True)
     validation: dict[str, Any] | None = _help("validation accuracy/macro_f1/eval_loss when the report is on test",
                                               omit_none=True)
+    zero_shot: dict[str, Any] | None = _help("accuracy on validation before any training, when head rows of labels "
+                                             "the checkpoint knew were reused, and matched_labels", omit_none=True)
 
 
 @dataclass
@@ -318,6 +320,8 @@ class TrainingSummary(_Record):
     guardrails: dict[str, Any] = _dict_field("{name: record} of the guardrails (overfitting, negative_transfer)")
     calibration: Calibration | None = _help("the calibration record (also in calibration.json)", omit_none=True)
     merge_max_abs_diff: float | None = _help("peft: largest logit difference adapter vs merged", omit_none=True)
+    zero_shot: dict[str, Any] | None = _help("as metrics.json's: the model as initialised, before any training",
+                                             omit_none=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.calibration, dict):  # as read from a file
