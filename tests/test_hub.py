@@ -485,14 +485,14 @@ def test_space_push_of_space_app_builds_the_page_from_a_checkout(hub, hub_env, t
     push_space("alice/adapter", "alice/try-it", token=ALICE_TOKEN, endpoint=hub.url)  # the real space_app/
     files = hub.state.files("alice/try-it", "space")
     assert files["app.py"] == (default_app_dir() / "app.py").read_bytes()
-    assert "hf_transfer/space.py" in files and "README.md" in files
+    assert "hf_transfer/app/page.py" in files and "README.md" in files
     assert "sdk: gradio" in files["README.md"].decode()  # space_app/README.md (local notes) is replaced
     variables = {k: v["value"] for k, v in hub.state.repo("alice/try-it", "space").variables.items()}
     checkout = Path(snapshot_download("alice/try-it", repo_type="space", endpoint=hub.url, token=ALICE_TOKEN,
                                       cache_dir=tmp_path / "c"))
     proc = run_python(f"""
 import app, hf_transfer  # app.py exits with a message when it cannot import hf_transfer
-from hf_transfer import space
+from hf_transfer.app import page as space
 assert hf_transfer.__file__.startswith({str(checkout)!r}), hf_transfer.__file__
 classifier = space.load_for_space(device="cpu")
 print("SCORES", sorted(space.predict_scores(classifier, {trained.images[0]!r})))
