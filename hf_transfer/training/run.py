@@ -31,6 +31,7 @@ from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmen
 from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, training_callbacks
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
 from hf_transfer.training.loss import make_loss
+from hf_transfer.training.mixing import make_mixer
 from hf_transfer.training.optim import build_param_groups
 from hf_transfer.training.save import Evaluation, calibrate, save_run
 from hf_transfer.training.strategies import AppliedStrategy, apply_strategy, get_strategy
@@ -192,6 +193,7 @@ def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (
         eval_dataset=prep.dataset("validation"), data_collator=collate,
         compute_metrics=trainer_metrics(prep.labels, multi_label=run.data.multi_label),
         processing_class=prep.processor, callbacks=callbacks, compute_loss_func=make_loss(run, prep.report),
+        train_batch_transform=make_mixer(run, num_labels=len(prep.labels), rank=prep.args.process_index),
     )
 
 
@@ -261,6 +263,8 @@ def _hyperparameters(prep: Prepared) -> dict[str, Any]:
         "lr_scheduler_type": t.lr_scheduler_type,
         "label_smoothing": t.label_smoothing,
         "class_weighting": t.class_weighting,
+        "mixup": t.mixup,
+        "cutmix": t.cutmix,
         "augment": run.data.augment,
         "seed": t.seed,
         "mixed_precision": t.mixed_precision,

@@ -32,11 +32,14 @@ class TransferTrainer(Trainer):
     """``Trainer`` with hf_transfer's optimizer groups and atomic, resumable checkpoints.
 
     ``param_groups(model)`` returns the AdamW parameter groups for the model as the Trainer holds it when it
-    creates the optimizer (after FSDP wrapping when FSDP delays optimizer creation).
+    creates the optimizer (after FSDP wrapping when FSDP delays optimizer creation). ``train_batch_transform
+    (batch, step=global_step)``, if given, rewrites each training batch on the device (MixUp/CutMix).
     """
 
-    def __init__(self, *args, param_groups: Callable[[nn.Module], list[dict[str, Any]]], **kwargs):
+    def __init__(self, *args, param_groups: Callable[[nn.Module], list[dict[str, Any]]],
+                 train_batch_transform: Callable[..., dict[str, Any]] | None = None, **kwargs):
         self._param_groups = param_groups
+        self._train_batch_transform = train_batch_transform
         self._staging_root: str | None = None
         super().__init__(*args, **kwargs)
 
@@ -44,6 +47,13 @@ class TransferTrainer(Trainer):
         if self.optimizer is None:
             self.optimizer = make_optimizer(self._param_groups(self.model if model is None else model))
         return self.optimizer
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        # Training batches only: evaluation and prediction never come here. The Trainer has already counted
+        # the batch's targets (num_items_in_batch, the loss's divisor) from the unmixed labels.
+        if self._train_batch_transform is not None:
+            inputs = self._train_batch_transform(self._prepare_inputs(inputs), step=self.state.global_step)
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
