@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
@@ -26,7 +26,7 @@ from hf_transfer.evaluation.metrics import classification_metrics, format_metric
 from hf_transfer.modeling.loading import load_model_for_labels, load_processor
 from hf_transfer.training.augmentation import PerSampleAugmentation
 from hf_transfer.training.optim import build_param_groups, make_optimizer
-from hf_transfer.training.strategies import apply_strategy
+from hf_transfer.training.strategies import apply_strategy, get_strategy
 
 
 def evaluate(model, loader, accelerator):
@@ -43,11 +43,16 @@ def evaluate(model, loader, accelerator):
 
 
 def training_function(args):
+    strategy = get_strategy(args.strategy)  # the registry entry says what the method needs from the loop
+    if strategy.callback_types:  # e.g. AdaLoRA's rank budget, a Trainer callback that this loop does not run
+        raise SystemExit(f"--strategy {strategy.name} needs Trainer callbacks: use recipes/finetune.py.")
     # Seedable sampler: the shuffle is a function of (seed, epoch), so a resumed run sees the same batches.
     # cpu=True without CUDA: otherwise `accelerate launch` on CPU starts N independent single-process runs.
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                               mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available(),
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+                              kwargs_handlers=[DistributedDataParallelKwargs(
+                                  find_unused_parameters=strategy.ddp_find_unused_parameters)])
     set_seed(args.seed)
     out = Path(args.output_dir)
     with accelerator.main_process_first():  # the main process fills shared caches (embedded data/weights) first
@@ -80,7 +85,9 @@ def training_function(args):
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     completed = 0
     if args.resume:  # model, optimizer, scheduler, RNG and sampler state, as saved at that step
-        checkpoint = max((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        checkpoint = max((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
+        if checkpoint is None:
+            raise SystemExit(f"--resume: no checkpoint in {out / 'checkpoints'}; drop --resume to start a new run.")
         accelerator.load_state(str(checkpoint))
         completed = int(checkpoint.name.split("-")[1])
         accelerator.print(f"resumed from {checkpoint} (step {completed})")

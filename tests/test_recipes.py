@@ -75,7 +75,7 @@ def test_recipes_are_short_scripts_that_show_the_flow():
     for name in ("finetune.py", "finetune_no_trainer.py", "linear_probe.py"):
         source = (RECIPES / name).read_text()
         code = [line for line in source.split('"""', 2)[2].splitlines() if line.strip()]
-        assert len(code) <= 135, (name, len(code))
+        assert len(code) <= 140, (name, len(code))
         assert source.startswith('"""') and "accelerate launch" in source.split('"""')[1], name
         for option in ("--output-dir", "--max-steps") if name != "finetune.py" else ():
             assert f'"{option}"' in source, (name, option)
@@ -270,6 +270,17 @@ def test_finetune_no_trainer_resume_ends_with_the_same_weights(assets):
     assert "resumed from" in done.stdout and "(step 4)" in done.stdout
     assert max_weight_diff(full / "model.safetensors", resumed / "model.safetensors") <= 1e-5
     assert read_json(full / "metrics.json")["accuracy"] == read_json(resumed / "metrics.json")["accuracy"]
+
+
+def test_finetune_no_trainer_refuses_what_its_loop_cannot_do(assets):
+    root, model, data = assets
+    env, base = offline_env(root / "cache"), [sys.executable, RECIPES / "finetune_no_trainer.py", "--model", model,
+                                              "--data", data, "--max-steps", "2"]
+    done = run([*base, "--output-dir", root / "never_ran", "--resume"], env=env, cwd=root, check=False)
+    assert done.returncode != 0 and "--resume: no checkpoint in" in done.stderr, done.stderr[-2000:]
+    done = run([*base, "--output-dir", root / "adalora", "--strategy", "adalora"], env=env, cwd=root, check=False)
+    assert done.returncode != 0 and "adalora needs Trainer callbacks: use recipes/finetune.py" in done.stderr
+    assert not (root / "adalora").exists()
 
 
 def test_linear_probe_recipe_under_accelerate_launch(assets):
