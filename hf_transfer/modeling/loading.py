@@ -2,14 +2,15 @@
 
 The label set is set once here (``id2label``/``label2id``/``problem_type``) and travels with the config into
 every saved folder, ``pipeline()`` output and model card. Weights are loaded from safetensors only, the
-head is re-initialised for the new labels, and any *other* weight that fails to load is an error: we never
-carry on with a randomly initialised backbone.
+head is re-initialised for the new labels (except the rows of labels the checkpoint already knows, which start
+from its own rows), and any *other* weight that fails to load is an error: we never carry on with a randomly
+initialised backbone.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,13 @@ from hf_transfer import cache
 from hf_transfer.errors import CheckpointError, CheckpointNotFoundError
 from hf_transfer.modeling import bundled
 from hf_transfer.modeling.heads import find_head_names, in_head
+from hf_transfer.modeling.label_match import (
+    LabelMatch,
+    copy_rows,
+    head_row_parameters,
+    match_labels,
+    read_source_tensors,
+)
 
 PROBLEM_TYPES = {False: "single_label_classification", True: "multi_label_classification"}
 
@@ -133,7 +141,17 @@ def label_config(label_names: Sequence[str], *, multi_label: bool = False) -> di
     }
 
 
-def load_model_for_labels(
+def load_model_for_labels(spec: str, label_names: Sequence[str], **options: Any) -> nn.Module:
+    """Load ``spec`` with a new head for ``label_names``; ``init='random'`` builds the same architecture untrained.
+
+    Keyword options are :func:`load_model_and_match`'s (revision, multi_label, init, trust_remote_code,
+    reuse_head_rows, label_map; an unknown one is a TypeError there). With ``reuse_head_rows`` (default) the
+    rows of labels the checkpoint already knows start from its own head rows.
+    """
+    return load_model_and_match(spec, label_names, **options)[0]
+
+
+def load_model_and_match(
     spec: str,
     label_names: Sequence[str],
     *,
@@ -141,10 +159,14 @@ def load_model_for_labels(
     multi_label: bool = False,
     init: str = "pretrained",
     trust_remote_code: bool = False,
-) -> nn.Module:
-    """Load ``spec`` with a fresh head for ``label_names``; ``init='random'`` builds the same architecture untrained."""
-    from transformers import AutoModelForImageClassification
+    reuse_head_rows: bool = True,
+    label_map: Mapping[str, Any] | None = None,
+) -> tuple[nn.Module, LabelMatch]:
+    """The checkpoint with a new head for ``label_names``, and the :class:`LabelMatch` of the rows reused (empty: none).
 
+    ``reuse_head_rows``: rows of labels the checkpoint knows start from its own rows
+    (:mod:`hf_transfer.modeling.label_match`); ``label_map``: explicit matches, ``{new: source label or index}``.
+    """
     source = resolve_model(spec, revision=revision)
     labels = label_config(label_names, multi_label=multi_label)
     config = _load_config(source, spec=spec, revision=revision, trust_remote_code=trust_remote_code, **labels)
@@ -152,13 +174,30 @@ def load_model_for_labels(
     if getattr(config, "model_type", None) == "timm_wrapper":
         # TimmWrapperConfig saves `label_names`, not id2label; a stale ImageNet list would come back on reload.
         config.label_names = [labels["id2label"][i] for i in range(labels["num_labels"])]
-    if init == "random":
-        if not getattr(config, "architectures", None):
-            config.architectures = [_classifier_class_name(config)]
-        model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
-        model.name_or_path = spec
-        return model
+    if init == "random":  # from scratch: there are no source rows to reuse
+        return _random_model(config, spec=spec, trust_remote_code=trust_remote_code), LabelMatch()
     check_safetensors(source, spec=spec)
+    model = _pretrained_model(source, config, spec=spec, revision=revision, trust_remote_code=trust_remote_code)
+    match = LabelMatch()
+    if reuse_head_rows:
+        match = reuse_known_rows(model, source, [str(n) for n in label_names], spec=spec, revision=revision,
+                                 trust_remote_code=trust_remote_code, label_map=label_map)
+    return model, match
+
+
+def _random_model(config, *, spec: str, trust_remote_code: bool) -> nn.Module:
+    from transformers import AutoModelForImageClassification
+
+    if not getattr(config, "architectures", None):
+        config.architectures = [_classifier_class_name(config)]
+    model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
+    model.name_or_path = spec
+    return model
+
+
+def _pretrained_model(source: str, config, *, spec: str, revision: str | None, trust_remote_code: bool) -> nn.Module:
+    from transformers import AutoModelForImageClassification
+
     try:
         model, info = AutoModelForImageClassification.from_pretrained(
             source, config=config, revision=revision, trust_remote_code=trust_remote_code,
@@ -174,6 +213,24 @@ def load_model_for_labels(
     _check_loaded(model, info, spec=spec)
     model.name_or_path = spec
     return model
+
+
+def reuse_known_rows(model: nn.Module, source: str, labels: list[str], *, spec: str, revision: str | None = None,
+                     trust_remote_code: bool = False, label_map: Mapping[str, Any] | None = None) -> LabelMatch:
+    """Copy the source head's rows of the labels it knows into ``model``'s new head; returns what matched.
+
+    The source rows are read from the checkpoint's safetensors (the head tensors only): cheaper than loading
+    the model a second time with its own head. Nothing matched: the model is left exactly as loaded.
+    """
+    source_config = _load_config(source, spec=spec, revision=revision, trust_remote_code=trust_remote_code)
+    match = match_labels(labels, getattr(source_config, "id2label", None) or {}, label_map=label_map)
+    if not match.rows:
+        return match
+    names = list(head_row_parameters(model, len(labels)))
+    match.copied = copy_rows(model, read_source_tensors(source, names, revision=revision), match)
+    if not match.copied:  # the checkpoint has no head with these rows (e.g. a headless backbone)
+        match.rows, match.matched = {}, {}
+    return match
 
 
 def _classifier_class_name(config) -> str:

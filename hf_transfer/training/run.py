@@ -24,7 +24,8 @@ from hf_transfer.config import RunConfig
 from hf_transfer.data.loading import DataReport, load_splits
 from hf_transfer.data.transforms import PreprocessSpec, collate, make_batch_transform
 from hf_transfer.evaluation.metrics import classification_metrics, format_metrics, trainer_metrics
-from hf_transfer.modeling.loading import load_model_for_labels, load_processor
+from hf_transfer.modeling.label_match import LabelMatch
+from hf_transfer.modeling.loading import load_model_and_match, load_processor
 from hf_transfer.run_folder import TrainingSummary
 from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
 from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
@@ -60,6 +61,8 @@ class Prepared:
     total_steps: int | None  # only for strategies that schedule themselves over the run (Strategy.needs_total_steps)
     started: float
     guardrails: dict[str, Any] = field(default_factory=dict)
+    label_match: LabelMatch = field(default_factory=LabelMatch)  # head rows reused for labels the checkpoint knew
+    zero_shot: dict[str, Any] | None = None  # accuracy of the model as initialised, when rows were reused
 
     @property
     def labels(self) -> list[str]:
@@ -77,7 +80,8 @@ class Prepared:
 
     def rebuild_model(self) -> nn.Module:
         """A fresh copy of the model as trained (same checkpoint, labels and strategy), e.g. to unshard FSDP into."""
-        return apply_strategy(_load_model(self.run, self.labels), self.run.strategy, total_steps=self.total_steps).model
+        model, _ = _load_model(self.run, self.labels)
+        return apply_strategy(model, self.run.strategy, total_steps=self.total_steps).model
 
 
 @dataclass
@@ -120,25 +124,49 @@ def prepare(run: RunConfig) -> Prepared:
             out = _prepare_output_dir(out, resume=run.train.resume)
         set_seed(run.train.seed)  # the new head's initialisation depends on it
         splits, report = load_splits(run.data)
-        model = _load_model(run, report.label_names)
+        model, label_match = _load_model(run, report.label_names)
         processor = load_processor(run.model.model, revision=run.model.revision,
                                    trust_remote_code=run.model.trust_remote_code)
+    zero = zero_shot(model, processor, splits["validation"], label_match, run=run, device=args.device)
     total_steps = estimate_total_steps(len(splits["train"]), run) if strategy.needs_total_steps else None
     applied = apply_strategy(model, run.strategy, total_steps=total_steps)
     prep = Prepared(run=run, out=out, args=args, splits=splits, report=report, processor=processor,
                     spec=PreprocessSpec.from_processor(processor, source=run.model.model), applied=applied, total_steps=total_steps,
-                    started=started)
+                    started=started, label_match=label_match, zero_shot=zero)
     if is_main_process():
         _announce(prep)
         _check_negative_transfer(prep)
     return prep
 
 
-def _load_model(run: RunConfig, labels: list[str]) -> nn.Module:
-    """The checkpoint with a new head for ``labels`` (not yet adapted by the strategy)."""
+def _load_model(run: RunConfig, labels: list[str]) -> tuple[nn.Module, LabelMatch]:
+    """The checkpoint with a new head for ``labels`` (not yet adapted by the strategy), and the rows it reused."""
     m = run.model
-    return load_model_for_labels(m.model, labels, revision=m.revision, multi_label=run.data.multi_label, init=m.init,
-                                 trust_remote_code=m.trust_remote_code)
+    return load_model_and_match(m.model, labels, revision=m.revision, multi_label=run.data.multi_label, init=m.init,
+                                trust_remote_code=m.trust_remote_code, reuse_head_rows=m.reuse_head_rows,
+                                label_map=m.label_mapping())
+
+
+def zero_shot(model: nn.Module, processor, validation, match: LabelMatch, *, run: RunConfig,
+              device=None) -> dict[str, Any] | None:
+    """Accuracy on ``validation`` of the model as initialised, before any training (main process).
+
+    Only when head rows were reused: over *all* validation images and all classes, so the rows that start
+    fresh count too (a fair "what the checkpoint already knew" number). Multi-label: sigmoid > 0.5, exact match.
+    """
+    if not match.rows or not is_main_process():
+        return None
+    from hf_transfer.data.transforms import encode_target
+    from hf_transfer.evaluation.inference import predict_logits
+
+    home = next(model.parameters()).device
+    logits = predict_logits(model.to(device or home), processor, validation,
+                            batch_size=run.train.per_device_eval_batch_size)
+    model.to(home)
+    names, multi = [model.config.id2label[i] for i in range(model.config.num_labels)], run.data.multi_label
+    truth = np.stack([np.asarray(encode_target(y, multi_label=multi, num_labels=len(names))) for y in validation["label"]])
+    scores = classification_metrics(logits, truth, names, multi_label=multi, top_k=())
+    return {"accuracy": scores["accuracy"], "split": "validation", "num_samples": len(truth)} | match.to_dict()
 
 
 def _prepare_output_dir(out: Path, *, resume: bool) -> Path:
@@ -154,6 +182,11 @@ def _announce(prep: Prepared) -> None:
     print(prep.applied.summary(), flush=True)
     print(f"data: {report.split_sizes} examples, {len(labels)} classes: {labels[:10]}"
           f"{' ...' if len(labels) > 10 else ''}", flush=True)
+    if prep.label_match.describe():
+        print(prep.label_match.describe(), flush=True)
+    if prep.zero_shot:
+        print(f"zero-shot (before training, {len(prep.label_match.rows)} reused row(s)): validation accuracy "
+              f"{prep.zero_shot['accuracy']:.3f}", flush=True)
     if report.bad_images:
         print(f"left out {len(report.bad_images)} unreadable image(s); see {out / run_folder.DATA_REPORT_FILE}")
     prep.run.save_yaml(out / run_folder.CONFIG_FILE)
@@ -216,6 +249,8 @@ def final_evaluation(trainer: Trainer, prep: Prepared) -> FinalEvaluation:
         val_logits, val_labels, val_loss = evaluations["validation"]
         val = classification_metrics(val_logits, val_labels, labels, multi_label=multi, top_k=())
         metrics["validation"] = {"accuracy": val["accuracy"], "macro_f1": val["macro_f1"], "eval_loss": val_loss}
+    if prep.zero_shot:
+        metrics["zero_shot"] = prep.zero_shot
     return FinalEvaluation(evaluations, metrics)
 
 
@@ -245,6 +280,7 @@ def summarize(prep: Prepared, trainer: Trainer, train_output) -> TrainingSummary
         early_stopped=bool(state.global_step < state.max_steps),
         hf_transfer_version=__version__,
         guardrails=prep.guardrails | guardrail_summary(trainer),
+        zero_shot=prep.zero_shot,
     )
 
 
