@@ -50,8 +50,10 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -
     t = run.train
     metric = t.metric_for_best_model.removeprefix("eval_")
     workers = default_num_workers() if t.dataloader_num_workers < 0 else t.dataloader_num_workers
-    # Several processes without CUDA: without use_cpu the Trainer would run N independent single-process trainings.
-    use_cpu = t.use_cpu or (world_size() > 1 and not torch.cuda.is_available())
+    # Without CUDA, two cases need use_cpu: several processes (else the Trainer runs N independent single-process
+    # trainings) and bf16 (transformers refuses bf16 on a "GPU" setup it cannot find, though CPU autocast has it).
+    no_cuda = not torch.cuda.is_available()
+    use_cpu = t.use_cpu or (no_cuda and (world_size() > 1 or t.mixed_precision == "bf16"))
     return TrainingArguments(
         output_dir=str(out / run_folder.CHECKPOINTS_DIR),
         restore_callback_states_from_checkpoint=True,  # early stopping and guardrail counters survive --resume
