@@ -15,6 +15,7 @@ from hf_transfer.config import ModelConfig, read_label_map
 from hf_transfer.errors import ConfigError
 from hf_transfer.modeling.label_match import LabelMatch, copy_rows, match_labels
 from hf_transfer.modeling.loading import load_model_and_match, load_model_for_labels
+from hf_transfer.publish.model_card import build_model_card
 
 IMAGENET_LIKE = {0: "ant, emmet, pismire", 1: "bee", 2: "crane", 3: "crane", 4: "tabby, tabby cat",
                  5: "butterfly", 6: "box", 7: "sunglasses, dark glasses, shades"}
@@ -178,3 +179,5 @@ def test_a_checkpoint_that_knows_the_labels_beats_chance_before_training(tmp_pat
     assert zero["accuracy"] >= 0.8, zero  # chance: 0.5
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["zero_shot"] == zero
+    card = str(build_model_card(tmp_path / "out", repo_id="me/lines"))
+    assert "Before any training (zero-shot)" in card and "Horizontals ← horizontal" in card

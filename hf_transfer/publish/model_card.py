@@ -123,11 +123,21 @@ def _evaluation_section(metrics: Metrics, linked: set[str]) -> str:
     if metrics.eval_loss is not None:
         headline.append(f"| loss | {_fmt(metrics.eval_loss)} |")
     parts.append("| metric | value |\n|---|---:|\n" + "\n".join(headline) + "\n")
+    if metrics.zero_shot:
+        parts.append(_zero_shot_line(metrics.zero_shot))
     if metrics.per_class:
         parts += ["### Per class\n", _per_class_table(metrics.per_class)]
     if CONFUSION_FILE in linked:
         parts.append(f"### Confusion matrix\n\n![Confusion matrix]({CONFUSION_FILE})\n")
     return "\n".join(parts)
+
+
+def _zero_shot_line(zero_shot: dict) -> str:
+    """Before any training: the checkpoint's own head rows for the labels it already knew."""
+    pairs = ", ".join(f"{_md_escape(new)} ← {_md_escape(old)}" for new, old in zero_shot.get("matched_labels", {}).items())
+    return (f"Before any training (zero-shot), the model as initialised scored accuracy "
+            f"{_fmt(zero_shot.get('accuracy'))} on {zero_shot.get('split', 'validation')} "
+            f"({zero_shot.get('num_samples', '?')} images): head rows reused from the checkpoint for {pairs}.\n")
 
 
 def _training_section(summary: TrainingSummary) -> str:
