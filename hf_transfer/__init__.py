@@ -28,6 +28,7 @@ __all__ = [
     "train",
     "evaluate",
     "load_classifier",
+    "load_metric",
     "ImageClassifier",
     "RunResult",
     # choose: checkpoints and strategies before training

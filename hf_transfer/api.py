@@ -33,17 +33,18 @@ from hf_transfer.errors import ConfigError, HfTransferError
 
 if TYPE_CHECKING:
     from hf_transfer.evaluation.inference import ImageClassifier, load_classifier
+    from hf_transfer.evaluation.metric_modules.load import load_metric
     from hf_transfer.training.run import RunResult
     from hf_transfer.transferability.rank import Ranking
 
 __all__ = ["ConfigError", "DataConfig", "HfTransferError", "ImageClassifier", "ModelConfig", "RunConfig",
            "RunResult", "StrategyConfig", "TrainConfig", "curve", "evaluate", "list_strategies", "load_classifier",
-           "rank", "train"]
+           "load_metric", "rank", "train"]
 
 # Re-exported from modules that import torch: resolved on first use, so `from hf_transfer import RunConfig`
 # stays light.
 _LAZY = {"ImageClassifier": "hf_transfer.evaluation.inference", "load_classifier": "hf_transfer.evaluation.inference",
-         "RunResult": "hf_transfer.training.run"}
+         "RunResult": "hf_transfer.training.run", "load_metric": "hf_transfer.evaluation.metric_modules.load"}
 DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))
 
 

@@ -1,7 +1,10 @@
 """Honest evaluation: accuracy, macro-F1, per-class precision/recall/F1, top-k and a confusion matrix.
 
-Computed with scikit-learn. (``evaluate.load("accuracy")`` downloads its metric script from the Hub and
-fails offline, blaming a missing local file; scikit-learn computes the same numbers with no download.)
+Single-label numbers are computed through hf_transfer's own evaluate metric modules
+(:mod:`hf_transfer.evaluation.metric_modules`: accuracy, f1, top_k_accuracy), so metrics.json holds exactly
+what ``hf_transfer.load_metric(...)`` gives a user. They ship in the package and load offline
+(``evaluate.load("accuracy")`` would download its script from the Hub). The confusion matrix and the
+multi-label numbers come from scikit-learn.
 """
 
 from __future__ import annotations
@@ -34,25 +37,24 @@ def _present(support: np.ndarray) -> list[int]:
 
 def _single_label_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str],
                           top_k: Sequence[int]) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+    """Through the metric modules: the numbers are theirs (keep_in_memory: no cache files, no locks)."""
+    from sklearn.metrics import confusion_matrix
 
-    ids = list(range(len(names)))
-    predicted = logits.argmax(axis=1)
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=ids, zero_division=0)
-    present = _present(support)
-    metrics: dict[str, Any] = {
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "macro_f1": float(np.mean(f1[present])) if present else 0.0,
-        "absent_classes": [names[i] for i in ids if i not in present],
-        "top_k_accuracy": {},
-        "per_class": _per_class(names, precision, recall, f1, support),
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=ids).tolist(),
+    from hf_transfer.evaluation.metric_modules.load import load_metric
+
+    labels = labels.astype(np.int64)
+    inputs = {"predictions": logits, "references": labels}
+    f1 = load_metric("f1", label_names=names, keep_in_memory=True).compute(**inputs)
+    return {
+        "accuracy": load_metric("accuracy", keep_in_memory=True).compute(**inputs)["accuracy"],
+        "macro_f1": f1["f1"],
+        "absent_classes": f1["absent_classes"],
+        "top_k_accuracy": {str(k): load_metric("top_k_accuracy", k=k, keep_in_memory=True).compute(**inputs)[
+            "top_k_accuracy"] for k in top_k if 1 < k < len(names)},
+        "per_class": f1["per_class"],
+        "confusion_matrix": confusion_matrix(labels, logits.argmax(axis=1), labels=range(len(names))).tolist(),
         "num_samples": int(len(labels)),
     }
-    for k in top_k:
-        if 1 < k < len(names):
-            metrics["top_k_accuracy"][str(k)] = float(top_k_accuracy_score(labels, logits, k=k, labels=ids))
-    return metrics
 
 
 def _multi_label_metrics(logits: np.ndarray, truth: np.ndarray, names: list[str]) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Evaluate a trained classifier (folder or Hub id) on labelled data, matching labels by name.
 
+The numbers are metrics.json's (:func:`classification_metrics`, through the evaluate metric modules), plus the
+expected calibration error of the model's scores (``ece``, single-label) from the ``ece`` module.
+
 The data's label ids are mapped onto the model's through the label *names*, so a data set whose classes
 are ordered differently still scores correctly, and a class the model has never seen is an error.
 """
@@ -37,8 +40,18 @@ def evaluate_classifier(classifier: ImageClassifier, data: DataConfig, *, split:
                             device=classifier.device)
     targets = _targets(dataset["label"], to_model, num_labels=len(classifier.labels), multi_label=classifier.multi_label)
     metrics = classification_metrics(logits, targets, classifier.labels, multi_label=classifier.multi_label)
+    if not classifier.multi_label:
+        metrics["ece"] = _ece(logits, targets)
     metrics.update(split=split, model=classifier.source, data=data.data)
     return metrics
+
+
+def _ece(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Expected calibration error of the model's softmax scores, through the ``ece`` metric module."""
+    from hf_transfer.evaluation.calibration import softmax
+    from hf_transfer.evaluation.metric_modules.load import load_metric
+
+    return load_metric("ece", keep_in_memory=True).compute(predictions=softmax(logits), references=targets)["ece"]
 
 
 def _targets(labels, to_model: np.ndarray, *, num_labels: int, multi_label: bool) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The `accuracy` metric module (the script is accuracy.py; a folder evaluate.load can take by path)."""
