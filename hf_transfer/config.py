@@ -289,6 +289,12 @@ class TrainConfig:
                   "`hf-transfer push` command that retries it."},
     )
     hub_private: bool = field(default=False, metadata={"help": "With --push-to-hub: create the repo as private."})
+    verbose: bool = field(
+        default=False,
+        metadata={"help": "Also show the libraries' own output: the Trainer's log dicts, transformers' weight-loading "
+                  "report and its loading/saving bars, Hub and datasets bars (off by default: stdout carries the "
+                  "results, stderr one progress bar per phase and the warnings)."},
+    )
 
     def validate(self) -> None:
         if not self.output_dir:
