@@ -50,3 +50,14 @@ def test_multi_label_macro_f1_skips_columns_without_positives():
     m = classification_metrics(logits, labels, ["x", "y", "z"], multi_label=True)
     assert m["per_class"]["x"]["f1"] == 1.0 and m["per_class"]["y"]["f1"] == 1.0
     assert m["macro_f1"] == 1.0 and m["absent_classes"] == ["z"]
+
+
+def test_single_label_numbers_come_from_the_evaluate_metric_modules(monkeypatch):
+    from hf_transfer.evaluation.metric_modules import load
+
+    used, real = [], load.load_metric
+    monkeypatch.setattr(load, "load_metric", lambda name, **options: used.append(name) or real(name, **options))
+    logits = np.array([[0.5, 0.5, 0.0], [0.1, 0.4, 0.4], [0, 1, 2]], dtype=float)   # ties: the first class wins
+    m = classification_metrics(logits, np.array([0, 1, 2]), ["a", "b", "c"], top_k=(2,))
+    assert sorted(used) == ["accuracy", "f1", "top_k_accuracy"]
+    assert m["accuracy"] == 1.0 and m["top_k_accuracy"] == {"2": 1.0} and m["macro_f1"] == 1.0
