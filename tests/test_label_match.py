@@ -181,3 +181,34 @@ def test_a_checkpoint_that_knows_the_labels_beats_chance_before_training(tmp_pat
     assert summary["zero_shot"] == zero
     card = str(build_model_card(tmp_path / "out", repo_id="me/lines"))
     assert "Before any training (zero-shot)" in card and "Horizontals ← horizontal" in card
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_zero_shot_scores_the_model_as_initialised(tmp_path, multi_label):
+    """Single-label: argmax; multi-label: sigmoid > 0.5 and exact match; nothing reused: no number at all."""
+    import datasets
+    import numpy as np
+
+    from hf_transfer.evaluation.inference import predict_logits
+    from hf_transfer.training.run import zero_shot
+
+    folder = make_checkpoint("vit", tmp_path / "vit", label_names=SOURCE)
+    data = make_image_folder(tmp_path / "data", per_class=3, test_per_class=0)
+    files = sorted(str(p) for p in (data / "train").rglob("*.png"))
+    label = datasets.Sequence(datasets.ClassLabel(names=["ants", "bees"])) if multi_label else \
+        datasets.ClassLabel(names=["ants", "bees"])
+    targets = [[i % 2] if multi_label else i % 2 for i in range(len(files))]
+    split = datasets.Dataset.from_dict({"image": [{"path": f, "bytes": None} for f in files], "label": targets},
+                                       features=datasets.Features({"image": datasets.Image(decode=False), "label": label}))
+    model, match = load_model_and_match(str(folder), ["ants", "bees"], multi_label=multi_label)
+    run = quick_run_config(folder, data, tmp_path / "out", multi_label=multi_label)
+    result = zero_shot(model, tiny_processor(), split, match, run=run)
+    logits = predict_logits(model, tiny_processor(), split)
+    truth = np.asarray([i % 2 for i in range(len(files))])
+    if multi_label:
+        expected = np.mean([(row > 0).tolist() == [t == 0, t == 1] for row, t in zip(logits, truth)])
+    else:
+        expected = np.mean(logits.argmax(1) == truth)
+    assert result["accuracy"] == pytest.approx(expected) and result["num_samples"] == len(files)
+    assert result["matched_labels"] == {"ants": "ant, emmet, pismire", "bees": "bee"}
+    assert zero_shot(model, tiny_processor(), split, LabelMatch(), run=run) is None
