@@ -11,7 +11,7 @@ from tiny import build_model, make_checkpoint, quick_run_config, tiny_processor
 from torch import nn
 from transfer_fixtures import make_image_folder, save_trained_vit
 
-from hf_transfer.config import ModelConfig, read_label_map
+from hf_transfer.config import ModelConfig, parse_run_config, read_label_map
 from hf_transfer.errors import ConfigError
 from hf_transfer.modeling.label_match import LabelMatch, copy_rows, match_labels
 from hf_transfer.modeling.loading import load_model_and_match, load_model_for_labels
@@ -73,6 +73,10 @@ def test_label_map_option_reads_inline_json_or_a_file_and_refuses_bad_input(tmp_
             read_label_map(bad)
     with pytest.raises(ConfigError, match="--init random"):
         ModelConfig(model="m", init="random", label_map='{"a": 1}').validate()
+    base = ["--model", "m", "--data", "d", "--output-dir", "o"]
+    assert parse_run_config(base).model.reuse_head_rows is True
+    assert parse_run_config([*base, "--no-reuse-head-rows"]).model.reuse_head_rows is False
+    assert parse_run_config([*base, "--label-map", '{"a": 2}']).model.label_mapping() == {"a": 2}
 
 
 # --------------------------------------------------------------------------------------------- head rows
