@@ -168,7 +168,7 @@ def test_multi_label_rows_are_reused(tmp_path):
 
 def test_a_checkpoint_that_knows_the_labels_beats_chance_before_training(tmp_path):
     """save_trained_vit's head knows horizontal/vertical/diagonal; the user's folders say 'Horizontals'..."""
-    checkpoint = save_trained_vit(tmp_path / "ckpt", make_image_folder(tmp_path / "source"), steps=40)
+    checkpoint = save_trained_vit(tmp_path / "ckpt", make_image_folder(tmp_path / "source"), steps=20)
     data = make_image_folder(tmp_path / "data", per_class=24, seed=1, classes=("horizontal", "vertical"))
     for old, new in (("horizontal", "Horizontals"), ("vertical", "vertical_lines")):
         shutil.move(data / "train" / old, data / "train" / new)
