@@ -214,3 +214,18 @@ def test_documented_imports_from_hf_transfer_exist():
         for names in re.findall(r"^\s*from hf_transfer import ([\w, ]+)$", doc.read_text(encoding="utf-8"), re.M):
             wrong += [f"{doc.name}: {n.strip()}" for n in names.split(",") if n.strip() not in public]
     assert not wrong, f"the docs import names hf_transfer does not export: {wrong}"
+
+
+def test_readme_api_snippet_load_classifier_takes_what_train_returns():
+    """README: `load_classifier(result.output_dir).predict("photo.jpg")`, where `result.output_dir` is a Path."""
+    import json
+
+    from hf_transfer import RunResult, load_classifier
+
+    assert RunResult.__dataclass_fields__["output_dir"].type in ("Path", Path)
+    folder = ROOT / "tests" / "fixtures" / "run_0_1_0"  # a run folder, as train() leaves one
+    expected = json.loads((ROOT / "tests" / "fixtures" / "run_0_1_0_predictions.json").read_text())
+    image = "examples/cat/00.png"
+    got = load_classifier(folder).predict(folder / image, top_k=3)
+    assert [r["label"] for r in got] == [r["label"] for r in expected[image]]
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected[image]], abs=1e-5)
