@@ -35,7 +35,7 @@ def run(args, extra) -> int:
     data = data_config_from(args)
     curve = learning_curve(data=data, model=args.model, shots=args.shots, seeds=args.seeds, c_reg=args.c_reg,
                            cache_dir=args.cache_dir, batch_size=args.batch_size, lora_shots=args.lora_shots,
-                           lora_steps=args.lora_steps, lora_dir=Path(args.output_dir) / "lora_runs", verbose=True)
+                           lora_steps=args.lora_steps, lora_dir=Path(args.output_dir) / "lora_runs", verbose=args.verbose)
     json_path, png_path = write_curve(curve, args.output_dir)
     for line in verdicts(curve):
         print(line)

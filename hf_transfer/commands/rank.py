@@ -35,7 +35,7 @@ def run(args, extra) -> int:
     data = data_config_from(args)
     ranking = rank_models(data=data, models=args.models, sample_size=args.sample_size, seed=args.seed,
                           rank_by=args.rank_by, baseline=not args.no_baseline, cache_dir=args.cache_dir,
-                          batch_size=args.batch_size, verbose=True)
+                          batch_size=args.batch_size, verbose=args.verbose)
     json_path, png_path = write_ranking(ranking, args.output_dir)
     print(format_table(ranking))
     print(f"wrote {json_path} and {png_path}")

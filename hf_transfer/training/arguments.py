@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from hf_transfer import run_folder
+from hf_transfer import console, run_folder
 from hf_transfer.config import RunConfig
 from hf_transfer.errors import ConfigError
 from hf_transfer.training.distributed import world_size
@@ -68,6 +68,10 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_fraction,  # a float < 1 is a fraction of the total steps in transformers 5
         logging_steps=t.logging_steps,
+        # Quiet: no tqdm bars of the Trainer's own (run.py swaps in ConsoleProgress); "passive" leaves the
+        # verbosity to console.quiet, which restores it after the run.
+        disable_tqdm=not console.is_verbose(),
+        log_level="passive",
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps,
         save_strategy=t.eval_strategy,

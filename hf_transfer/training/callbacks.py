@@ -8,20 +8,18 @@ negative-transfer check lives in :mod:`hf_transfer.transferability.negative_tran
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import ExportableState, PrinterCallback, ProgressCallback
+from transformers.trainer_utils import has_length
 
+from hf_transfer import console
 from hf_transfer.config import OVERFITTING_PATIENCE
 from hf_transfer.errors import ConfigError
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["OverfittingGuardrail", "guardrail_summary", "training_callbacks"]
-
+__all__ = ["ConsoleProgress", "OverfittingGuardrail", "guardrail_summary", "quiet_console", "training_callbacks"]
 
 
 # ---------------------------------------------------------------------------------------------- overfitting
@@ -115,7 +113,7 @@ class OverfittingGuardrail(TrainerCallback, ExportableState):
             "memorising its training images rather than learning the classes. Try fewer trainable parameters "
             "(--strategy linear or lora), more data or augmentation (--augment strong), or a lower learning rate."
         )
-        logger.warning(self.message)
+        console.warn(f"warning: {self.message}")
 
     def summary(self) -> dict:
         """JSON-ready record for training_summary.json["guardrails"]["overfitting"]."""
@@ -178,3 +176,34 @@ class AdaLoraBudget(TrainerCallback):
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         if model is not None and hasattr(model, "base_model"):
             model.base_model.update_and_allocate(state.global_step)
+
+
+# ---------------------------------------------------------------------------------------------- console
+
+
+class ConsoleProgress(ProgressCallback):
+    """The Trainer's progress without its raw log dicts: one bar for training (the last loss as its postfix) and
+    one per evaluation, on stderr, off when stderr is not a terminal (see :func:`hf_transfer.console.progress`)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = console.progress(total=state.max_steps, desc="training", unit="step")
+        self.current_step = 0
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and has_length(eval_dataloader):
+            if self.prediction_bar is None:
+                self.prediction_bar = console.progress(total=len(eval_dataloader), desc="evaluation", unit="batch")
+            self.prediction_bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{float(logs['loss']):.4g}", refresh=False)
+
+
+def quiet_console(trainer) -> None:
+    """Swap the Trainer's console callbacks for :class:`ConsoleProgress`: with ``disable_tqdm`` the Trainer
+    installs PrinterCallback, which prints every log dict (``{'loss': ..., 'grad_norm': ...}``) on stdout."""
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    trainer.add_callback(ConsoleProgress())

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from hf_transfer import __version__, run_folder
+from hf_transfer import __version__, console, run_folder
 from hf_transfer.config import RunConfig
 from hf_transfer.data.loading import DataReport, load_splits
 from hf_transfer.data.transforms import PreprocessSpec, collate, make_batch_transform
@@ -29,7 +29,7 @@ from hf_transfer.modeling.loading import load_model_and_match, load_processor
 from hf_transfer.run_folder import TrainingSummary
 from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
 from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
-from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, training_callbacks
+from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, quiet_console, training_callbacks
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
 from hf_transfer.training.loss import make_loss
 from hf_transfer.training.mixing import make_mixer
@@ -95,15 +95,19 @@ class FinalEvaluation:
 # --------------------------------------------------------------------------------------------------- run
 
 def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -> RunResult:
-    """Train ``run`` and write its output folder; returns the final metrics. ``callbacks`` join the run's own."""
+    """Train ``run`` and write its output folder; returns the final metrics. ``callbacks`` join the run's own.
+
+    Quiet unless ``run.train.verbose`` (see :mod:`hf_transfer.console`): results on stdout, bars and warnings on stderr.
+    """
     run.validate()
-    prep = prepare(run)
-    trainer = build_trainer(prep, callbacks)
-    train_output = fit(trainer, prep)
-    final = final_evaluation(trainer, prep)
-    summary = summarize(prep, trainer, train_output)
-    save(trainer, prep, final, summary)
-    push(trainer, prep)
+    with console.quiet(run.train.verbose):
+        prep = prepare(run)
+        trainer = build_trainer(prep, callbacks)
+        train_output = fit(trainer, prep)
+        final = final_evaluation(trainer, prep)
+        summary = summarize(prep, trainer, train_output)
+        save(trainer, prep, final, summary)
+        push(trainer, prep)
     return RunResult(prep.out, final.metrics, summary.to_dict())
 
 
@@ -202,7 +206,10 @@ def _check_negative_transfer(prep: Prepared) -> None:
 
     check = negative_transfer_check(model=run.model.model, dataset=prep.splits["train"], revision=run.model.revision,
                                     seed=run.train.seed)
-    print(check.message, flush=True)
+    if check.warn:
+        console.warn(check.message)  # stderr: seen in quiet mode too, never mixed into the results
+    else:
+        print(check.message, flush=True)
     prep.guardrails["negative_transfer"] = check.to_dict()
 
 
@@ -221,13 +228,16 @@ def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (
     if run.strategy.head_only_steps > 0:
         callbacks.append(HeadOnlySteps(run.strategy.head_only_steps))
     callbacks += [*applied.strategy.callbacks(), *training_callbacks(run), *extra_callbacks]
-    return TransferTrainer(
+    trainer = TransferTrainer(
         model=applied.model, args=prep.args, param_groups=param_groups, train_dataset=train_dataset,
         eval_dataset=prep.dataset("validation"), data_collator=collate,
         compute_metrics=trainer_metrics(prep.labels, multi_label=run.data.multi_label),
         processing_class=prep.processor, callbacks=callbacks, compute_loss_func=make_loss(run, prep.report),
         train_batch_transform=make_mixer(run, num_labels=len(prep.labels), rank=prep.args.process_index),
     )
+    if not console.is_verbose():
+        quiet_console(trainer)  # one bar for training and one per evaluation instead of a dict per log step
+    return trainer
 
 
 def fit(trainer: Trainer, prep: Prepared):

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_transfer import console
 from hf_transfer.errors import CheckpointError, ConfigError, DataError
 
 FORMAT_VERSION = 1
@@ -227,8 +228,9 @@ def extract_features(*, model: str, dataset, revision: str | None = None, init: 
     else:
         net, has_head, note = _load_random_init(model, revision, label_names, seed, trust_remote_code)
     device = loading.pick_device()
-    logits, feats = predict_logits(net.to(device), processor, dataset, batch_size=batch_size, device=device,
-                                   head_inputs=True)
+    with console.forward_progress(net, total=len(dataset), desc=f"features {model} ({init})"):
+        logits, feats = predict_logits(net.to(device), processor, dataset, batch_size=batch_size, device=device,
+                                       head_inputs=True)
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy() if has_head else None
     source_labels = [str(net.config.id2label[i]) for i in range(logits.shape[1])] if has_head else None
     meta = {"key": key, "model": model, "revision": revision, "init": init, "seed": parts["seed"],
