@@ -32,8 +32,11 @@ from hf_transfer.modeling.label_match import (
 PROBLEM_TYPES = {False: "single_label_classification", True: "multi_label_classification"}
 
 
-def resolve_model(spec: str, *, revision: str | None = None) -> str:
-    """Turn a ``--model`` value into something ``from_pretrained`` accepts (a local folder or a Hub id)."""
+def resolve_model(spec: str | os.PathLike, *, revision: str | None = None) -> str:
+    """Turn a ``--model`` value into something ``from_pretrained`` accepts (a local folder or a Hub id).
+
+    A ``Path`` is accepted too (what ``train()`` returns as ``output_dir``)."""
+    spec = os.fspath(spec)
     if cache.is_embedded(spec):
         return str(bundled.checkpoint_path(spec))
     path = Path(spec).expanduser()
