@@ -8,6 +8,10 @@ when a function is called, so importing this module stays cheap.
 Several :func:`train` calls in one process (a notebook, a comparison) each get their own settings:
 accelerate keeps process-wide singletons that the first run would otherwise pin (mixed precision, device),
 so they are reset before each run unless a distributed launcher owns them.
+
+Every call is as quiet as the command line (:mod:`hf_transfer.console`): results come back as values, progress
+bars and warnings go to stderr, and the libraries' logging and progress-bar settings are restored afterwards,
+so a notebook's own settings survive; ``verbose=True`` shows the libraries' own output.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hf_transfer import console
 from hf_transfer.config import (
     FIELD_NAMES,
     DataConfig,
@@ -180,11 +185,12 @@ def evaluate(model: str | Path | ImageClassifier | RunResult, data: DataConfig |
     from hf_transfer.evaluation.scoring import evaluate_classifier
 
     data_config = _data_config(data, data_options, function="evaluate")
-    if isinstance(model, ImageClassifier):
-        classifier = model
-    else:
-        classifier = load_classifier(str(getattr(model, "output_dir", model)), revision=revision)
-    return evaluate_classifier(classifier, data_config, split=split, batch_size=batch_size)
+    with console.quiet():
+        if isinstance(model, ImageClassifier):
+            classifier = model
+        else:
+            classifier = load_classifier(str(getattr(model, "output_dir", model)), revision=revision)
+        return evaluate_classifier(classifier, data_config, split=split, batch_size=batch_size)
 
 
 # -------------------------------------------------------------------------------------- choose a model
@@ -200,9 +206,10 @@ def rank(*, models: Sequence[str | Path], data: DataConfig | str | Path, output_
     """
     from hf_transfer.transferability.rank import rank_models, write_ranking
 
-    ranking = rank_models(data=_data_config(data, data_options, function="rank"), models=[str(m) for m in models],
-                          sample_size=sample_size, seed=seed, rank_by=rank_by, baseline=baseline,
-                          cache_dir=cache_dir, batch_size=batch_size, verbose=verbose)
+    with console.quiet(verbose):
+        ranking = rank_models(data=_data_config(data, data_options, function="rank"), models=[str(m) for m in models],
+                              sample_size=sample_size, seed=seed, rank_by=rank_by, baseline=baseline,
+                              cache_dir=cache_dir, batch_size=batch_size, verbose=verbose)
     if output_dir is not None:
         write_ranking(ranking, output_dir)
     return ranking
@@ -219,9 +226,10 @@ def curve(*, model: str | Path, data: DataConfig | str | Path, output_dir: str |
     from hf_transfer.experiments.curve import learning_curve, write_curve
 
     lora_dir = Path(output_dir) / "lora_runs" if output_dir is not None else None
-    result = learning_curve(data=_data_config(data, data_options, function="curve"), model=str(model), shots=shots,
-                            seeds=seeds, c_reg=c_reg, cache_dir=cache_dir, batch_size=batch_size,
-                            lora_shots=lora_shots, lora_steps=lora_steps, lora_dir=lora_dir, verbose=verbose)
+    with console.quiet(verbose):
+        result = learning_curve(data=_data_config(data, data_options, function="curve"), model=str(model),
+                                shots=shots, seeds=seeds, c_reg=c_reg, cache_dir=cache_dir, batch_size=batch_size,
+                                lora_shots=lora_shots, lora_steps=lora_steps, lora_dir=lora_dir, verbose=verbose)
     if output_dir is not None:
         write_curve(result, output_dir)
     return result
