@@ -64,8 +64,8 @@ def test_cli_exports_a_run_folder_self_described_and_matching_torch(tmp_path, ca
 
 
 def rebuilt_adapter(tmp_path: Path, base: Path | str) -> Path:
-    """The fixture's adapter folder, naming ``base`` as its base model (0.1.0 named a /tmp path of its machine)."""
-    folder = shutil.copytree(FIXTURE / run_folder.ADAPTER_DIR, tmp_path / "adapter")
+    """The fixture run's adapter/, naming ``base`` as its base model (0.1.0 named a /tmp path of its machine)."""
+    folder = shutil.copytree(FIXTURE, tmp_path / "run") / run_folder.ADAPTER_DIR
     config_path = folder / run_folder.ADAPTER_CONFIG_FILE
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps(config | {"base_model_name_or_path": str(base)}))
@@ -79,8 +79,8 @@ def test_an_adapter_folder_is_exported_merged_and_gives_the_run_s_logits(tmp_pat
 
     adapter = rebuilt_adapter(tmp_path, make_checkpoint("vit", tmp_path / "base"))
     report = export.export_model(str(adapter), tmp_path / "onnx")
-    assert report["parity"]["passed"] and report["parity"]["image_source"].startswith("synthetic")
-    assert report["labels"] == ["cat", "dog", "fish"]
+    assert report["parity"]["passed"] and report["labels"] == ["cat", "dog", "fish"]
+    assert report["parity"]["images"] == 3 and "examples/" in report["parity"]["image_source"]  # its run's
     # the merged graph of the adapter = the run's own merged model (0.1.0 measured merge diff ~3e-8)
     merged = load_classifier(str(FIXTURE), device="cpu")
     pixels = merged.processor(images=example_images(), return_tensors="pt")["pixel_values"]
@@ -98,6 +98,7 @@ def test_conv_and_timm_checkpoints_export_with_a_dynamic_batch(arch, tiny_checkp
     out = tmp_path / "onnx"
     report = export.export_model(str(tiny_checkpoints(arch)), out)
     assert report["parity"]["passed"] and report["parity"]["batch_sizes"] == [4, 1]
+    assert report["parity"]["image_source"].startswith("synthetic")  # a bare checkpoint has no examples/
     classifier = load_classifier(str(tiny_checkpoints(arch)), device="cpu")
     assert report["labels"] == classifier.labels == run_folder.read_label_names(out)
     rng = np.random.default_rng(1)

@@ -137,15 +137,22 @@ def _load(model: str, *, revision: str | None) -> ImageClassifier:
 
 
 def parity_images(classifier: ImageClassifier) -> tuple[list[Image.Image], str]:
-    """The run's saved example images when it has some, else a few seeded synthetic ones."""
-    folder = classifier.folder
-    paths = [folder / p for files in classifier.info.examples.values() for p in files] if folder else []
-    paths = [p for p in paths if p.is_file()][:MAX_PARITY_IMAGES]
+    """The run's saved example images when it has some (an adapter/ folder: its run's), else seeded noise."""
+    paths = _example_paths(classifier.folder)[:MAX_PARITY_IMAGES] if classifier.folder else []
     if paths:
         return [load_image(p) for p in paths], f"the run's {run_folder.EXAMPLES_DIR}/"
     rng = np.random.default_rng(0)
     synthetic = [Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)) for _ in range(SYNTHETIC_IMAGES)]
-    return synthetic, "synthetic (seeded noise; the model has no examples/)"
+    return synthetic, f"synthetic: seeded noise, no {run_folder.EXAMPLES_DIR}/ found"
+
+
+def _example_paths(folder: Path) -> list[Path]:
+    runs = [folder, folder.parent] if folder.name == run_folder.ADAPTER_DIR else [folder]
+    for run in runs:
+        paths = [run / p for files in run_folder.load_run_info(run).examples.values() for p in files]
+        if any(p.is_file() for p in paths):
+            return [p for p in paths if p.is_file()]
+    return []
 
 
 def _export_into(folder: Path, classifier: ImageClassifier, images: Sequence[Image.Image], *,
