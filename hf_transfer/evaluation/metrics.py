@@ -37,22 +37,26 @@ def _present(support: np.ndarray) -> list[int]:
 
 def _single_label_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str],
                           top_k: Sequence[int]) -> dict[str, Any]:
-    """Through the metric modules: the numbers are theirs (keep_in_memory: no cache files, no locks)."""
+    """Through the metric modules: the numbers are theirs (keep_in_memory: no cache files, no locks).
+
+    Accuracy and F1 get the arg-max ids (the modules' own rule for scores, first of tied classes): evaluate
+    encodes its inputs row by row, so only top-k pays for passing all N x C scores.
+    """
     from sklearn.metrics import confusion_matrix
 
     from hf_transfer.evaluation.metric_modules.load import load_metric
 
-    labels = labels.astype(np.int64)
-    inputs = {"predictions": logits, "references": labels}
-    f1 = load_metric("f1", label_names=names, keep_in_memory=True).compute(**inputs)
+    labels, predicted = labels.astype(np.int64), logits.argmax(axis=1)
+    ids = {"predictions": predicted, "references": labels}
+    f1 = load_metric("f1", label_names=names, keep_in_memory=True).compute(**ids)
     return {
-        "accuracy": load_metric("accuracy", keep_in_memory=True).compute(**inputs)["accuracy"],
+        "accuracy": load_metric("accuracy", keep_in_memory=True).compute(**ids)["accuracy"],
         "macro_f1": f1["f1"],
         "absent_classes": f1["absent_classes"],
-        "top_k_accuracy": {str(k): load_metric("top_k_accuracy", k=k, keep_in_memory=True).compute(**inputs)[
-            "top_k_accuracy"] for k in top_k if 1 < k < len(names)},
+        "top_k_accuracy": {str(k): load_metric("top_k_accuracy", k=k, keep_in_memory=True).compute(
+            predictions=logits, references=labels)["top_k_accuracy"] for k in top_k if 1 < k < len(names)},
         "per_class": f1["per_class"],
-        "confusion_matrix": confusion_matrix(labels, logits.argmax(axis=1), labels=range(len(names))).tolist(),
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(names))).tolist(),
         "num_samples": int(len(labels)),
     }
 
