@@ -95,3 +95,25 @@ def test_duplicate_label_names_refused(tiny_checkpoints):
 def test_processor_of_timm_checkpoint(tiny_checkpoints):
     processor = load_processor(str(tiny_checkpoints("timm_resnet")))
     assert processor.data_config["input_size"][1:] == (32, 32)
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet", "timm_resnet", "deit"])
+def test_same_size_head_for_other_labels_starts_fresh(tiny_checkpoints, arch):
+    """A 3-class checkpoint adapted to 3 *other* classes must not keep the old classes' rows as its new head
+    (transformers re-initialises a head only when its shape changes); the same labels keep their head, and a
+    label the checkpoint knows keeps its own row (head-row reuse)."""
+    from hf_transfer.modeling.heads import find_head_names
+
+    spec = str(tiny_checkpoints(arch))
+    source = load_model_for_labels(spec, ["source_a", "source_b", "source_c"], reuse_head_rows=False)
+    fresh = load_model_for_labels(spec, ["x", "y", "z"])
+    partly_known = load_model_for_labels(spec, ["source_b", "x", "y"])
+    for head in find_head_names(source):
+        old = source.get_submodule(head).state_dict()
+        new = fresh.get_submodule(head).state_dict()
+        mixed = partly_known.get_submodule(head).state_dict()
+        weight = next(k for k in old if k.endswith("weight"))
+        assert not torch.equal(new[weight], old[weight]), head
+        assert not any(torch.equal(new[weight][i], old[weight][j]) for i in range(3) for j in range(3))
+        assert torch.equal(mixed[weight][0], old[weight][1])  # "source_b" keeps its row
+        assert not torch.equal(mixed[weight][1], old[weight][1]) and not torch.equal(mixed[weight][1], old[weight][0])

@@ -181,6 +181,8 @@ def load_model_and_match(
         return _random_model(config, spec=spec, trust_remote_code=trust_remote_code), LabelMatch()
     check_safetensors(source, spec=spec)
     model = _pretrained_model(source, config, spec=spec, revision=revision, trust_remote_code=trust_remote_code)
+    _fresh_head_for_new_labels(model, source, [str(n) for n in label_names], spec=spec, revision=revision,
+                               trust_remote_code=trust_remote_code)
     match = LabelMatch()
     if reuse_head_rows:
         match = reuse_known_rows(model, source, [str(n) for n in label_names], spec=spec, revision=revision,
@@ -216,6 +218,31 @@ def _pretrained_model(source: str, config, *, spec: str, revision: str | None, t
     _check_loaded(model, info, spec=spec)
     model.name_or_path = spec
     return model
+
+
+def _fresh_head_for_new_labels(model: nn.Module, source: str, labels: list[str], *, spec: str, revision: str | None,
+                               trust_remote_code: bool) -> None:
+    """Re-initialise a head that was loaded from the checkpoint although it stands for other labels.
+
+    ``ignore_mismatched_sizes`` re-initialises the head only when its shape changes: a 3-class checkpoint adapted
+    to 3 new classes would otherwise keep the old classes' rows, in index order, as the "new" head (label i of
+    the new set silently starting as source class i). The same labels in the same order keep their rows.
+    """
+    import torch
+
+    source_config = _load_config(source, spec=spec, revision=revision, trust_remote_code=trust_remote_code)
+    id2label = getattr(source_config, "id2label", None) or {}
+    source_labels = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
+    if source_labels == labels or len(source_labels) != len(labels):  # same head, or already re-initialised
+        return
+    with torch.no_grad():
+        for name in find_head_names(model):
+            for module in model.get_submodule(name).modules():
+                params = list(module.parameters(recurse=False))
+                for param in params:  # transformers' init skips tensors flagged as loaded from the checkpoint
+                    param._is_hf_initialized = False
+                if params:
+                    model._init_weights(module)
 
 
 def reuse_known_rows(model: nn.Module, source: str, labels: list[str], *, spec: str, revision: str | None = None,
