@@ -126,6 +126,15 @@ def test_the_help_lists_every_format(capsys):
     assert all(name in capsys.readouterr().out for name in export.FORMATS)
 
 
+def test_building_the_cli_does_not_load_the_exporter_or_torch():
+    import subprocess
+
+    code = ("import sys; from hf_transfer.cli import build_parser; build_parser(); "
+            "print('torch' in sys.modules, 'hf_transfer.publish.export' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+
+
 def test_a_non_empty_output_dir_is_refused(tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "keep.txt").write_text("mine")
