@@ -171,3 +171,13 @@ def test_a_failed_parity_check_leaves_nothing_behind(monkeypatch, tmp_path):
     with pytest.raises(export.ExportError, match=r"max \|logit diff\| 5.00e-01"):
         export.export_model(str(FIXTURE), tmp_path / "o")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_exporter_failure_names_the_model_and_leaves_nothing_behind(monkeypatch, tmp_path):
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("aten::frobnicate is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    with pytest.raises(export.ExportError, match="could not export ViTForImageClassification: aten::frobnicate"):
+        export.export_model(str(FIXTURE), tmp_path / "o")
+    assert list(tmp_path.iterdir()) == []

@@ -69,7 +69,7 @@ def export_model(model: str, output_dir: str | Path, *, format: str = "onnx", re
         report["parity"]["image_source"] = image_source
         report["source"] = model
         run_folder.write_json(staging / REPORT_FILE, report)
-        if report["parity"]["passed"] is False:
+        if not report["parity"]["passed"]:
             raise ExportError(f"onnxruntime does not reproduce torch for {model}: {parity_line(report)}. Nothing was "
                               "written; please report this with the model's architecture.")
         os.replace(staging, out)  # an empty OUT (checked above) is replaced in one rename
@@ -194,11 +194,15 @@ def export_onnx(model: torch.nn.Module, path: Path, *, example: torch.Tensor) ->
     """Write ``model`` as ONNX with a dynamic batch axis; returns whether weights went to ``<path>.data``."""
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = weight_bytes > SINGLE_FILE_LIMIT
-    torch.onnx.export(
-        _LogitsOnly(model).eval(), (example.contiguous(),), str(path), dynamo=True, external_data=external,
-        input_names=["pixel_values"], output_names=["logits"],
-        dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}}, verbose=False,
-    )
+    try:
+        torch.onnx.export(
+            _LogitsOnly(model).eval(), (example.contiguous(),), str(path), dynamo=True, external_data=external,
+            input_names=["pixel_values"], output_names=["logits"],
+            dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch")}}, verbose=False,
+        )
+    except Exception as error:  # torch.export / onnxscript raise many types; the user needs the model named
+        raise ExportError(f"torch.onnx.export could not export {type(model).__name__}: {error}. Nothing was written; "
+                          "a newer torch/onnxscript may support it.") from error
     return external
 
 
