@@ -5,15 +5,20 @@ non-faces). It trains the pretrained checkpoint with a handful of images per cla
 architecture from scratch* on the same images, and tests both on held-out images. Then it measures the
 data-efficiency curve (1-10 images per class, pretrained vs random-init features, 3 seeds) and runs the
 negative-transfer check on a task far from ImageNet (8x8 digits). Every number printed is measured in this run.
+
+Its stdout is the result lines the README shows verbatim; each training run's own report (strategy, data,
+metrics table, where it saved) goes to stderr, with the progress bars and warnings.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from hf_transfer import run_folder
+from hf_transfer import console, run_folder
 from hf_transfer.config import DataConfig, ModelConfig, RunConfig, StrategyConfig, TrainConfig
 from hf_transfer.data import bundled
 from hf_transfer.training.strategies import get_strategy
@@ -59,9 +64,21 @@ def sanity_check() -> list[dict[str, Any]]:
 
 
 def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, steps: int = 20, seed: int = 0,
-             echo=print) -> dict[str, Any]:
+             echo=print, verbose: bool = False) -> dict[str, Any]:
+    """Run the demo, printing its results with ``echo``; ``verbose``: the libraries' own logs and bars too."""
+    with console.quiet(verbose):
+        return _run_demo(output_dir, shots=shots, steps=steps, seed=seed, echo=echo)
+
+
+def _train_aside(run: RunConfig):
+    """One of the demo's training runs, its own report sent to stderr: the demo's stdout is its result lines."""
     from hf_transfer.training.run import run_training
 
+    with contextlib.redirect_stdout(sys.stderr):
+        return run_training(run)
+
+
+def _run_demo(output_dir: str | Path, *, shots: int, steps: int, seed: int, echo) -> dict[str, Any]:
     started = time.time()
     out = free_output_dir(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,10 +90,10 @@ def run_demo(output_dir: str | Path = "hf_transfer_demo", *, shots: int = 5, ste
         echo(f"    skimage photo {check['photo']!r:10} → {check['label']} ({check['score']:.2f})")
 
     echo(f"\n2/5 Transfer: LFW faces vs non-faces, {shots} training images per class, pretrained + linear probe.")
-    pretrained = run_training(demo_run_config(out / "lfw_pretrained_linear", strategy="linear", init="pretrained",
+    pretrained = _train_aside(demo_run_config(out / "lfw_pretrained_linear", strategy="linear", init="pretrained",
                                        shots=shots, steps=steps, seed=seed))
     echo(f"\n3/5 Baseline: the same architecture from scratch (random init, full training), same {shots} images.")
-    scratch = run_training(demo_run_config(out / "lfw_scratch_full", strategy="full", init="random",
+    scratch = _train_aside(demo_run_config(out / "lfw_scratch_full", strategy="full", init="random",
                                     shots=shots, steps=steps, seed=seed))
 
     rows = [

@@ -17,11 +17,7 @@ def run(args, extra) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo needs nothing from the network
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from transformers.utils import logging
-
     from hf_transfer.demo import run_demo
 
-    logging.set_verbosity_error()  # the head re-initialisation report is expected here: keep the demo readable
-
-    run_demo(args.output_dir, shots=args.shots, steps=args.steps, seed=args.seed)
+    run_demo(args.output_dir, shots=args.shots, steps=args.steps, seed=args.seed, verbose=args.verbose)
     return 0
