@@ -131,59 +131,21 @@ def rank_models(*, data, models: Sequence[str], sample_size: int | None = 500, s
     accepts). baseline: also embed each architecture with random weights (negative-transfer check).
     """
     from hf_transfer.data.loading import class_counts, load_splits
-    from hf_transfer.transferability.features import extract_features, stratified_sample
-    from hf_transfer.transferability.negative_transfer import compare_to_random_init
+    from hf_transfer.transferability.features import stratified_sample
 
-    if rank_by not in SCORES:
-        raise ConfigError(f"--rank-by {rank_by!r} is not a score; choose one of {list(SCORES)}.")
-    if not models:
-        raise ConfigError("No candidates: pass --models A B C (Hub ids, folders or embedded:efficientnet_lite0).")
-    if len(set(models)) != len(models):
-        raise ConfigError(f"--models lists a checkpoint twice: {list(models)}.")
+    _check_rank_options(models, rank_by)
     splits, report = load_splits(data)
     if split not in splits:
         raise ConfigError(f"split {split!r} not in the data's splits {list(splits)}.")
-    pool = splits[split]
     per_class = float(np.median(list(class_counts(splits["train"]).values())))
-    sample = stratified_sample(pool, size=sample_size, seed=seed)
-
+    sample = stratified_sample(splits[split], size=sample_size, seed=seed)
     candidates = []
     for spec in models:
-        started = time.time()
-        pre = extract_features(model=spec, dataset=sample, cache_dir=cache_dir, batch_size=batch_size)
-        scores = score_features(features=pre.features, labels=pre.labels, source_probs=pre.source_probs, seed=seed)
-        notes = [pre.meta["source_head_note"]]
-        if pre.source_probs is not None and (note := nce_reliability_note(pre.source_probs)):
-            notes.append(note)
-        random_scores: dict[str, float | None] = {}
-        verdict: dict[str, Any] = {}
-        if baseline:
-            rnd = extract_features(model=spec, dataset=sample, init="random", seed=seed, cache_dir=cache_dir,
-                                   batch_size=batch_size)
-            random_scores = score_features(features=rnd.features, labels=rnd.labels, seed=seed)
-            check = compare_to_random_init(pretrained_features=pre.features, random_features=rnd.features,
-                                           labels=pre.labels, seed=seed, model_name=spec)
-            scores["logistic_accuracy"] = check.pretrained["logistic_accuracy"]
-            random_scores["logistic_accuracy"] = check.random_init["logistic_accuracy"]
-            verdict = check.to_dict()
-        else:
-            scores["logistic_accuracy"] = logistic_accuracy(features=pre.features, labels=pre.labels, seed=seed)
-        candidates.append(CandidateScores(model=spec, scores=scores, random_init=random_scores,
-                                          negative_transfer=verdict, has_source_head=pre.has_source_head,
-                                          feature_dim=int(pre.features.shape[1]), notes=notes,
-                                          seconds=round(time.time() - started, 2)))
+        candidates.append(score_candidate(spec, sample, seed=seed, baseline=baseline, cache_dir=cache_dir,
+                                          batch_size=batch_size))
         if verbose:
-            print(f"scored {spec} in {time.time() - started:.1f}s", flush=True)
-
-    def order(c: CandidateScores):
-        value = c.scores.get(rank_by)
-        return (value is None, -(value if value is not None else 0.0))
-
-    candidates.sort(key=order)
-    warnings = [c.negative_transfer["message"] for c in candidates if c.negative_transfer.get("warn")]
-    if rank_by in NEEDS_SOURCE_HEAD and any(not c.has_source_head for c in candidates):
-        warnings.append(f"{SCORES[rank_by]} needs a trained source head; headless candidates are listed last. "
-                        "Rank by logme to compare every candidate.")
+            print(f"scored {spec} in {candidates[-1].seconds:.1f}s", flush=True)
+    candidates.sort(key=lambda c: (c.scores.get(rank_by) is None, -(c.scores.get(rank_by) or 0.0)))
     strategy, reason = recommend_strategy(examples_per_class=per_class)
     best = candidates[0]
     if best.negative_transfer.get("warn"):
@@ -192,7 +154,54 @@ def rank_models(*, data, models: Sequence[str], sample_size: int | None = 500, s
     return Ranking(data=str(getattr(data, "data", data)), split=split, sample_size=len(sample),
                    label_names=list(report.label_names), examples_per_class=per_class, rank_by=rank_by,
                    candidates=candidates, recommended_model=best.model, recommended_strategy=strategy,
-                   strategy_reason=reason, warnings=warnings)
+                   strategy_reason=reason, warnings=_ranking_warnings(candidates, rank_by))
+
+
+def _check_rank_options(models: Sequence[str], rank_by: str) -> None:
+    if rank_by not in SCORES:
+        raise ConfigError(f"--rank-by {rank_by!r} is not a score; choose one of {list(SCORES)}.")
+    if not models:
+        raise ConfigError("No candidates: pass --models A B C (Hub ids, folders or embedded:efficientnet_lite0).")
+    if len(set(models)) != len(models):
+        raise ConfigError(f"--models lists a checkpoint twice: {list(models)}.")
+
+
+def score_candidate(spec: str, sample, *, seed: int, baseline: bool, cache_dir: str | Path | None,
+                    batch_size: int) -> CandidateScores:
+    """Every score of one checkpoint on `sample`, with the random-init baseline when `baseline`."""
+    from hf_transfer.transferability.features import extract_features
+    from hf_transfer.transferability.negative_transfer import compare_to_random_init
+
+    started = time.time()
+    pre = extract_features(model=spec, dataset=sample, cache_dir=cache_dir, batch_size=batch_size)
+    scores = score_features(features=pre.features, labels=pre.labels, source_probs=pre.source_probs, seed=seed)
+    notes = [pre.meta["source_head_note"]]
+    if pre.source_probs is not None and (note := nce_reliability_note(pre.source_probs)):
+        notes.append(note)
+    random_scores: dict[str, float | None] = {}
+    verdict: dict[str, Any] = {}
+    if baseline:
+        rnd = extract_features(model=spec, dataset=sample, init="random", seed=seed, cache_dir=cache_dir,
+                               batch_size=batch_size)
+        random_scores = score_features(features=rnd.features, labels=rnd.labels, seed=seed)
+        check = compare_to_random_init(pretrained_features=pre.features, random_features=rnd.features,
+                                       labels=pre.labels, seed=seed, model_name=spec)
+        scores["logistic_accuracy"] = check.pretrained["logistic_accuracy"]
+        random_scores["logistic_accuracy"] = check.random_init["logistic_accuracy"]
+        verdict = check.to_dict()
+    else:
+        scores["logistic_accuracy"] = logistic_accuracy(features=pre.features, labels=pre.labels, seed=seed)
+    return CandidateScores(model=spec, scores=scores, random_init=random_scores, negative_transfer=verdict,
+                           has_source_head=pre.has_source_head, feature_dim=int(pre.features.shape[1]), notes=notes,
+                           seconds=round(time.time() - started, 2))
+
+
+def _ranking_warnings(candidates: list[CandidateScores], rank_by: str) -> list[str]:
+    warnings = [c.negative_transfer["message"] for c in candidates if c.negative_transfer.get("warn")]
+    if rank_by in NEEDS_SOURCE_HEAD and any(not c.has_source_head for c in candidates):
+        warnings.append(f"{SCORES[rank_by]} needs a trained source head; headless candidates are listed last. "
+                        "Rank by logme to compare every candidate.")
+    return warnings
 
 
 # ---------------------------------------------------------------------------------------------- output
