@@ -32,7 +32,7 @@ from hf_transfer.publish.hub import (
 
 SPACE_APP_FILE = "app.py"
 PACKAGE = "hf_transfer"
-# The Space variables the app reads to know what to serve (hf_transfer.space: MODEL_ENV, REVISION_ENV).
+# The Space variables the app reads to know what to serve (hf_transfer.app.page: MODEL_ENV, REVISION_ENV).
 MODEL_VARIABLE, REVISION_VARIABLE = "MODEL_ID", "MODEL_REVISION"
 # Always installed: what loading any hf_transfer model needs even where no module imports it by name
 # (transformers loads safetensors, timm and torchvision for TimmWrapper checkpoints, peft for adapters).

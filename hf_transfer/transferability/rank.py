@@ -3,7 +3,7 @@
 For each candidate: embed a stratified sample of the training split once (:mod:`hf_transfer.transferability.features`),
 score the features with LogME, H-score, NCE, LEEP and k-NN accuracy (:mod:`hf_transfer.transferability.scores`),
 and compare against the same architecture with random weights on the same sample (the negative-transfer
-guardrail, :func:`hf_transfer.training.callbacks.compare_to_random_init`). Candidates are ordered by one score
+guardrail, :func:`hf_transfer.transferability.negative_transfer.compare_to_random_init`). Candidates are ordered by one score
 (LogME by default: defined for every backbone, headless or not); the others are shown alongside.
 """
 
