@@ -91,14 +91,18 @@ def _source_head(folder, name):
                                           ("deit", "classifier.weight")])
 def test_matched_rows_equal_the_source_rows(tmp_path, arch, weight):
     folder = make_checkpoint(arch, tmp_path / arch, label_names=SOURCE)
+    torch.manual_seed(0)
     model, match = load_model_and_match(str(folder), ["wasps", "Bees", "ants"])
     assert match.matched == {"Bees": "bee", "ants": "ant, emmet, pismire"}
     state = model.state_dict()
     for name in (weight, weight.replace("weight", "bias")):
         source = _source_head(folder, name)
         assert torch.equal(state[name][1], source[1]) and torch.equal(state[name][2], source[0])
+    torch.manual_seed(0)
     fresh = load_model_for_labels(str(folder), ["wasps", "Bees", "ants"], reuse_head_rows=False)
-    assert torch.equal(state[weight][0], fresh.state_dict()[weight][0])  # the unmatched row: today's init
+    # The unmatched row: the same fresh init as without reuse (same seed), and no source class's row.
+    assert torch.equal(state[weight][0], fresh.state_dict()[weight][0])
+    assert not any(torch.equal(state[weight][0], row) for row in _source_head(folder, weight))
 
 
 def test_timm_head_rows_are_reused(tmp_path):
