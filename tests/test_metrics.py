@@ -52,12 +52,29 @@ def test_multi_label_macro_f1_skips_columns_without_positives():
     assert m["macro_f1"] == 1.0 and m["absent_classes"] == ["z"]
 
 
-def test_single_label_numbers_come_from_the_evaluate_metric_modules(monkeypatch):
-    from hf_transfer.evaluation.metric_modules import load
+def test_single_label_numbers_are_the_evaluate_metric_modules_numbers():
+    """metrics.json's numbers equal what the evaluate modules give a user (one numpy core), ties included, and
+    computing them does not import evaluate (seconds per training process)."""
+    import subprocess
+    import sys
 
-    used, real = [], load.load_metric
-    monkeypatch.setattr(load, "load_metric", lambda name, **options: used.append(name) or real(name, **options))
+    from hf_transfer.evaluation.metric_modules.load import load_metric
+
     logits = np.array([[0.5, 0.5, 0.0], [0.1, 0.4, 0.4], [0, 1, 2]], dtype=float)   # ties: the first class wins
     m = classification_metrics(logits, np.array([0, 1, 2]), ["a", "b", "c"], top_k=(2,))
-    assert sorted(used) == ["accuracy", "f1", "top_k_accuracy"]
     assert m["accuracy"] == 1.0 and m["top_k_accuracy"] == {"2": 1.0} and m["macro_f1"] == 1.0
+    rng = np.random.default_rng(0)
+    for n, c in ((50, 3), (200, 7)):
+        logits, labels = rng.normal(size=(n, c)).round(1), rng.integers(0, c - 1, n)  # rounding makes ties
+        names = [f"class {i}" for i in range(c)]
+        m = classification_metrics(logits, labels, names, top_k=(2, 3))
+        f1 = load_metric("f1", label_names=names).compute(predictions=logits, references=labels)
+        assert m["accuracy"] == load_metric("accuracy").compute(predictions=logits, references=labels)["accuracy"]
+        assert (m["macro_f1"], m["per_class"], m["absent_classes"]) == (f1["f1"], f1["per_class"], f1["absent_classes"])
+        assert sorted(m["top_k_accuracy"]) == [str(k) for k in (2, 3) if k < c]  # k >= C is no test
+        for k in (k for k in (2, 3) if k < c):
+            top = load_metric("top_k_accuracy", k=k).compute(predictions=logits, references=labels)["top_k_accuracy"]
+            assert m["top_k_accuracy"][str(k)] == top
+    probe = ("import sys, numpy as np; from hf_transfer.evaluation.metrics import classification_metrics; "
+             "classification_metrics(np.eye(3), np.arange(3), list('abc')); print('evaluate' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -1,8 +1,9 @@
 """Honest evaluation: accuracy, macro-F1, per-class precision/recall/F1, top-k and a confusion matrix.
 
-Single-label numbers are computed through hf_transfer's own evaluate metric modules
-(:mod:`hf_transfer.evaluation.metric_modules`: accuracy, f1, top_k_accuracy), so metrics.json holds exactly
-what ``hf_transfer.load_metric(...)`` gives a user. They ship in the package and load offline
+Single-label numbers are those of hf_transfer's own evaluate metric modules
+(:mod:`hf_transfer.evaluation.metric_modules`: accuracy, f1, top_k_accuracy), computed by the numpy core they
+share (``metric_modules/scoring.py``), so metrics.json holds exactly what ``hf_transfer.load_metric(...)`` gives a
+user without importing ``evaluate`` in every training process. They ship in the package and load offline
 (``evaluate.load("accuracy")`` would download its script from the Hub). The confusion matrix and the
 multi-label numbers come from scikit-learn.
 """
@@ -37,24 +38,18 @@ def _present(support: np.ndarray) -> list[int]:
 
 def _single_label_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str],
                           top_k: Sequence[int]) -> dict[str, Any]:
-    """Through the metric modules: the numbers are theirs (keep_in_memory: no cache files, no locks).
-
-    Accuracy and F1 get the arg-max ids (the modules' own rule for scores, first of tied classes): evaluate
-    encodes its inputs row by row, so only top-k pays for passing all N x C scores.
-    """
+    """The metric modules' numbers, from their shared numpy core (no ``evaluate`` import in a training process)."""
     from sklearn.metrics import confusion_matrix
 
-    from hf_transfer.evaluation.metric_modules.load import load_metric
+    from hf_transfer.evaluation.metric_modules import scoring
 
     labels, predicted = labels.astype(np.int64), logits.argmax(axis=1)
-    ids = {"predictions": predicted, "references": labels}
-    f1 = load_metric("f1", label_names=names, keep_in_memory=True).compute(**ids)
+    f1 = scoring.f1_report(predicted, labels, names)
     return {
-        "accuracy": load_metric("accuracy", keep_in_memory=True).compute(**ids)["accuracy"],
+        "accuracy": scoring.accuracy(predicted, labels),
         "macro_f1": f1["f1"],
         "absent_classes": f1["absent_classes"],
-        "top_k_accuracy": {str(k): load_metric("top_k_accuracy", k=k, keep_in_memory=True).compute(
-            predictions=logits, references=labels)["top_k_accuracy"] for k in top_k if 1 < k < len(names)},
+        "top_k_accuracy": {str(k): scoring.top_k_accuracy(logits, labels, k=k) for k in top_k if 1 < k < len(names)},
         "per_class": f1["per_class"],
         "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(names))).tolist(),
         "num_samples": int(len(labels)),

@@ -23,7 +23,10 @@ import datasets
 import evaluate
 import numpy as np
 
-from hf_transfer.errors import ConfigError, DataError
+from hf_transfer.errors import ConfigError
+
+# The numbers themselves: plain numpy, shared with hf_transfer.evaluation.metrics (which must not import evaluate).
+from hf_transfer.evaluation.metric_modules.scoring import predicted_ids, scores_and_references  # noqa: F401
 
 #: every option of every hf_transfer metric module, with its default
 ALL_OPTIONS: Mapping[str, Any] = {"k": 5, "n_bins": 15, "label_names": None}
@@ -82,39 +85,3 @@ def _count(value, *, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name} must be a whole number >= 1 ({_COUNTS[name]}), not {value!r}.")
     return int(value)
-
-
-def scores_and_references(predictions, references: np.ndarray, *, num_classes: int | None = None):
-    """(N, C) float64 scores and (N,) int64 ids, checked: the same N, C >= 2 (and == num_classes), ids in range."""
-    scores = np.stack(predictions).astype(np.float64) if len(predictions) else np.zeros((0, num_classes or 2))
-    if scores.ndim != 2 or scores.shape[1] < 2:
-        raise DataError(f"predictions must be class scores, C >= 2 floats per example; got shape {scores.shape}.")
-    if num_classes is not None and scores.shape[1] != num_classes:
-        raise DataError(f"predictions have {scores.shape[1]} scores per example but label_names names {num_classes} "
-                        "classes; pass one name per score column.")
-    if not np.all(np.isfinite(scores)):
-        raise DataError("predictions contain NaN or infinite scores; check the model's outputs.")
-    return scores, _checked_ids(references, scores.shape[1])
-
-
-def predicted_ids(predictions, references: np.ndarray, *, num_classes: int | None = None):
-    """(predicted ids, reference ids, C) from scores (arg-max: the first of tied classes) or from ids."""
-    if _are_scores(predictions):
-        scores, truth = scores_and_references(predictions, references, num_classes=num_classes)
-        return scores.argmax(axis=1), truth, scores.shape[1]
-    ids = np.asarray(predictions, dtype=np.int64)
-    seen = int(max(ids.max(initial=-1), np.max(references, initial=-1))) + 1
-    num_classes = num_classes if num_classes is not None else max(seen, 2)
-    return _checked_ids(ids, num_classes, name="predicted ids"), _checked_ids(references, num_classes), num_classes
-
-
-def _are_scores(predictions) -> bool:
-    return len(predictions) > 0 and np.ndim(predictions[0]) == 1
-
-
-def _checked_ids(ids, num_classes: int, *, name: str = "references") -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-        raise DataError(f"{name} must be class ids in 0..{num_classes - 1}; got {ids.min()}..{ids.max()}. "
-                        "Map label names to ids with the model's config.label2id.")
-    return ids.astype(np.int64)

@@ -6,7 +6,7 @@ An evaluate metric module that loads offline: ``hf_transfer.load_metric("accurac
 
 import numpy as np
 
-from hf_transfer.evaluation.metric_modules import base
+from hf_transfer.evaluation.metric_modules import base, scoring
 
 
 class Accuracy(base.ClassificationMetric):
@@ -26,4 +26,4 @@ class Accuracy(base.ClassificationMetric):
 
     def score(self, predictions, references: np.ndarray) -> dict[str, float]:
         predicted, truth, _ = base.predicted_ids(predictions, references)
-        return {"accuracy": float(np.mean(predicted == truth))}
+        return {"accuracy": scoring.accuracy(predicted, truth)}

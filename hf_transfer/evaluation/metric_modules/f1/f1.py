@@ -10,7 +10,7 @@ reason. Such classes are listed under ``absent_classes``; ``per_class`` still li
 
 import numpy as np
 
-from hf_transfer.evaluation.metric_modules import base
+from hf_transfer.evaluation.metric_modules import base, scoring
 
 
 class F1(base.ClassificationMetric):
@@ -36,18 +36,7 @@ class F1(base.ClassificationMetric):
     OPTIONS = ("label_names",)
 
     def score(self, predictions, references: np.ndarray, *, label_names) -> dict:
-        from sklearn.metrics import precision_recall_fscore_support
-
         names = None if label_names is None else [str(name) for name in label_names]
         predicted, truth, num_classes = base.predicted_ids(predictions, references,
                                                            num_classes=None if names is None else len(names))
-        names = names or [str(i) for i in range(num_classes)]
-        ids = list(range(num_classes))
-        precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=ids, zero_division=0)
-        present = [i for i in ids if support[i] > 0]
-        return {
-            "f1": float(np.mean(f1[present])) if present else 0.0,
-            "per_class": {names[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                                     "support": int(support[i])} for i in ids},
-            "absent_classes": [names[i] for i in ids if support[i] == 0],
-        }
+        return scoring.f1_report(predicted, truth, names or [str(i) for i in range(num_classes)])

@@ -6,7 +6,7 @@ An evaluate metric module that loads offline: ``hf_transfer.load_metric("top_k_a
 
 import numpy as np
 
-from hf_transfer.evaluation.metric_modules import base
+from hf_transfer.evaluation.metric_modules import base, scoring
 
 
 class TopKAccuracy(base.ClassificationMetric):
@@ -30,5 +30,4 @@ class TopKAccuracy(base.ClassificationMetric):
     TAKES_IDS = False
 
     def score(self, scores: np.ndarray, references: np.ndarray, *, k: int) -> dict[str, float]:
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return {"top_k_accuracy": float(np.mean((top == references[:, None]).any(axis=1)))}
+        return {"top_k_accuracy": scoring.top_k_accuracy(scores, references, k=k)}
