@@ -181,12 +181,14 @@ def load_model_and_match(
         return _random_model(config, spec=spec, trust_remote_code=trust_remote_code), LabelMatch()
     check_safetensors(source, spec=spec)
     model = _pretrained_model(source, config, spec=spec, revision=revision, trust_remote_code=trust_remote_code)
-    _fresh_head_for_new_labels(model, source, [str(n) for n in label_names], spec=spec, revision=revision,
-                               trust_remote_code=trust_remote_code)
+    # The checkpoint's own labels, read once: they decide whether its head may stay and which rows to reuse.
+    source_config = _load_config(source, spec=spec, revision=revision, trust_remote_code=trust_remote_code)
+    source_id2label = getattr(source_config, "id2label", None) or {}
+    labels = [str(n) for n in label_names]
+    _fresh_head_for_new_labels(model, source_id2label, labels)
     match = LabelMatch()
     if reuse_head_rows:
-        match = reuse_known_rows(model, source, [str(n) for n in label_names], spec=spec, revision=revision,
-                                 trust_remote_code=trust_remote_code, label_map=label_map)
+        match = reuse_known_rows(model, source, labels, source_id2label, revision=revision, label_map=label_map)
     return model, match
 
 
@@ -220,8 +222,7 @@ def _pretrained_model(source: str, config, *, spec: str, revision: str | None, t
     return model
 
 
-def _fresh_head_for_new_labels(model: nn.Module, source: str, labels: list[str], *, spec: str, revision: str | None,
-                               trust_remote_code: bool) -> None:
+def _fresh_head_for_new_labels(model: nn.Module, source_id2label: Mapping, labels: list[str]) -> None:
     """Re-initialise a head that was loaded from the checkpoint although it stands for other labels.
 
     ``ignore_mismatched_sizes`` re-initialises the head only when its shape changes: a 3-class checkpoint adapted
@@ -230,9 +231,8 @@ def _fresh_head_for_new_labels(model: nn.Module, source: str, labels: list[str],
     """
     import torch
 
-    source_config = _load_config(source, spec=spec, revision=revision, trust_remote_code=trust_remote_code)
-    id2label = getattr(source_config, "id2label", None) or {}
-    source_labels = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
+    source_labels = [str(source_id2label.get(i, source_id2label.get(str(i), "")))
+                     for i in range(len(source_id2label))]
     if source_labels == labels or len(source_labels) != len(labels):  # same head, or already re-initialised
         return
     with torch.no_grad():
@@ -245,15 +245,14 @@ def _fresh_head_for_new_labels(model: nn.Module, source: str, labels: list[str],
                     model._init_weights(module)
 
 
-def reuse_known_rows(model: nn.Module, source: str, labels: list[str], *, spec: str, revision: str | None = None,
-                     trust_remote_code: bool = False, label_map: Mapping[str, Any] | None = None) -> LabelMatch:
+def reuse_known_rows(model: nn.Module, source: str, labels: list[str], source_id2label: Mapping, *,
+                     revision: str | None = None, label_map: Mapping[str, Any] | None = None) -> LabelMatch:
     """Copy the source head's rows of the labels it knows into ``model``'s new head; returns what matched.
 
     The source rows are read from the checkpoint's safetensors (the head tensors only): cheaper than loading
     the model a second time with its own head. Nothing matched: the model is left exactly as loaded.
     """
-    source_config = _load_config(source, spec=spec, revision=revision, trust_remote_code=trust_remote_code)
-    match = match_labels(labels, getattr(source_config, "id2label", None) or {}, label_map=label_map)
+    match = match_labels(labels, source_id2label, label_map=label_map)
     if not match.rows:
         return match
     names = list(head_row_parameters(model, len(labels)))
