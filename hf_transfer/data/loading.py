@@ -8,6 +8,7 @@ multi-label data). The label names come from the data, once, and go everywhere f
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 from hf_transfer import cache
 from hf_transfer.config import DataConfig
 from hf_transfer.data import bundled
-from hf_transfer.data.images import image_files, load_image
+from hf_transfer.data.images import MAX_IMAGE_PIXELS, image_files, load_image
 from hf_transfer.data.sampling import is_multi_label, shot_indices, stratified_split
 from hf_transfer.errors import BadImageError, DataError, DataNotFoundError, DataWarning
 
@@ -341,19 +342,126 @@ def _warn_absent_classes(splits, label_names: list[str], cfg: DataConfig) -> Non
 # ------------------------------------------------------------------------------------------------ images
 
 def _drop_bad_images(ds, split: str, cfg: DataConfig):
-    """Decode each image once; on bad ones either stop with the list or drop them (``--on-bad-image``)."""
-    bad, keep = [], []
-    for index, record in enumerate(ds["image"]):
-        name = (record or {}).get("path") or f"{split}[{index}]"
-        try:
-            load_image(record, name=name)
-            keep.append(index)
-        except BadImageError as error:
-            bad.append({"split": split, "file": str(name), "reason": str(error)})
+    """Check each image once; on bad ones either stop with the list or drop them (``--on-bad-image``)."""
+    records = ds["image"]
+    names = [(record or {}).get("path") or f"{split}[{index}]" for index, record in enumerate(records)]
+    reasons = check_images(records, names)
+    bad = [{"split": split, "file": str(names[i]), "reason": reason} for i, reason in enumerate(reasons) if reason]
     if bad and cfg.on_bad_image == "error":
         shown = "\n  ".join(b["reason"] for b in bad[:10])
         raise DataError(
             f"{len(bad)} image(s) in split {split!r} cannot be read:\n  {shown}\nFix or delete them, or pass "
             "--on-bad-image skip to leave them out (they are listed in OUT/data_report.json)."
         )
-    return (ds.select(keep) if bad else ds), bad
+    return (ds.select([i for i, reason in enumerate(reasons) if not reason]) if bad else ds), bad
+
+
+# The up-front check, made cheap (measured in CHANGELOG 0.3.0): a JPEG is decoded at 1/8 scale (libjpeg's DCT
+# scaling still entropy-decodes every byte, so it fails on exactly the truncated files a full decode fails on,
+# 2-3x faster), other formats fully; over a thread pool (Pillow releases the GIL while decoding); and a file
+# that passed once is remembered by identity (path, size, mtime, inode), so a second run on the same folder
+# reads no pixels at all. Files that fail are never remembered: they are checked, and reported, every run.
+CHECK_VERSION = 1  # bump when the check changes: older cache entries are then ignored
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def check_images(records, names, *, workers: int | None = None, use_cache: bool = True) -> list[str | None]:
+    """For each datasets image record, None when it decodes, else the reason it does not (a BadImageError text)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    identities = [_file_identity(record) for record in records]
+    cache_file = _check_cache_file(identities) if use_cache else None
+    known = _load_check_cache(cache_file) if cache_file else set()
+    todo = [i for i, identity in enumerate(identities) if identity is None or identity not in known]
+    reasons: list[str | None] = [None] * len(records)
+    if todo:
+        with ThreadPoolExecutor(max_workers=min(workers or _cores(), len(todo))) as pool:
+            for i, reason in zip(todo, pool.map(lambda i: _check_one(records[i], names[i]), todo), strict=True):
+                reasons[i] = reason
+    if cache_file and todo:
+        now = {identity for identity, reason in zip(identities, reasons, strict=True) if identity and not reason}
+        paths = {identity.split("|")[0] for identity in identities if identity}
+        # entries of other files under the same root stay; older versions of these files go
+        _save_check_cache(cache_file, {k for k in known if k.split("|")[0] not in paths} | now)
+    return reasons
+
+
+def _check_one(record, name: str) -> str | None:
+    try:
+        small = _open_jpeg_small(record)
+        if small is None:
+            load_image(record, name=name)
+        else:
+            with small:
+                load_image(small, name=name)
+    except BadImageError as error:
+        return str(error)
+    return None
+
+
+def _open_jpeg_small(record):
+    """A JPEG file opened for a 1/8-scale decode, or None (not a JPEG, unreadable or huge: the full check decides)."""
+    from PIL import Image
+
+    path = (record or {}).get("path") if not (record or {}).get("bytes") else None
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(3) != JPEG_MAGIC:
+                return None
+        image = Image.open(path)
+    except Exception:  # noqa: BLE001 - load_image gives the readable reason
+        return None
+    width, height = image.size
+    if image.format != "JPEG" or not 0 < width * height <= MAX_IMAGE_PIXELS:
+        image.close()
+        return None
+    image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+    return image
+
+
+def _file_identity(record) -> str | None:
+    """``path|size|mtime_ns|inode`` of a record that is a file on disk, else None (bytes are not remembered)."""
+    record = record or {}
+    if record.get("bytes") or not record.get("path"):
+        return None
+    try:
+        stat = Path(record["path"]).stat()
+    except OSError:
+        return None
+    return f"{Path(record['path']).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+
+
+def _check_cache_file(identities: list[str | None]) -> Path | None:
+    """One cache file per folder of images (the common root of their paths), or None when no record is a file."""
+    import hashlib
+
+    paths = [identity.split("|")[0] for identity in identities if identity]
+    if not paths:
+        return None
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    digest = hashlib.sha1(root.encode()).hexdigest()[:16]
+    return cache.cache_root() / "image_checks" / f"v{CHECK_VERSION}-{digest}.json"
+
+
+def _load_check_cache(path: Path) -> set[str]:
+    import json
+
+    try:
+        return set(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()  # missing or damaged: check everything again
+
+
+def _save_check_cache(path: Path, passed: set[str]) -> None:
+    from hf_transfer.run_folder import write_json
+
+    try:
+        write_json(path, sorted(passed))
+    except OSError:
+        pass  # a read-only cache only costs the next run a check
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
