@@ -31,6 +31,7 @@ from hf_transfer.training.arguments import build_training_arguments, estimate_to
 from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
 from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, quiet_console, training_callbacks
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
+from hf_transfer.training.kept_predictions import KeptPredictions
 from hf_transfer.training.loss import make_loss
 from hf_transfer.training.mixing import make_mixer
 from hf_transfer.training.optim import build_param_groups
@@ -227,11 +228,12 @@ def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.train.early_stopping_patience))
     if run.strategy.head_only_steps > 0:
         callbacks.append(HeadOnlySteps(run.strategy.head_only_steps))
-    callbacks += [*applied.strategy.callbacks(), *training_callbacks(run), *extra_callbacks]
+    kept = KeptPredictions()  # the best checkpoint's validation logits, so the final evaluation need not redo them
+    callbacks += [*applied.strategy.callbacks(), *training_callbacks(run), kept, *extra_callbacks]
     trainer = TransferTrainer(
         model=applied.model, args=prep.args, param_groups=param_groups, train_dataset=train_dataset,
         eval_dataset=prep.dataset("validation"), data_collator=collate,
-        compute_metrics=trainer_metrics(prep.labels, multi_label=run.data.multi_label),
+        compute_metrics=kept.wrap(trainer_metrics(prep.labels, multi_label=run.data.multi_label)),
         processing_class=prep.processor, callbacks=callbacks, compute_loss_func=make_loss(run, prep.report),
         train_batch_transform=make_mixer(run, num_labels=len(prep.labels), rank=prep.args.process_index),
     )
@@ -249,8 +251,10 @@ def fit(trainer: Trainer, prep: Prepared):
 def final_evaluation(trainer: Trainer, prep: Prepared) -> FinalEvaluation:
     """Final, honest numbers from the kept (best) model, gathered across processes without duplicates."""
     multi, labels = prep.run.data.multi_label, prep.labels
-    evaluations = {split: _predict(trainer, prep.dataset(split)) for split in ("validation", "test")
-                   if split in prep.splits}
+    kept = KeptPredictions.of(trainer)
+    evaluations = {"validation": (kept and kept.for_kept_model(trainer)) or _predict(trainer, prep.dataset("validation"))}
+    if "test" in prep.splits:
+        evaluations["test"] = _predict(trainer, prep.dataset("test"))
     report_split = "test" if "test" in evaluations else "validation"
     logits, label_ids, eval_loss = evaluations[report_split]
     metrics = classification_metrics(logits, label_ids, labels, multi_label=multi)
