@@ -153,6 +153,13 @@ class DataConfig:
         metadata={"help": "Training augmentation built on the checkpoint's preprocessing: none, light (random "
                   "resized crop + flip) or strong (light + TrivialAugment)."},
     )
+    data_path: Literal["auto", "cpu", "gpu"] = field(
+        default="auto",
+        metadata={"help": "How images reach the model. cpu: loader workers decode (JPEGs at reduced size when much "
+                  "larger than the input) and crop/augment in uint8; the device normalises. gpu: workers read "
+                  "bytes, the GPU decodes (nvJPEG) and augments whole batches (needs CUDA). auto: gpu when CUDA, "
+                  "nvJPEG and JPEG data are there, else cpu; the run says which."},
+    )
     data_seed: int = field(default=42, metadata={"help": "Seed of the validation split and of shot sampling."})
     shots_seed: Optional[int] = field(
         default=None, metadata={"help": "Seed of the --shots-per-class draw (default: --data-seed)."}
@@ -259,7 +266,23 @@ class TrainConfig:
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept on disk (the best is always kept)."})
     logging_steps: int = field(default=10, metadata={"help": "Steps between loss logs."})
-    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the model with torch.compile (inductor). Off by default: its warm-up outweighs "
+                  "the steady-state gain in runs of this size (CPU measurement and the issue's H200 one in "
+                  "bench/RESULTS.md); try it for long runs."},
+    )
+    tf32: bool = field(
+        default=True,
+        metadata={"help": "TF32 tensor-core matmuls for float32 work on Ampere and newer GPUs (compute capability "
+                  "8.0+); ignored elsewhere. --no-tf32 keeps full float32."},
+    )
+    channels_last: Literal["auto", "on", "off"] = field(
+        default="auto",
+        metadata={"help": "Memory format of conv nets' weights and activations. auto: channels_last (NHWC) for conv "
+                  "nets on CUDA, where cuDNN's tensor-core kernels use it; contiguous on CPU, where it measured "
+                  "slower (bench/RESULTS.md). on/off force it."},
+    )
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
     report_to: str = field(default="none", metadata={"help": "Experiment trackers (none, tensorboard, wandb, ...)."})
     examples_per_class: int = field(

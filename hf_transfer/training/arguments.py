@@ -13,6 +13,7 @@ from hf_transfer import console, run_folder
 from hf_transfer.config import RunConfig
 from hf_transfer.errors import ConfigError
 from hf_transfer.training.distributed import world_size
+from hf_transfer.training.model_step import tf32_setting
 from hf_transfer.training.strategies import Strategy
 
 
@@ -84,12 +85,15 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -
         data_seed=t.seed,
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,
+        # Pinned batches and non-blocking copies: the uint8 host→device copy overlaps the previous step's compute.
         dataloader_pin_memory=torch.cuda.is_available() and not use_cpu,
+        accelerator_config={"non_blocking": torch.cuda.is_available() and not use_cpu},
         remove_unused_columns=False,  # the image column is turned into pixel_values by our transform
         label_names=["labels"],
         report_to=t.report_to,
         use_cpu=use_cpu,
         torch_compile=t.torch_compile,
+        tf32=tf32_setting(t.tf32, use_cpu=use_cpu),  # None where no TF32 exists: the Trainer refuses True there
         ddp_find_unused_parameters=strategy.ddp_find_unused_parameters,
         **mixed_precision(t.mixed_precision, use_cpu=use_cpu),
     )

@@ -8,6 +8,7 @@ without the distributed sampler's padded duplicates, and only the main process w
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,19 +22,22 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from hf_transfer import __version__, console, run_folder
 from hf_transfer.config import RunConfig
+from hf_transfer.data.gpu_path import DevicePreprocess, make_raw_batch_transform, resolve_data_path
 from hf_transfer.data.loading import DataReport, load_splits
-from hf_transfer.data.transforms import PreprocessSpec, collate, make_batch_transform
+from hf_transfer.data.transforms import PreprocessSpec, collate, make_batch_transform, make_item_transform
 from hf_transfer.evaluation.metrics import classification_metrics, format_metrics, trainer_metrics
 from hf_transfer.modeling.label_match import LabelMatch
 from hf_transfer.modeling.loading import load_model_and_match, load_processor
 from hf_transfer.run_folder import TrainingSummary
 from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
+from hf_transfer.training import cached_probe
 from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
 from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, quiet_console, training_callbacks
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
 from hf_transfer.training.kept_predictions import KeptPredictions
 from hf_transfer.training.loss import make_loss
 from hf_transfer.training.mixing import make_mixer
+from hf_transfer.training.model_step import to_channels_last, wants_channels_last
 from hf_transfer.training.optim import build_param_groups
 from hf_transfer.training.save import Evaluation, calibrate, save_run
 from hf_transfer.training.strategies import AppliedStrategy, apply_strategy, get_strategy
@@ -64,6 +68,8 @@ class Prepared:
     guardrails: dict[str, Any] = field(default_factory=dict)
     label_match: LabelMatch = field(default_factory=LabelMatch)  # head rows reused for labels the checkpoint knew
     zero_shot: dict[str, Any] | None = None  # accuracy of the model as initialised, when rows were reused
+    route: cached_probe.Route = field(default_factory=lambda: cached_probe.Route(False))  # cached-feature probe?
+    data_path: tuple[str, str] = ("cpu", "")  # ("cpu" | "gpu", why): --data-path as resolved on this machine
 
     @property
     def labels(self) -> list[str]:
@@ -74,10 +80,21 @@ class Prepared:
         return self.run.train.learning_rate or self.applied.strategy.default_learning_rate
 
     def dataset(self, split: str, *, train: bool = False):
-        """``split`` as the model sees it: images → pixel_values (augmented for training), labels encoded."""
+        """``split`` as the loader workers prepare it: uint8 pixel_values (augmented for training; raw JPEG bytes on
+        the gpu data path), labels encoded. :meth:`device_preprocess` makes the model input of it on the device."""
+        data = self.run.data
+        if self.data_path[0] == "gpu":
+            return self.splits[split].with_transform(make_raw_batch_transform(
+                make_item_transform(self.spec, train=train, augment=data.augment), train=train, augment=data.augment,
+                multi_label=data.multi_label, num_labels=len(self.labels)))
         return self.splits[split].with_transform(make_batch_transform(
-            self.processor, train=train, spec=self.spec, augment=self.run.data.augment,
-            multi_label=self.run.data.multi_label, num_labels=len(self.labels)))
+            self.processor, train=train, spec=self.spec, augment=data.augment, multi_label=data.multi_label,
+            num_labels=len(self.labels), output="uint8"))
+
+    def device_preprocess(self) -> tuple[DevicePreprocess, DevicePreprocess]:
+        """(training, evaluation) batch → model input on the device (see :class:`TransferTrainer`)."""
+        return (DevicePreprocess(self.spec, train=True, augment=self.run.data.augment),
+                DevicePreprocess(self.spec, train=False))
 
     def rebuild_model(self) -> nn.Module:
         """A fresh copy of the model as trained (same checkpoint, labels and strategy), e.g. to unshard FSDP into."""
@@ -100,16 +117,29 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
 
     Quiet unless ``run.train.verbose`` (see :mod:`hf_transfer.console`): results on stdout, bars and warnings on stderr.
     """
-    run.validate()
+    run = resolve_defaults(run.validate())
     with console.quiet(run.train.verbose):
         prep = prepare(run)
-        trainer = build_trainer(prep, callbacks)
-        train_output = fit(trainer, prep)
-        final = final_evaluation(trainer, prep)
-        summary = summarize(prep, trainer, train_output)
-        save(trainer, prep, final, summary)
-        push(trainer, prep)
+        if prep.route.cached:  # a linear probe without augmentation: embed once, fit the head on the features
+            final, summary = fit_cached_probe(prep)
+            write(prep.applied.model, prep, final, summary)
+            _wait_for_everyone()
+        else:
+            trainer = build_trainer(prep, callbacks)
+            train_output = fit(trainer, prep)
+            final = final_evaluation(trainer, prep)
+            summary = summarize(prep, trainer, train_output)
+            save(trainer, prep, final, summary)
+        push(prep)
     return RunResult(prep.out, final.metrics, summary.to_dict())
+
+
+def resolve_defaults(run: RunConfig) -> RunConfig:
+    """``run`` with the strategy's defaults filled in (--augment): what config.yaml and the summary record."""
+    if run.data.augment is not None:
+        return run
+    augment = get_strategy(run.strategy.strategy).default_augment
+    return dataclasses.replace(run, data=dataclasses.replace(run.data, augment=augment))
 
 
 def prepare(run: RunConfig) -> Prepared:
@@ -120,28 +150,40 @@ def prepare(run: RunConfig) -> Prepared:
         check_write_access(run.train.push_to_hub)  # a missing or bad token fails now, not after training
     out = Path(run.train.output_dir).expanduser()
     strategy = get_strategy(run.strategy.strategy)
+    wants_cache = cached_probe.wants_cached_path(run, strategy).cached
     args = build_training_arguments(run, out, strategy=strategy)
     check_launch(args)  # the process group is up from here on (accelerate launch / torchrun)
     started = time.time()
     # The main process checks the output folder and fills shared caches (embedded checkpoint/data) first.
     with args.main_process_first(local=False, desc="output folder, data and checkpoint"):
         if is_main_process():
-            out = _prepare_output_dir(out, resume=run.train.resume)
+            out = _prepare_output_dir(out, resume=run.train.resume, cached=wants_cache)
         set_seed(run.train.seed)  # the new head's initialisation depends on it
         splits, report = load_splits(run.data)
         model, label_match = _load_model(run, report.label_names)
         processor = load_processor(run.model.model, revision=run.model.revision,
                                    trust_remote_code=run.model.trust_remote_code)
-    zero = zero_shot(model, processor, splits["validation"], label_match, run=run, device=args.device)
+    route = cached_probe.probe_route(run, strategy, model)
+    zero = None if route.cached else zero_shot(model, processor, splits["validation"], label_match, run=run,
+                                               device=args.device)  # the cached path has it from the features
     total_steps = estimate_total_steps(len(splits["train"]), run) if strategy.needs_total_steps else None
     applied = apply_strategy(model, run.strategy, total_steps=total_steps)
+    if wants_channels_last(run.train.channels_last, applied.model, on_cuda=args.device.type == "cuda"):
+        to_channels_last(applied.model)
     prep = Prepared(run=run, out=out, args=args, splits=splits, report=report, processor=processor,
                     spec=PreprocessSpec.from_processor(processor, source=run.model.model), applied=applied, total_steps=total_steps,
-                    started=started, label_match=label_match, zero_shot=zero)
+                    started=started, label_match=label_match, zero_shot=zero, route=route)
+    prep.data_path = resolve_data_path(run.data.data_path, device=args.device, records=_sample_records(splits["train"]),
+                                       can_replicate=prep.spec.eval_geometry is not None)
     if is_main_process():
         _announce(prep)
         _check_negative_transfer(prep)
     return prep
+
+
+def _sample_records(split, n: int = 64) -> list[Any]:
+    """The first ``n`` undecoded image records of ``split`` (what --data-path auto looks at)."""
+    return list(split.select(range(min(n, len(split))))["image"])
 
 
 def _load_model(run: RunConfig, labels: list[str]) -> tuple[nn.Module, LabelMatch]:
@@ -170,11 +212,19 @@ def zero_shot(model: nn.Module, processor, validation, match: LabelMatch, *, run
     model.to(home)
     names, multi = [model.config.id2label[i] for i in range(model.config.num_labels)], run.data.multi_label
     truth = np.stack([np.asarray(encode_target(y, multi_label=multi, num_labels=len(names))) for y in validation["label"]])
-    scores = classification_metrics(logits, truth, names, multi_label=multi, top_k=())
+    return zero_shot_record(logits, truth, names, match, multi_label=multi)
+
+
+def zero_shot_record(logits: np.ndarray, truth: np.ndarray, names: list[str], match: LabelMatch, *,
+                     multi_label: bool) -> dict[str, Any]:
+    """metrics.json's ``zero_shot``: validation accuracy of the model as initialised, and the rows it reused."""
+    scores = classification_metrics(logits, truth, names, multi_label=multi_label, top_k=())
     return {"accuracy": scores["accuracy"], "split": "validation", "num_samples": len(truth)} | match.to_dict()
 
 
-def _prepare_output_dir(out: Path, *, resume: bool) -> Path:
+def _prepare_output_dir(out: Path, *, resume: bool, cached: bool = False) -> Path:
+    if cached:  # no checkpoints: --resume fits again from the cached features
+        return cached_probe.prepare_output_dir(out, resume=resume)
     out = run_folder.prepare_output_dir(out, resume=resume)
     for name in run_folder.discard_partial_checkpoints(out):
         print(f"removed {name}: its save was interrupted before it completed", flush=True)
@@ -185,6 +235,9 @@ def _announce(prep: Prepared) -> None:
     """Say what will be trained on what, and write the run's config and data report (main process)."""
     report, labels, out = prep.report, prep.labels, prep.out
     print(prep.applied.summary(), flush=True)
+    if prep.route.reason:
+        print(prep.route.reason, flush=True)
+    print(_describe_data_path(prep), flush=True)
     print(f"data: {report.split_sizes} examples, {len(labels)} classes: {labels[:10]}"
           f"{' ...' if len(labels) > 10 else ''}", flush=True)
     if prep.label_match.describe():
@@ -196,6 +249,16 @@ def _announce(prep: Prepared) -> None:
         print(f"left out {len(report.bad_images)} unreadable image(s); see {out / run_folder.DATA_REPORT_FILE}")
     prep.run.save_yaml(out / run_folder.CONFIG_FILE)
     run_folder.write_json(out / run_folder.DATA_REPORT_FILE, report.to_dict())
+
+
+def _describe_data_path(prep: Prepared) -> str:
+    path, why = prep.data_path
+    how = ("workers read bytes; the GPU decodes (nvJPEG), crops and normalises whole batches" if path == "gpu" else
+           "workers decode (JPEGs at reduced size) and crop in uint8; normalisation on the device")
+    line = f"data path: {path} ({how}; {why})"
+    if prep.spec.eval_geometry is None:
+        line += f"; evaluation runs the checkpoint's own image processor ({prep.spec.eval_fallback})"
+    return line
 
 
 def _check_negative_transfer(prep: Prepared) -> None:
@@ -236,6 +299,7 @@ def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (
         compute_metrics=kept.wrap(trainer_metrics(prep.labels, multi_label=run.data.multi_label)),
         processing_class=prep.processor, callbacks=callbacks, compute_loss_func=make_loss(run, prep.report),
         train_batch_transform=make_mixer(run, num_labels=len(prep.labels), rank=prep.args.process_index),
+        device_preprocess=prep.device_preprocess(),
     )
     if not console.is_verbose():
         quiet_console(trainer)  # one bar for training and one per evaluation instead of a dict per log step
@@ -255,6 +319,12 @@ def final_evaluation(trainer: Trainer, prep: Prepared) -> FinalEvaluation:
     evaluations = {"validation": (kept and kept.for_kept_model(trainer)) or _predict(trainer, prep.dataset("validation"))}
     if "test" in prep.splits:
         evaluations["test"] = _predict(trainer, prep.dataset("test"))
+    return report(evaluations, prep)
+
+
+def report(evaluations: dict[str, Evaluation], prep: Prepared) -> FinalEvaluation:
+    """The metrics reported from the kept model's predictions per split: test if there is one, else validation."""
+    multi, labels = prep.run.data.multi_label, prep.labels
     report_split = "test" if "test" in evaluations else "validation"
     logits, label_ids, eval_loss = evaluations[report_split]
     metrics = classification_metrics(logits, label_ids, labels, multi_label=multi)
@@ -329,17 +399,28 @@ def save(trainer: Trainer, prep: Prepared, final: FinalEvaluation, summary: Trai
     full_model = unsharded_model(trainer, prep.rebuild_model)  # collective: every process takes part
     if full_model is not None:
         trainer.model = full_model
-    if is_main_process():
-        if prep.run.train.calibrate and not prep.run.data.multi_label:
-            summary.calibration = calibrate(trainer.model, final.evaluations, prep.splits["validation"],
-                                            prep.labels, prep.out)
-        save_run(trainer, prep.processor, prep.run, prep.out, final.metrics, summary, prep.splits)
-        print(format_metrics(final.metrics), flush=True)
-        print(f"saved to {prep.out}", flush=True)
+        write(trainer.model, prep, final, summary)
     trainer.accelerator.wait_for_everyone()
 
 
-def push(trainer: Trainer, prep: Prepared) -> None:
+def write(model: nn.Module, prep: Prepared, final: FinalEvaluation, summary: TrainingSummary) -> None:
+    """Calibrate and write the output folder (main process; the others return at once)."""
+    if not is_main_process():
+        return
+    if prep.run.train.calibrate and not prep.run.data.multi_label:
+        summary.calibration = calibrate(model, final.evaluations, prep.splits["validation"], prep.labels, prep.out)
+    save_run(model, prep.processor, prep.run, prep.out, final.metrics, summary, prep.splits)
+    print(format_metrics(final.metrics), flush=True)
+    print(f"saved to {prep.out}", flush=True)
+
+
+def _wait_for_everyone() -> None:
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()
+
+
+def push(prep: Prepared) -> None:
     """--push-to-hub: the saved folder with a model card, from the main process."""
     if prep.run.train.push_to_hub and is_main_process():
         from hf_transfer.publish.hub import push_model
