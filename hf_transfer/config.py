@@ -148,10 +148,11 @@ class DataConfig:
         metadata={"help": "Decode every image once before training to find bad files early. Default: on for "
                   "local data, off for Hub data sets."},
     )
-    augment: Literal["none", "light", "strong"] = field(
-        default="light",
+    augment: Optional[Literal["none", "light", "strong"]] = field(
+        default=None,
         metadata={"help": "Training augmentation built on the checkpoint's preprocessing: none, light (random "
-                  "resized crop + flip) or strong (light + TrivialAugment)."},
+                  "resized crop + flip) or strong (light + TrivialAugment). Default: the strategy's: none for a "
+                  "linear probe (fitted on cached features: the backbone runs once per image), light otherwise."},
     )
     data_path: Literal["auto", "cpu", "gpu"] = field(
         default="auto",
@@ -218,12 +219,21 @@ class TrainConfig:
                   "existing run is continued only with --resume."},
     )
     resume: bool = field(default=False, metadata={"help": "Continue the run in --output-dir from its last checkpoint."})
-    num_train_epochs: float = field(default=10.0, metadata={"help": "Passes over the training data."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."})
+    num_train_epochs: float = field(
+        default=10.0,
+        metadata={"help": "Passes over the training data. Linear probe on cached features: full-batch L-BFGS "
+                  "iterations per L2 strength of the head fit."},
+    )
+    max_steps: int = field(
+        default=-1,
+        metadata={"help": "Stop after this many optimizer steps (overrides epochs); on cached features: L-BFGS "
+                  "iterations per L2 strength."},
+    )
     learning_rate: Optional[float] = field(
         default=None,
         metadata={"help": "Peak learning rate. Default: the strategy's own rate (`hf-transfer strategies` lists "
-                  f"them); the new head trains at least at {short_float(HEAD_LR_FLOOR)}."},
+                  f"them); the new head trains at least at {short_float(HEAD_LR_FLOOR)}. Not used by the linear "
+                  "probe on cached features (L-BFGS takes its steps from a line search)."},
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})

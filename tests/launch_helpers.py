@@ -33,8 +33,9 @@ from hf_transfer.training.run import run_training
 
 out_root, strategies, common = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
 try:
-    for strategy in strategies:
-        run_training(parse_run_config(common + ["--strategy", strategy, "--output-dir", f"{out_root}/{strategy}"]))
+    for spec in strategies:  # "linear" or "linear@--augment=none": a strategy, then options of that run only
+        strategy, *extra = spec.split("@")
+        run_training(parse_run_config(common + ["--strategy", strategy, *extra, "--output-dir", f"{out_root}/{spec}"]))
 finally:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -1,6 +1,7 @@
 """Real 2-process DDP on CPU (gloo) through `accelerate launch`, compared with one process at the same global batch.
 
-One launch trains `linear`, `full` and `lora` one after another (batch 4 per process); the same three run in
+One launch trains `linear`, `full` and `lora` one after another on the Trainer path (batch 4 per process, light
+augmentation), then the cached-feature linear probe (each process embeds half of each split); the same run in
 this process with batch 8. Same seed, same global batches, so the runs must agree to float tolerance: the
 per-step losses, the evaluations, the final weights and metrics. The test split has an odd number of images,
 so the distributed sampler pads it; the metrics must still count every image exactly once.
@@ -22,7 +23,8 @@ from launch_helpers import (
     tiny_args,
 )
 
-STRATEGIES = ("linear", "full", "lora")
+STRATEGIES = ("linear", "full", "lora")  # with --augment light: the linear probe takes the Trainer path
+CACHED = "linear@--augment=none"  # the cached-feature linear probe
 OTHER_PEFT = ("dora", "loha", "lokr", "ia3", "oft", "boft", "vera", "fourierft", "hra", "adalora")
 
 
@@ -35,7 +37,8 @@ def runs(tmp_path_factory):
     driver.write_text(DRIVER)
     workdir = root / "cwd"
     workdir.mkdir()
-    launch_ddp(driver, [root / "ddp", ",".join(STRATEGIES), *tiny_args(model, data, per_device_train_batch_size=4)],
+    launch_ddp(driver, [root / "ddp", ",".join((*STRATEGIES, CACHED)),
+                        *tiny_args(model, data, per_device_train_batch_size=4, augment="light")],
                env=offline_env(cache), cwd=workdir)
 
     from hf_transfer.config import parse_run_config
@@ -44,9 +47,10 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for key, value in offline_env(cache).items():
             patch.setenv(key, value)
-        for strategy in STRATEGIES:
-            run_training(parse_run_config(tiny_args(model, data) + ["--strategy", strategy,
-                                                             "--output-dir", str(root / "single" / strategy)]))
+        for spec in (*STRATEGIES, CACHED):
+            strategy, *extra = spec.split("@")
+            run_training(parse_run_config(tiny_args(model, data, augment="light") + ["--strategy", strategy, *extra,
+                                                                                  "--output-dir", str(root / "single" / spec)]))
     return root
 
 
@@ -76,8 +80,21 @@ def test_ddp_evaluates_every_image_exactly_once(runs, strategy):
     assert sum(c["support"] for c in metrics["per_class"].values()) == TEST_IMAGES
 
 
+def test_cached_probe_under_ddp_matches_one_process(runs):
+    """Each process embeds a contiguous half of every split; gathered in order, the head fit is the one process's."""
+    ddp, single = runs / "ddp" / CACHED, runs / "single" / CACHED
+    summary = read_json(ddp / "training_summary.json")
+    assert summary["hyperparameters"]["world_size"] == 2 and summary["hyperparameters"]["augment"] == "none"
+    assert summary["global_step"] == read_json(single / "training_summary.json")["global_step"]
+    assert max_weight_diff(ddp / "model.safetensors", single / "model.safetensors") < 1e-5
+    m_ddp, m_single = read_json(ddp / "metrics.json"), read_json(single / "metrics.json")
+    assert m_ddp["num_samples"] == TEST_IMAGES and m_ddp["confusion_matrix"] == m_single["confusion_matrix"]
+    assert m_ddp["eval_loss"] == pytest.approx(m_single["eval_loss"], rel=1e-5)
+    assert not (ddp / "checkpoints").exists()
+
+
 def test_ddp_writes_one_output_folder(runs):
-    assert sorted(p.name for p in (runs / "ddp").iterdir()) == sorted(STRATEGIES)
+    assert sorted(p.name for p in (runs / "ddp").iterdir()) == sorted((*STRATEGIES, CACHED))
     assert not any((runs / "cwd").iterdir()), "a process wrote into the working directory"
     for strategy in STRATEGIES:
         out = runs / "ddp" / strategy

@@ -56,11 +56,13 @@ def test_train_save_reload_predict(arch, strategy, tiny_checkpoints, image_folde
             assert adapter[label] == pytest.approx(ours[label], abs=1e-4)
 
 
-def test_linear_probe_keeps_backbone_exactly(tiny_checkpoints, image_folder, tmp_path):
+@pytest.mark.parametrize("augment", ["light", "none"])  # the Trainer path, the cached-feature path
+def test_linear_probe_keeps_backbone_exactly(tiny_checkpoints, image_folder, tmp_path, augment):
     """A linear probe changes the head only: backbone weights and BatchNorm statistics are untouched."""
     source = tiny_checkpoints("resnet")
     before = AutoModelForImageClassification.from_pretrained(source).state_dict()
-    run_training(quick_run_config(source, image_folder, tmp_path / "run", strategy="linear", max_steps=4))
+    run_training(quick_run_config(source, image_folder, tmp_path / "run", strategy="linear", max_steps=4,
+                                  augment=augment))
     after = AutoModelForImageClassification.from_pretrained(tmp_path / "run").state_dict()
     changed = [k for k in before if not k.startswith("classifier") and not torch.equal(before[k], after[k])]
     assert changed == []
@@ -98,7 +100,8 @@ def test_class_weights_label_smoothing_and_staged_unfreeze(tiny_checkpoints, ima
     assert np.isfinite(result.summary["train_loss"])
 
 
-def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path):
+@pytest.mark.parametrize("augment", ["light", "none"])  # the Trainer path, the cached-feature path
+def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path, augment):
     rows = ["path,tags"]
     for i, file in enumerate(sorted(image_folder.rglob("*.png"))):
         tags = file.parent.name + ("|striped" if i % 2 else "")
@@ -108,7 +111,7 @@ def test_multi_label_csv(tiny_checkpoints, image_folder, tmp_path):
     out = tmp_path / "run"
     result = run_training(quick_run_config(tiny_checkpoints("vit"), csv, out, strategy="linear", multi_label=True,
                                     image_column="path", label_column="tags", metric_for_best_model="macro_f1",
-                                    class_weighting="balanced", label_smoothing=0.1))
+                                    class_weighting="balanced", label_smoothing=0.1, augment=augment))
     assert result.summary["problem_type"] == "multi_label_classification"
     assert np.isfinite(result.summary["train_loss"])  # trained with the balanced, smoothed BCE of training/loss.py
     assert set(result.metrics["per_class"]) == {"cat", "dog", "fish", "striped"}

@@ -29,8 +29,8 @@ from hf_transfer.evaluation.metrics import classification_metrics, format_metric
 from hf_transfer.modeling.label_match import LabelMatch
 from hf_transfer.modeling.loading import load_model_and_match, load_processor
 from hf_transfer.run_folder import TrainingSummary
-from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
 from hf_transfer.training import cached_probe
+from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
 from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
 from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, quiet_console, training_callbacks
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
@@ -121,6 +121,9 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
     with console.quiet(run.train.verbose):
         prep = prepare(run)
         if prep.route.cached:  # a linear probe without augmentation: embed once, fit the head on the features
+            if callbacks:
+                console.warn("the cached-feature linear probe runs no Trainer, so the Trainer callbacks passed will "
+                             "not be called; pass --augment light for the Trainer path.")
             final, summary = fit_cached_probe(prep)
             write(prep.applied.model, prep, final, summary)
             _wait_for_everyone()
@@ -314,7 +317,6 @@ def fit(trainer: Trainer, prep: Prepared):
 
 def final_evaluation(trainer: Trainer, prep: Prepared) -> FinalEvaluation:
     """Final, honest numbers from the kept (best) model, gathered across processes without duplicates."""
-    multi, labels = prep.run.data.multi_label, prep.labels
     kept = KeptPredictions.of(trainer)
     evaluations = {"validation": (kept and kept.for_kept_model(trainer)) or _predict(trainer, prep.dataset("validation"))}
     if "test" in prep.splits:
@@ -345,10 +347,55 @@ def _predict(trainer: Trainer, dataset) -> Evaluation:
     return np.asarray(logits), np.asarray(output.label_ids), (float(loss) if loss is not None else None)
 
 
+def fit_cached_probe(prep: Prepared) -> tuple[FinalEvaluation, TrainingSummary]:
+    """The cached-feature linear probe (:mod:`cached_probe`): embed each split once (shared across processes),
+    fit the head on the features, write it into the model, and evaluate from the features."""
+    run, model = prep.run, prep.applied.model
+    started = time.time()
+    features = cached_probe.embed_splits(run, prep.splits)
+    embedded = time.time()
+    loss = cached_probe.probe_loss(run, prep.report)
+    prior = cached_probe.head_prior(model, prep.label_match.rows)
+    if prior is not None:  # the model as initialised, from the features: no extra forward pass
+        validation = features["validation"]
+        prep.zero_shot = zero_shot_record(cached_probe.head_logits(model, validation.features), validation.labels,
+                                          prep.labels, prep.label_match, multi_label=run.data.multi_label)
+    head = cached_probe.fit_head(features["train"], features["validation"], label_names=prep.labels, loss=loss,
+                                 multi_label=run.data.multi_label, max_iter=cached_probe.iterations_per_strength(run),
+                                 patience=run.train.early_stopping_patience, metric=run.train.metric_for_best_model,
+                                 prior=prior)
+    cached_probe.write_head(model, head)
+    if is_main_process():
+        sizes = ", ".join(f"{name} {len(f.features)}" for name, f in features.items())
+        cache = "all from the cache" if all(f.from_cache for f in features.values()) else "embedded now"
+        print(f"features: {sizes} images ({cache}, {embedded - started:.1f} s); head fit: L-BFGS, L2 {head.l2:g} "
+              f"kept of {len(head.path)} strength(s), {head.iterations} iterations, {time.time() - embedded:.2f} s",
+              flush=True)
+        if prep.zero_shot:
+            print(f"zero-shot (before training, {len(prep.label_match.rows)} reused row(s)): validation accuracy "
+                  f"{prep.zero_shot['accuracy']:.3f}", flush=True)
+    final = report({name: cached_probe.evaluation(head, features[name], loss) for name in ("validation", "test")
+                    if name in features}, prep)
+    summary = _summary(prep, global_step=head.iterations, epochs=float(head.passes), best_checkpoint=None,
+                       train_loss=head.train_loss, early_stopped=head.stopped_early, guardrails=dict(prep.guardrails),
+                       hyperparameters=_hyperparameters(prep) | head.hyperparameters())
+    return final, summary
+
+
 def summarize(prep: Prepared, trainer: Trainer, train_output) -> TrainingSummary:
     """training_summary.json: what was trained, on what, how, and what the guardrails said."""
-    run, applied, state = prep.run, prep.applied, trainer.state
+    state = trainer.state
+    return _summary(prep, global_step=state.global_step, epochs=state.epoch,
+                    best_checkpoint=state.best_model_checkpoint, train_loss=train_output.training_loss,
+                    early_stopped=bool(state.global_step < state.max_steps),
+                    guardrails=prep.guardrails | guardrail_summary(trainer))
+
+
+def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:
+    """The summary's fields that do not depend on how the model was fitted, plus ``fit``'s."""
+    run, applied = prep.run, prep.applied
     report_split = "test" if "test" in prep.splits else "validation"
+    fit.setdefault("hyperparameters", _hyperparameters(prep))
     return TrainingSummary(
         strategy=applied.strategy.name,
         peft_method=applied.strategy.name if applied.strategy.is_peft else None,
@@ -358,13 +405,8 @@ def summarize(prep: Prepared, trainer: Trainer, train_output) -> TrainingSummary
         trainable_params=applied.trainable_params, total_params=applied.total_params,
         train_samples=len(prep.splits["train"]), eval_samples=len(prep.splits[report_split]),
         shots_per_class=run.data.shots_per_class,
-        global_step=state.global_step, epochs=state.epoch, best_checkpoint=state.best_model_checkpoint,
-        train_runtime_s=round(time.time() - prep.started, 2), train_loss=train_output.training_loss,
-        preprocessing=prep.spec.to_dict(), hyperparameters=_hyperparameters(prep),
-        early_stopped=bool(state.global_step < state.max_steps),
-        hf_transfer_version=__version__,
-        guardrails=prep.guardrails | guardrail_summary(trainer),
-        zero_shot=prep.zero_shot,
+        train_runtime_s=round(time.time() - prep.started, 2), preprocessing=prep.spec.to_dict(),
+        hf_transfer_version=__version__, zero_shot=prep.zero_shot, **fit,
     )
 
 
@@ -399,7 +441,7 @@ def save(trainer: Trainer, prep: Prepared, final: FinalEvaluation, summary: Trai
     full_model = unsharded_model(trainer, prep.rebuild_model)  # collective: every process takes part
     if full_model is not None:
         trainer.model = full_model
-        write(trainer.model, prep, final, summary)
+    write(trainer.model, prep, final, summary)
     trainer.accelerator.wait_for_everyone()
 
 

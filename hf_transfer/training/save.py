@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import Trainer
+from torch import nn
 
 from hf_transfer import run_folder
 from hf_transfer.config import RunConfig
@@ -35,13 +35,14 @@ def calibrate(model, evaluations: dict[str, Evaluation], validation, labels: lis
     return record
 
 
-def save_run(trainer: Trainer, processor, run: RunConfig, out: Path, metrics: dict[str, Any],
-             summary: TrainingSummary, splits) -> None:
-    """Write the output folder (main process only): adapter, merged model, processor, metrics, plots."""
+def save_run(model: nn.Module, processor, run: RunConfig, out: Path, metrics: dict[str, Any],
+             summary: TrainingSummary, splits) -> nn.Module:
+    """Write the output folder (main process only): adapter, merged model, processor, metrics, plots.
+
+    ``model``: the trained model (a PeftModel is saved as an adapter, then merged). Returns the model saved."""
     labels = summary.label_names
     if summary.peft_method:
-        summary.merge_max_abs_diff = _save_adapter(trainer, processor, run, out, summary, splits["validation"])
-    model = trainer.model
+        model, summary.merge_max_abs_diff = _save_adapter(model, processor, run, out, summary, splits["validation"])
     model.config.name_or_path = run.model.model
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -52,12 +53,12 @@ def save_run(trainer: Trainer, processor, run: RunConfig, out: Path, metrics: di
     examples.save_examples(splits["validation"], labels, out, per_class=run.train.examples_per_class)
     Metrics.from_dict(metrics).write(out)
     summary.write(out)
+    return model
 
 
-def _save_adapter(trainer: Trainer, processor, run: RunConfig, out: Path, summary: TrainingSummary,
-                  validation) -> float:
-    """Save the adapter alone under ``adapter/``, then merge it into ``trainer.model``; returns the merge check."""
-    model = trainer.model
+def _save_adapter(model, processor, run: RunConfig, out: Path, summary: TrainingSummary,
+                  validation) -> tuple[nn.Module, float]:
+    """Save the adapter alone under ``adapter/``, then merge it; returns the merged model and the merge check."""
     adapter_dir = out / run_folder.ADAPTER_DIR
     for config in model.peft_config.values():
         config.base_model_name_or_path = run.model.model  # the user's spec, not a cache path
@@ -66,15 +67,14 @@ def _save_adapter(trainer: Trainer, processor, run: RunConfig, out: Path, summar
     processor.save_pretrained(adapter_dir)
     run_folder.write_json(adapter_dir / run_folder.LABELS_FILE,
                           run_folder.labels_payload(summary.label_names, summary.problem_type))
-    return merge_and_check(trainer, validation, processor)
+    return merge_and_check(model, validation, processor)
 
 
 @torch.no_grad()
-def merge_and_check(trainer: Trainer, validation, processor) -> float:
+def merge_and_check(peft_model, validation, processor) -> tuple[nn.Module, float]:
     """Merge the adapter into the base weights and check the merged model predicts the same logits."""
     from hf_transfer.data.images import load_image
 
-    peft_model = trainer.model
     rows = validation.with_format(None).select(range(min(8, len(validation))))
     images = [load_image(r["image"]) for r in rows]
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
@@ -84,8 +84,7 @@ def merge_and_check(trainer: Trainer, validation, processor) -> float:
     merged = peft_model.merge_and_unload()
     merged.eval()
     after = merged(pixel_values=pixels.to(device)).logits.float().cpu()
-    trainer.model = merged
     diff = float((before - after).abs().max())
     if diff > 1e-3 * max(1.0, float(before.abs().max())):
         print(f"warning: merged weights differ from adapter predictions by {diff:.2e}; the adapter in adapter/ is exact")
-    return diff
+    return merged, diff

@@ -39,7 +39,14 @@ class Strategy:
     peft_config: Callable[..., Any] | None = None
     needs_total_steps: bool = False  # the peft config schedules itself over the run (AdaLoRA's rank budget)
     uses_rank: bool = False  # --lora-r sets this method's rank
+    # Adapt only the attention query/value projections by default (transformers ones), not every Linear layer:
+    # measured, adapters on the MLP and the other projections cost more step time than full fine-tuning saves
+    # (bench/RESULTS.md, "LoRA targets"). Models without such projections fall back to every Linear layer.
+    query_value_targets: bool = False
     frozen_backbone: bool = False  # only the head trains (linear probe)
+    # --augment when not given. "none" on a frozen backbone sends the run to the cached-feature probe
+    # (training/cached_probe.py): the backbone then runs once per image instead of once per image per epoch.
+    default_augment: str = "light"
     # Under DDP, parameters that get no gradient (e.g. DINOv2's mask token) must be searched for every step;
     # only worth its cost when every weight trains.
     ddp_find_unused_parameters: bool = False
@@ -56,6 +63,8 @@ class Strategy:
 
     def layers_adapted(self) -> str:
         """Which layers get an adapter (or, without one, which weights train), in words."""
+        if self.query_value_targets:
+            return "query/value Linear, Conv2d"
         if self.layer_types:
             return ", ".join(t.__name__ for t in self.layer_types)
         return "none (new head only)" if self.frozen_backbone else "all (every weight)"
@@ -182,13 +191,13 @@ def _peft(name: str, description: str, build: Callable[..., Any], *, layers: tup
 
 for _strategy in (
     Strategy("linear", "Frozen pretrained backbone, new head (linear probe). Fast, robust with few examples.", 1e-3,
-             frozen_backbone=True),
+             frozen_backbone=True, default_augment="none"),
     Strategy("full", "Train every weight (optionally --layer-decay). Best with many examples; most memory.", 5e-5,
              ddp_find_unused_parameters=True, supports_layer_decay=True),
-    _peft("lora", "LoRA adapters on attention/MLP Linear layers (Conv2d on conv backbones) + head.", _lora,
-          uses_rank=True),
+    _peft("lora", "LoRA adapters on the attention query/value projections (Conv2d on conv backbones) + head.",
+          _lora, uses_rank=True, query_value_targets=True),
     _peft("dora", "DoRA: weight-decomposed LoRA (magnitude + direction). Often closer to full fine-tuning.",
-          lambda *a, **k: _lora(*a, dora=True, **k), uses_rank=True),
+          lambda *a, **k: _lora(*a, dora=True, **k), uses_rank=True, query_value_targets=True),
     _peft("loha", "LoHa: low-rank Hadamard-product adapters.", _loha, uses_rank=True),
     _peft("lokr", "LoKr: low-rank Kronecker-product adapters.", _lokr, uses_rank=True),
     _peft("ia3", "IA3: learned rescaling vectors; the fewest trainable parameters.", _ia3, learning_rate=3e-3),
@@ -226,9 +235,18 @@ def strategy_table_markdown() -> str:
 
 # ------------------------------------------------------------------------------------------------ targets
 
+# Attention query/value projections as transformers 5 (q_proj/v_proj), Swinv2/MobileViT (query/value) and timm
+# (one fused qkv projection: one adapter covers query, key and value) name them.
+QUERY_VALUE_NAMES = frozenset({"q_proj", "v_proj", "query", "value", "qkv"})
+
+
 def find_target_modules(model: nn.Module, strategy: Strategy, heads: list[str]) -> list[str]:
-    """Full names of the layers to adapt: backbone Linear layers; on conv-only backbones, Conv2d (groups=1)."""
+    """Full names of the layers to adapt: backbone Linear layers (only the attention query/value projections for
+    the strategies that ask, when the model has them); on conv-only backbones, Conv2d (groups=1)."""
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not in_head(n, heads)]
+    query_value = [n for n in linears if n.rsplit(".", 1)[-1] in QUERY_VALUE_NAMES]
+    if strategy.query_value_targets and query_value:
+        return query_value
     if linears:
         return linears
     convs = [n for n, m in model.named_modules()

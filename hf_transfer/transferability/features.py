@@ -40,7 +40,8 @@ __all__ = ["FeatureSet", "dataset_fingerprint", "default_cache_dir", "extract_fe
 class FeatureSet:
     """Cached forward pass over one split.
 
-    features: (N, D) float32, the classification head's input; labels: (N,) int64 ids into label_names;
+    features: (N, D) float32, the classification head's input; labels: (N,) int64 ids into label_names
+    ((N, C) multi-hot for a multi-label split, see extract_features);
     source_probs: (N, Z) float32 softmax of the checkpoint's own head, or None (headless / random init).
     """
 
@@ -190,12 +191,13 @@ def _load_random_init(spec: str, revision: str | None, label_names: list[str], s
 
 def extract_features(*, model: str, dataset, revision: str | None = None, init: str = "pretrained",
                      seed: int = 0, cache_dir: str | Path | None = None, batch_size: int = 32,
-                     refresh: bool = False, trust_remote_code: bool = False) -> FeatureSet:
+                     refresh: bool = False, trust_remote_code: bool = False, multi_label: bool = False) -> FeatureSet:
     """Features of `dataset` (a single-label ``datasets`` split from load_splits) under checkpoint `model`.
 
     init: "pretrained" (the checkpoint's weights and its own head) or "random" (same architecture,
     random weights from `seed`: the from-scratch baseline). Reads the cache when the key matches
-    (unless `refresh`), otherwise computes and writes it.
+    (unless `refresh`), otherwise computes and writes it. ``multi_label``: accept a multi-label split
+    (the cached-feature linear probe); its labels come back multi-hot, (N, C).
     """
     import torch
 
@@ -207,7 +209,7 @@ def extract_features(*, model: str, dataset, revision: str | None = None, init: 
         raise ConfigError(f"init={init!r} is not known; use one of {INITS}.")
     if len(dataset) == 0:
         raise DataError("the split to embed is empty; check --data and the split names.")
-    if is_multi_label(dataset):
+    if is_multi_label(dataset) and not multi_label:
         raise DataError("transferability scores and probes need single-label data; this split is multi-label.")
     label_names = label_names_of(dataset)
     processor = loading.load_processor(model, revision=revision, trust_remote_code=trust_remote_code)
@@ -237,11 +239,23 @@ def extract_features(*, model: str, dataset, revision: str | None = None, init: 
             "data_fingerprint": parts["data"], "preprocessing": parts["preprocessing"]["spec"],
             "num_samples": int(feats.shape[0]), "feature_dim": int(feats.shape[1]),
             "source_head": has_head, "source_head_note": note, "source_label_names": source_labels}
-    result = FeatureSet(features=feats.astype(np.float32), labels=np.asarray(dataset["label"], dtype=np.int64),
+    result = FeatureSet(features=feats.astype(np.float32), labels=_label_array(dataset, label_names),
                         label_names=label_names, source_probs=None if probs is None else probs.astype(np.float32),
                         meta=meta, path=path, from_cache=False)
     _write(path, result)
     return result
+
+
+def _label_array(dataset, label_names: list[str]) -> np.ndarray:
+    """(N,) class ids, or (N, C) multi-hot rows for a multi-label split."""
+    from hf_transfer.data.loading import is_multi_label
+
+    if not is_multi_label(dataset):
+        return np.asarray(dataset["label"], dtype=np.int64)
+    hot = np.zeros((len(dataset), len(label_names)), dtype=np.int64)
+    for row, ids in enumerate(dataset["label"]):
+        hot[row, list(ids)] = 1
+    return hot
 
 
 def _write(path: Path, fs: FeatureSet) -> None:
