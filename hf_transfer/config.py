@@ -262,7 +262,8 @@ class TrainConfig:
     )
     dataloader_num_workers: int = field(
         default=-1,
-        metadata={"help": "Data-loading worker processes per device; -1 picks one per spare CPU core (max 8)."},
+        metadata={"help": "Data-loading worker processes per device; -1: every CPU core of this process's share "
+                  "of the machine but one (see training.arguments.default_num_workers)."},
     )
     eval_strategy: Literal["epoch", "steps"] = field(
         default="epoch", metadata={"help": "Evaluate (and checkpoint) every epoch or every --eval-steps steps."}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,11 +152,23 @@ def _open(source: Any, name: str) -> Image.Image:
     raise BadImageError(f"{name}: cannot read an image from a {type(source).__name__}.")
 
 
-def load_image(source: Any, *, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def _needed_size(image: Image.Image, reduce_to: Callable[[int, int], tuple[int, int]]) -> tuple[int, int]:
+    """(width, height) in stored orientation that ``reduce_to`` needs, given the EXIF-oriented full size."""
+    width, height = image.size
+    rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations exif_transpose turns by 90 degrees
+    need_w, need_h = reduce_to(*((height, width) if rotated else (width, height)))
+    need = (need_h, need_w) if rotated else (need_w, need_h)
+    return max(1, min(need[0], MAX_SIDE)), max(1, min(need[1], MAX_SIDE))
+
+
+def load_image(source: Any, *, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
+               reduce_to: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
     """Decode ``source`` fully and return an RGB image; raise :class:`BadImageError` with a readable reason.
 
     ``source`` may be a path, an http(s) URL, raw bytes, a PIL image, a numpy array (HWC or CHW) or a
-    datasets image dict.
+    datasets image dict. ``reduce_to(width, height) -> (min_width, min_height)``, given the full EXIF-oriented
+    size: a JPEG at least twice that size is decoded at 1/2, 1/4 or 1/8 size (libjpeg DCT scaling) while
+    staying at least that size (the fast data path, :mod:`hf_transfer.data.pixels`).
     """
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "image")
     try:
@@ -170,10 +183,11 @@ def load_image(source: Any, *, name: str | None = None, max_pixels: int = MAX_IM
                 )
             if width == 0 or height == 0:
                 raise BadImageError(f"{label}: the image has no pixels ({width}x{height}).")
-            if image.format == "JPEG" and max(width, height) > MAX_SIDE:
-                image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # decode JPEGs at reduced size: fast and small
+            need = _needed_size(image, reduce_to) if reduce_to is not None else (MAX_SIDE, MAX_SIDE)
+            if image.format == "JPEG" and (reduce_to is not None or max(width, height) > MAX_SIDE):
+                image.draft("RGB", need)  # decode JPEGs at reduced size: fast and small
             image.load()
-            image = ImageOps.exif_transpose(image) or image
+            ImageOps.exif_transpose(image, in_place=True)  # not a copy of every image that needs no turning
             if max(image.size) > MAX_SIDE:
                 image = image.copy()
                 image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BICUBIC)

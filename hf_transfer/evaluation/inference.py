@@ -17,6 +17,7 @@ import torch
 
 from hf_transfer import run_folder
 from hf_transfer.data.images import load_image
+from hf_transfer.data.transforms import PreprocessSpec
 from hf_transfer.errors import CheckpointError, CheckpointNotFoundError
 from hf_transfer.modeling.loading import load_model_for_labels, pick_device, resolve_model
 
@@ -96,15 +97,17 @@ class ImageClassifier:
                 for row_s, row_i in zip(scores, ids)]
 
 
-def predict_logits(model, processor, images, *, batch_size: int = 32, device=None,
-                   head_inputs: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def predict_logits(model, processor, images, *, batch_size: int = 32, device=None, head_inputs: bool = False,
+                   num_workers: int | None = None, data_path: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) float32 of ``model`` (put in eval mode) over ``images``, ``batch_size`` at a time.
 
     ``images``: a sequence of image sources (paths, URLs, bytes, PIL images, arrays) or a ``datasets`` split
-    with an ``image`` column; each is decoded by :func:`load_image` and preprocessed by the checkpoint's
-    own ``processor``, as ``pipeline()`` does. ``device``: where the model is (default: its parameters').
-    ``head_inputs``: also return what the classification head received, (N, D) flattened: the features
-    the transferability scores and linear probes work on.
+    with an ``image`` column. Each is preprocessed as the checkpoint's own ``processor`` does, on the fast data
+    path (:func:`model_input_batches`): the same resize and crop, logits within the documented tolerance of
+    ``pipeline()``'s. ``device``: where the model is (default: its parameters'). ``head_inputs``: also return
+    what the classification head received, (N, D) flattened: the features the transferability scores and
+    linear probes work on. ``num_workers``: loader worker processes (None: some when there are many images);
+    ``data_path``: "auto" | "cpu" | "gpu" (see ``--data-path``).
     """
     device = device or next(model.parameters()).device
     captured: list[torch.Tensor] = []
@@ -114,9 +117,9 @@ def predict_logits(model, processor, images, *, batch_size: int = 32, device=Non
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in _image_batches(images, batch_size):
+            for pixels in model_input_batches(images, processor, batch_size=batch_size, device=device,
+                                              num_workers=num_workers, data_path=data_path):
                 captured.clear()
-                pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
                 logits.append(model(pixel_values=pixels).logits.float().cpu().numpy())
                 if hook is not None:
                     features.append(captured[0].float().cpu().numpy())
@@ -127,21 +130,115 @@ def predict_logits(model, processor, images, *, batch_size: int = 32, device=Non
     return (out, np.concatenate(features)) if head_inputs else out
 
 
+# Processors already reported as run themselves (one console line each per process, not one per call).
+_FALLBACK_SAID: set[str] = set()
+
+
+def fast_spec(processor) -> PreprocessSpec | None:
+    """The processor's :class:`PreprocessSpec` when the fast path replicates it, else None (said once, on stderr)."""
+    import warnings
+
+    from hf_transfer import console
+    from hf_transfer.errors import PreprocessingWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PreprocessingWarning)
+        spec = PreprocessSpec.from_processor(processor)
+    reason = spec.eval_fallback or ("the processor lacks preprocessing values" if caught else "")
+    if not reason:
+        return spec
+    if reason not in _FALLBACK_SAID:
+        _FALLBACK_SAID.add(reason)
+        console.warn(f"preprocessing: running {type(processor).__name__} itself for evaluation and prediction, not the "
+                     f"fast data path ({reason}).")
+    return None
+
+
+def model_input_batches(images, processor, *, batch_size: int = 32, device=None, num_workers: int | None = None,
+                        data_path: str = "auto"):
+    """Normalised float (B, C, H, W) batches on ``device`` for ``images``, as the checkpoint's processor makes them.
+
+    The fast path: loader workers decode (JPEGs at reduced size) and resize/crop in uint8, the device normalises
+    (:func:`~hf_transfer.data.pixels.to_model_input`); with ``data_path`` gpu (or auto on CUDA with JPEGs) the GPU
+    decodes. A processor whose geometry is not replicated runs itself (see :func:`fast_spec`).
+    """
+    from torch.utils.data import DataLoader
+
+    from hf_transfer.data.gpu_path import DevicePreprocess, collate_batch, make_raw_batch_transform, resolve_data_path
+    from hf_transfer.data.transforms import make_item_transform
+
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    spec = fast_spec(processor)
+    records = _Records(images)
+    if spec is None:
+        for start in range(0, len(records), batch_size):
+            batch = [load_image(record, name=name) for record, name in records.slice(start, start + batch_size)]
+            yield processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+        return
+    one = make_item_transform(spec, train=False)
+    path = "cpu" if data_path == "cpu" or len(records) == 0 else resolve_data_path(
+        data_path, device=device, records=[records.record(i) for i in range(min(64, len(records)))])[0]
+    if path == "gpu":
+        rows = make_raw_batch_transform(one, train=False)
+    else:
+        def rows(batch):
+            return {"pixel_values": [one(record, name) for record, name in zip(batch["image"], batch["name"])]}
+    workers = _loader_workers(len(records), batch_size) if num_workers is None else num_workers
+    loader = DataLoader(_Rows(records, rows), batch_size=batch_size, num_workers=workers, collate_fn=collate_batch,
+                        pin_memory=device.type == "cuda")
+    preprocess = DevicePreprocess(spec, train=False)
+    for batch in loader:
+        yield preprocess(batch, device)["pixel_values"]
+
+
+def _loader_workers(count: int, batch_size: int) -> int:
+    """Loader processes for ``count`` images: none for a few batches (starting workers costs more), else one per
+    spare core (at most 8)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if count <= 4 * batch_size else max(0, min(8, cores - 1))
+
+
+class _Records:
+    """Image records of a datasets split (read without decoding) or of a plain sequence, with their names."""
+
+    def __init__(self, images):
+        self.images = images
+        self.is_split = hasattr(images, "column_names")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def record(self, index: int):
+        return self.images[int(index)]["image"] if self.is_split else self.images[int(index)]
+
+    def slice(self, start: int, stop: int) -> list[tuple[Any, str | None]]:
+        records = self.images[start:stop]["image"] if self.is_split else list(self.images[start:stop])
+        return [(r, r.get("path") if isinstance(r, dict) else None) for r in records]
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Row ``i`` of ``records`` through a batch transform ({image, name} lists → columns), as one row."""
+
+    def __init__(self, records: _Records, rows):
+        self.records, self.rows = records, rows
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records.record(index)
+        name = record.get("path") if isinstance(record, dict) else None
+        return {key: values[0] for key, values in self.rows({"image": [record], "name": [name]}).items()}
+
+
 def _capture_head_inputs(model, captured: list[torch.Tensor]):
     from hf_transfer.modeling.heads import find_head_names
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_submodule(find_head_names(model)[0])
     return head.register_forward_hook(lambda _module, inputs, _out: captured.append(inputs[0].detach().flatten(1)))
-
-
-def _image_batches(images, batch_size: int):
-    """Decoded RGB images, ``batch_size`` at a time (a datasets split is read a slice at a time)."""
-    is_split = hasattr(images, "column_names")
-    for start in range(0, len(images), batch_size):
-        records = images[start:start + batch_size]["image"] if is_split else images[start:start + batch_size]
-        yield [load_image(record, name=record.get("path") if isinstance(record, dict) else None)
-               for record in records]
 
 
 def _load_adapter(folder: Path):

@@ -18,10 +18,18 @@ from hf_transfer.training.strategies import Strategy
 
 
 def default_num_workers() -> int:
-    """One loader worker per spare core of this process's share of the machine (never 0 with spare cores)."""
+    """Loader workers per training process for ``--dataloader-num-workers -1``: every core of this process's
+    share of the machine but one (the training process's own), with no upper cap; 0 on a single core.
+
+    A 16-core GPU machine gets 15 workers with one process (7 each with two). Why no cap (0.2 capped at 8): an
+    accelerator is fed only while decoding keeps up with it. Issue 10's reference on one H200 (16 cores, ViT-B/16
+    224 bf16): the peer recipe ran 181 img/s at 0 workers and 1,876 at 12; PIL decodes ~384 such photos per
+    second per core, so 3,000 img/s needs ~8 cores busy decoding before any augmentation — the cap was the
+    bottleneck there. Measured on this project's 2-core VM (bench/bench.py, bench/RESULTS.md "Training
+    throughput": peer and ours at 0 and 1 worker, same run): see the CHANGELOG 0.3.0 "Measured" entry.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = max(1, cores // world_size())
-    return max(0, min(8, per_process - 1)) if per_process > 1 else 0
+    return max(0, max(1, cores // world_size()) - 1)
 
 
 def mixed_precision(choice: str, *, use_cpu: bool) -> dict[str, bool]:

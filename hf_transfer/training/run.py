@@ -22,9 +22,9 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from hf_transfer import __version__, console, run_folder
 from hf_transfer.config import RunConfig
-from hf_transfer.data.gpu_path import DevicePreprocess, make_raw_batch_transform, resolve_data_path
+from hf_transfer.data.gpu_path import DevicePreprocess, collate_batch, make_raw_batch_transform, resolve_data_path
 from hf_transfer.data.loading import DataReport, load_splits
-from hf_transfer.data.transforms import PreprocessSpec, collate, make_batch_transform, make_item_transform
+from hf_transfer.data.transforms import PreprocessSpec, make_batch_transform, make_item_transform
 from hf_transfer.evaluation.metrics import classification_metrics, format_metrics, trainer_metrics
 from hf_transfer.modeling.label_match import LabelMatch
 from hf_transfer.modeling.loading import load_model_and_match, load_processor
@@ -298,7 +298,7 @@ def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (
     callbacks += [*applied.strategy.callbacks(), *training_callbacks(run), kept, *extra_callbacks]
     trainer = TransferTrainer(
         model=applied.model, args=prep.args, param_groups=param_groups, train_dataset=train_dataset,
-        eval_dataset=prep.dataset("validation"), data_collator=collate,
+        eval_dataset=prep.dataset("validation"), data_collator=collate_batch,
         compute_metrics=kept.wrap(trainer_metrics(prep.labels, multi_label=run.data.multi_label)),
         processing_class=prep.processor, callbacks=callbacks, compute_loss_func=make_loss(run, prep.report),
         train_batch_transform=make_mixer(run, num_labels=len(prep.labels), rank=prep.args.process_index),

@@ -34,12 +34,17 @@ class TransferTrainer(Trainer):
     ``param_groups(model)`` returns the AdamW parameter groups for the model as the Trainer holds it when it
     creates the optimizer (after FSDP wrapping when FSDP delays optimizer creation). ``train_batch_transform
     (batch, step=global_step)``, if given, rewrites each training batch on the device (MixUp/CutMix).
+    ``device_preprocess``: (training, evaluation) :class:`~hf_transfer.data.gpu_path.DevicePreprocess`: every
+    batch (training, evaluation, prediction) becomes the model's input on the device there: uint8 pixels are
+    normalised, raw JPEG batches (``--data-path gpu``) decoded and augmented. Without it batches pass as they are.
     """
 
     def __init__(self, *args, param_groups: Callable[[nn.Module], list[dict[str, Any]]],
-                 train_batch_transform: Callable[..., dict[str, Any]] | None = None, **kwargs):
+                 train_batch_transform: Callable[..., dict[str, Any]] | None = None,
+                 device_preprocess: tuple[Callable, Callable] | None = None, **kwargs):
         self._param_groups = param_groups
         self._train_batch_transform = train_batch_transform
+        self._device_preprocess = device_preprocess
         self._staging_root: str | None = None
         super().__init__(*args, **kwargs)
 
@@ -48,7 +53,18 @@ class TransferTrainer(Trainer):
             self.optimizer = make_optimizer(self._param_groups(self.model if model is None else model))
         return self.optimizer
 
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        # Every batch the Trainer feeds passes here (prediction_step calls it; training batches were already turned
+        # into model input by training_step, and a normalised float batch passes through unchanged).
+        return super()._prepare_inputs(self._model_input(inputs, train=False))
+
+    def _model_input(self, inputs: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        if self._device_preprocess is None:
+            return inputs
+        return self._device_preprocess[0 if train else 1](inputs, self.args.device)
+
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        inputs = self._model_input(inputs, train=True)
         # Training batches only: evaluation and prediction never come here. The Trainer has already counted
         # the batch's targets (num_items_in_batch, the loss's divisor) from the unmixed labels.
         if self._train_batch_transform is not None:
