@@ -184,11 +184,17 @@ class StrategyConfig:
     )
     lora_r: int = field(default=16, metadata={"help": "Adapter rank, for the methods that have one (`hf-transfer strategies` marks them)."})
     lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA scaling alpha (default: equal to --lora-r)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
+    lora_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on the adapter input. 0 by default: 0.1 made the LoRA step slower (an extra "
+                  "pass over each adapter's input; bench/RESULTS.md, LoRA targets)."},
+    )
     target_modules: Optional[str] = field(
         default=None,
         metadata={"help": "Override the adapter targets: comma-separated module-name suffixes or a regex. Default: "
-                  "chosen per architecture (attention + MLP Linear layers; 1x1/3x3 Conv2d on conv backbones)."},
+                  "chosen per architecture (LoRA/DoRA: the attention query/value projections, which measured faster than "
+                  "full fine-tuning where all-linear did not; other methods: every Linear layer; 1x1/3x3 Conv2d on "
+                  "conv backbones). all-linear: q_proj,k_proj,v_proj,o_proj,fc1,fc2 on a transformers 5 ViT."},
     )
     peft_options: Optional[str] = field(
         default=None, metadata={"help": 'Extra keyword arguments of the peft config as JSON, e.g. \'{"init_weights": false}\'.'}

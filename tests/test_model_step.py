@@ -105,3 +105,32 @@ def test_attention_models_load_with_sdpa(tiny_checkpoints, arch):
 
     model = load_model_for_labels(str(tiny_checkpoints(arch)), ["a", "b"])
     assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize(("arch", "strategy", "expected"), [
+    ("vit", "lora", {"q_proj", "v_proj"}),  # the measured default: attention query/value only
+    ("vit", "dora", {"q_proj", "v_proj"}),
+    ("vit", "loha", {"q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"}),  # other methods: every Linear
+    ("convnext", "lora", {"pwconv1", "pwconv2"}),  # no attention: every Linear, as before
+    ("resnet", "lora", {"convolution"}),  # conv net: Conv2d
+])
+def test_lora_default_targets(arch, strategy, expected):
+    applied = apply_strategy(build_model(arch), StrategyConfig(strategy=strategy))
+    assert {t.rsplit(".", 1)[-1] for t in applied.target_modules} == expected
+    layers = {t.split(".layers.")[-1].split(".")[0] for t in applied.target_modules if ".layers." in t}
+    assert arch != "vit" or layers == {"0", "1"}  # every block, not just one
+
+
+def test_explicit_targets_still_win():
+    applied = apply_strategy(build_model("vit"), StrategyConfig(strategy="lora", target_modules="fc1,fc2"))
+    assert applied.target_modules == ["fc1", "fc2"]
+
+
+def test_fused_qkv_projection_is_the_query_value_target():
+    """timm ViTs fuse query/key/value into one ``qkv`` Linear: that one layer is the target."""
+    from hf_transfer.training.strategies import find_target_modules, get_strategy
+
+    block = nn.ModuleDict({"attn": nn.ModuleDict({"qkv": nn.Linear(8, 24), "proj": nn.Linear(8, 8)}),
+                           "mlp": nn.ModuleDict({"fc1": nn.Linear(8, 16), "fc2": nn.Linear(16, 8)})})
+    model = nn.ModuleDict({"blocks": nn.ModuleList([block]), "head": nn.Linear(8, 3)})
+    assert find_target_modules(model, get_strategy("lora"), ["head"]) == ["blocks.0.attn.qkv"]
