@@ -22,6 +22,20 @@ if "HF_TRANSFER_CACHE" not in os.environ:  # the embedded checkpoint is converte
 from tiny import make_checkpoint, make_image_folder  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests need CUDA: skipped, saying so, without one (HF_TRANSFER_GPU_DRY_RUN=1 runs
+    them on the CPU instead, to check the tests themselves)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items or os.environ.get("HF_TRANSFER_GPU_DRY_RUN") == "1":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these on one)")
+        for item in gpu_items:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _private_hf_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf_home"))

