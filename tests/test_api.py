@@ -77,8 +77,9 @@ def test_two_runs_in_one_process_each_with_its_own_settings(tiny_checkpoints, im
     model = tiny_checkpoints("vit")
     # No use_cpu: without CUDA, hf_transfer runs bf16 as CPU autocast (transformers alone would refuse bf16 here).
     first_seen, second_seen = _settings_seen_by_accelerate(), _settings_seen_by_accelerate()
+    # augment="light": the Trainer path (the one that sees callbacks and mixed precision)
     first = hf_transfer.train(model=model, data=image_folder, output_dir=tmp_path / "linear_bf16", strategy="linear",
-                              mixed_precision="bf16", max_steps=3, per_device_train_batch_size=8,
+                              augment="light", mixed_precision="bf16", max_steps=3, per_device_train_batch_size=8,
                               dataloader_num_workers=0, eval_strategy="steps", eval_steps=3, examples_per_class=1,
                               callbacks=[first_seen])
     # Nothing of the bf16 run stays pinned process-wide: a user's own Accelerator (the no-Trainer recipe in the same
