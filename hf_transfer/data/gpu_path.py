@@ -12,6 +12,7 @@ CUDA exercise the same code).
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Callable
@@ -192,7 +193,7 @@ def resolve_data_path(choice: str, *, device, records: list[Any], can_replicate:
     problem = None if on_cuda else "no CUDA device is in use"
     if problem is None and not can_replicate:
         problem = "the checkpoint's image processor is not replicated on the fast path"
-    if problem is None and not nvjpeg_works(device):
+    if problem is None and not _nvjpeg_works(str(device)):
         problem = "nvJPEG decode failed on this GPU (torchvision built without it?)"
     if choice == "gpu":
         if problem:
@@ -205,6 +206,11 @@ def resolve_data_path(choice: str, *, device, records: list[Any], can_replicate:
     if share < AUTO_JPEG_SHARE:
         return "cpu", f"only {share:.0%} of the sampled images are JPEGs nvJPEG decodes"
     return "gpu", "CUDA with nvJPEG and JPEG data"
+
+
+@functools.lru_cache(maxsize=8)
+def _nvjpeg_works(device: str) -> bool:
+    return nvjpeg_works(device)
 
 
 def nvjpeg_works(device) -> bool:

@@ -73,12 +73,12 @@ def _save_adapter(model, processor, run: RunConfig, out: Path, summary: Training
 @torch.no_grad()
 def merge_and_check(peft_model, validation, processor) -> tuple[nn.Module, float]:
     """Merge the adapter into the base weights and check the merged model predicts the same logits."""
-    from hf_transfer.data.images import load_image
+    from hf_transfer.evaluation.inference import model_input_batches
 
     rows = validation.with_format(None).select(range(min(8, len(validation))))
-    images = [load_image(r["image"]) for r in rows]
-    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     device = next(peft_model.parameters()).device
+    # the pixels every evaluation feeds (the fast data path), so the check is of the model as it is evaluated
+    pixels = next(model_input_batches(rows, processor, batch_size=len(rows), device=device, num_workers=0))
     peft_model.eval()
     before = peft_model(pixel_values=pixels.to(device)).logits.float().cpu()
     merged = peft_model.merge_and_unload()
