@@ -8,7 +8,8 @@ Sections (``--sections``, all by default), every one run round-robin ``--repeats
   ``Trainer``) at the Trainer's default of 0 loader workers; ``peer_tuned``: the same with ``--tuned-workers``.
   ``ours_full``, ``ours_lora``, ``ours_linear`` (the Trainer path of a linear probe): ``run_training`` at its
   defaults (loader workers, precision) with the peer's augmentation (``--augment light``);
-  ``ours_full_tuned``: ours at ``--tuned-workers``. ``model_only_full``, ``model_only_lora``: forward + backward
+  ``ours_full_0w`` / ``ours_full_tuned``: ours at 0 / ``--tuned-workers`` loader workers (the evidence behind
+  ``default_num_workers``). ``model_only_full``, ``model_only_lora``: forward + backward
   + AdamW on random tensors already on the device, the ceiling data loading can at best reach. Ratios to
   ``peer_default``, ``peer_tuned`` and the faster of the two (``peer_best``).
 * ``linear`` - a linear probe end to end (``run_training`` wall time, test accuracy) on real photos: the cached
@@ -16,7 +17,7 @@ Sections (``--sections``, all by default), every one run round-robin ``--repeats
   the same run again) vs the Trainer path (``--strategy linear --augment light``: the backbone forward every
   epoch), by default EfficientNet-Lite0 with real ImageNet weights on ``embedded:textures`` and
   ``embedded:lfw_faces``; plus the feature pass alone (images/s through the backbone, decode included).
-* ``decode`` - decode + preprocessing per image on real photos (scikit-image's astronaut, coffee, chelsea,
+* ``decode`` - decode + preprocessing per image (this thread's CPU time, one torch thread; wall clock too) on real photos (scikit-image's astronaut, coffee, chelsea,
   rocket) saved as JPEGs at ~3.6x the model input: the 0.2 worker path (PIL full-size decode, then the
   processor / torchvision float transforms) vs ours (reduced-size JPEG decode, uint8 crops, normalisation as
   the training step does it), for evaluation and training (random resized crop) preprocessing.
@@ -51,9 +52,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PATHS = ("peer_default", "peer_tuned", "ours_full", "ours_full_tuned", "ours_lora", "ours_linear", "model_only_full",
-         "model_only_lora")
+PATHS = ("peer_default", "peer_tuned", "ours_full", "ours_full_0w", "ours_full_tuned", "ours_lora", "ours_linear",
+         "model_only_full", "model_only_lora")
 SECTIONS = ("training", "linear", "decode")
+# The GPU run leaves out decode (per-image CPU work, measured by the CPU run; it also needs scikit-image's photos).
+DEFAULT_SECTIONS = {"cpu": SECTIONS, "gpu": ("training", "linear")}
+# ours at 0 workers is the CPU evidence behind default_num_workers; on a GPU 0 workers is known to starve it.
+DEFAULT_PATHS = {"cpu": PATHS, "gpu": tuple(p for p in PATHS if p != "ours_full_0w")}
 CLASSES = ("class_a", "class_b", "class_c", "class_d")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # scikit-image's bundled real photos
 
@@ -92,6 +97,7 @@ class Preset:
     decode_images: int  # photos timed per repeat in the decode section
     linear_epochs: int | None = None  # --num-train-epochs of the linear runs (None: the run's default)
     linear_runs: str = "cached_cold,cached_warm,trainer"  # which linear-probe runs to time
+    linear_repeats: int | None = None  # round-robin passes that include the linear runs (None: all of them)
 
 
 def _cores() -> int:
@@ -437,13 +443,15 @@ def make_preprocessors(processor, spec) -> dict:
     }
 
 
-def time_preprocess(function, paths: list[Path], batch: int = 16) -> float:
-    """Milliseconds per image of ``function`` over ``paths`` in loader-sized batches."""
-    started = time.perf_counter()
+def time_preprocess(function, paths: list[Path], batch: int = 16) -> dict:
+    """Milliseconds per image of ``function`` over ``paths`` in loader-sized batches: wall clock, and this thread's
+    CPU time (the work itself: a shared machine's other jobs stretch the wall clock, not the CPU time)."""
+    wall, cpu = time.perf_counter(), time.thread_time()
     for i in range(0, len(paths), batch):
         out = function(paths[i:i + batch])
         assert out.ndim == 4 and out.dtype.is_floating_point, "preprocessing must give a float (B, C, H, W) batch"
-    return 1000 * (time.perf_counter() - started) / len(paths)
+    return {"ms_per_image": 1000 * (time.thread_time() - cpu) / len(paths),
+            "wall_ms_per_image": 1000 * (time.perf_counter() - wall) / len(paths)}
 
 
 # ------------------------------------------------------------------------------------------------ linear
@@ -554,7 +562,7 @@ def check_packages() -> None:
 
 
 OVERRIDES = ("images", "batch_size", "warmup", "steps", "tuned_workers", "repeats", "threads", "linear_model",
-             "linear_data", "linear_epochs", "linear_runs", "decode_images")
+             "linear_data", "linear_epochs", "linear_runs", "linear_repeats", "decode_images")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -565,9 +573,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     mode.add_argument("--gpu", action="store_true", help="ViT-B/16 at 224, bf16, batch 128 on one GPU.")
     mode.add_argument("--from-json", type=Path, help="Only format an earlier report (with --markdown).")
     parser.add_argument("--json", metavar="PATH", help="Also write the results as JSON (use - for stdout).")
-    parser.add_argument("--markdown", type=Path, help="Write the report's tables as Markdown (for bench/RESULTS.md).")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"Comma-separated subset of {', '.join(SECTIONS)}.")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"Training paths, a subset of {', '.join(PATHS)}.")
+    parser.add_argument("--markdown", type=Path, help="Write the report's tables as Markdown; into a file that holds "
+                        "the markers <!-- bench:MODE --> ... <!-- /bench:MODE --> (bench/RESULTS.md), between them.")
+    parser.add_argument("--sections", help=f"Comma-separated subset of {', '.join(SECTIONS)} (default: all on CPU, "
+                        "training and linear on GPU).")
+    parser.add_argument("--paths", help=f"Training paths, a subset of {', '.join(PATHS)} (default: all; on GPU all "
+                        "but ours_full_0w).")
     parser.add_argument("--folder", type=Path, help="Reuse this generated image folder (made if missing).")
     parser.add_argument("--work", type=Path, help="Scratch folder (default: a temporary one, deleted at the end).")
     for name in OVERRIDES:
@@ -591,7 +602,7 @@ def main(argv=None) -> dict:
         report = json.loads(args.from_json.read_text())
         print(format_table(report))
         if args.markdown:
-            args.markdown.write_text(format_markdown(report))
+            write_markdown(args.markdown, report)
         return report
     check_packages()
     mode = "gpu" if args.gpu else "cpu"
@@ -601,8 +612,8 @@ def main(argv=None) -> dict:
     for name in OVERRIDES:
         if getattr(args, name) is not None:
             setattr(preset, name, getattr(args, name))
-    sections = _subset(args.sections, SECTIONS, "--sections")
-    paths = _subset(args.paths, PATHS, "--paths") if "training" in sections else []
+    sections = _subset(args.sections or ",".join(DEFAULT_SECTIONS[mode]), SECTIONS, "--sections")
+    paths = _subset(args.paths or ",".join(DEFAULT_PATHS[mode]), PATHS, "--paths") if "training" in sections else []
     # ours trains on the 85% left after its validation split: the folder must cover warm-up + timed steps.
     needed = math.ceil((preset.warmup + preset.steps) * preset.batch_size / 0.85) + len(CLASSES)
     if paths and preset.images < needed:
@@ -638,7 +649,8 @@ def main(argv=None) -> dict:
         samples: dict[str, list[dict]] = {}
         for repeat in range(preset.repeats):  # round robin: every job once per pass
             for key, job in jobs:
-                if key in report["errors"]:
+                if key in report["errors"] or (key.startswith("linear/") and preset.linear_repeats is not None
+                                               and repeat >= preset.linear_repeats):
                     continue
                 print(f"--- {key} (pass {repeat + 1}/{preset.repeats})", flush=True)
                 try:
@@ -646,6 +658,10 @@ def main(argv=None) -> dict:
                 except Exception as error:  # keep the other numbers; the error is part of the report
                     report["errors"][key] = f"{type(error).__name__}: {error}"
                     print(f"{key} failed: {report['errors'][key]}", flush=True)
+                if args.json and args.json != "-":  # what is measured so far survives a time limit
+                    partial = json.loads(json.dumps(report, default=str))
+                    summarize(partial, samples, preset, checkpoint, peak_tflops(args.peak_tflops))
+                    Path(args.json).write_text(json.dumps(dict(partial, partial=True), indent=2, default=str) + "\n")
         summarize(report, samples, preset, checkpoint, peak_tflops(args.peak_tflops))
         with contextlib.suppress(OSError):
             report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -660,7 +676,7 @@ def main(argv=None) -> dict:
         else:
             Path(args.json).write_text(text + "\n")
     if args.markdown:
-        args.markdown.write_text(format_markdown(report))
+        write_markdown(args.markdown, report)
     if report["errors"]:
         sys.exit(1)
     return report
@@ -700,15 +716,18 @@ def plan(sections, paths, preset: Preset, folder: Path, checkpoint: Path, work: 
                             "images": preset.decode_images, "ms_per_image_runs": {}}
         for (kind, impl), function in make_preprocessors(processor, spec).items():
             jobs.append((f"decode/{kind}/{impl}",
-                         lambda w, f=function: {"ms_per_image": time_preprocess(f, photos["paths"])}))
+                         lambda w, f=function: time_preprocess(f, photos["paths"])))
     return jobs
+
+
+_FLOPS: dict[str, float] = {}  # training FLOPs per image by strategy, counted once per run
 
 
 def summarize(report: dict, samples: dict[str, list[dict]], preset: Preset, checkpoint: Path, peak) -> None:
     """Medians of the samples into the report's sections, the ratios between them, and the targets."""
     median = statistics.median
     results = report["results"]
-    flops: dict[str, float] = {}
+    flops = _FLOPS
     for key, runs in samples.items():
         if not key.startswith("training/"):
             continue
@@ -756,10 +775,12 @@ def summarize(report: dict, samples: dict[str, list[dict]], preset: Preset, chec
         if key.startswith("decode/"):
             kind, impl = key.removeprefix("decode/").split("/")
             decode.setdefault(kind, {})[impl] = median(r["ms_per_image"] for r in runs)
+            decode.setdefault(kind, {})[f"{impl}_wall"] = median(r["wall_ms_per_image"] for r in runs)
             decode["ms_per_image_runs"][f"{kind}/{impl}"] = [r["ms_per_image"] for r in runs]
     for kind in ("eval", "train"):
         if {"pil_full", "fast"} <= set(decode.get(kind, {})):
             decode[kind]["speedup"] = decode[kind]["pil_full"] / decode[kind]["fast"]
+            decode[kind]["speedup_wall"] = decode[kind]["pil_full_wall"] / decode[kind]["fast_wall"]
     report["peak_tflops"] = peak
     report["targets"] = targets(report)
 
@@ -790,8 +811,9 @@ def run_path(path: str, folder: Path, checkpoint: Path, preset: Preset, work: Pa
     if path.startswith("peer"):
         workers = 0 if path == "peer_default" else preset.tuned_workers
         return run_peer(folder, checkpoint, preset, workers=workers, work=work)
-    if path == "ours_full_tuned":
-        return run_ours(folder, checkpoint, preset, strategy="full", work=work, workers=preset.tuned_workers)
+    if path in ("ours_full_0w", "ours_full_tuned"):
+        workers = 0 if path == "ours_full_0w" else preset.tuned_workers
+        return run_ours(folder, checkpoint, preset, strategy="full", work=work, workers=workers)
     if path.startswith("ours_"):
         return run_ours(folder, checkpoint, preset, strategy=path.removeprefix("ours_"), work=work)
     return run_model_only(checkpoint, preset, strategy=path.removeprefix("model_only_"))
@@ -823,8 +845,9 @@ def training_rows(report: dict) -> list[list[str]]:
 TRAINING_HEAD = ["path", "workers", "img/s", "runs", "vs peer 0w", "vs peer tuned", "vs peer best", "peak MiB",
                  "GFLOP/img", "MFU"]
 LINEAR_HEAD = ["data", "run", "wall s (median)", "runs", "test accuracy", "speed-up vs Trainer path"]
-DECODE_HEAD = ["preprocessing", "PIL full size, ms/img", "ours, ms/img", "speed-up"]
-TARGET_HEAD = ["target", "measured", "bound", "met"]
+DECODE_HEAD = ["preprocessing", "PIL full size, CPU ms/img", "ours, CPU ms/img", "speed-up (CPU time)",
+               "speed-up (wall clock)"]
+TARGET_HEAD = ["target", "measured", "bound", "met", "gap"]
 
 
 def linear_rows(report: dict) -> list[list[str]]:
@@ -840,13 +863,18 @@ def linear_rows(report: dict) -> list[list[str]]:
 
 
 def decode_rows(report: dict) -> list[list[str]]:
-    return [[kind, _fmt(v.get("pil_full"), ".2f"), _fmt(v.get("fast"), ".2f"), _fmt(v.get("speedup"), ".2f", "x")]
-            for kind, v in report["decode"].items() if kind in ("eval", "train")]
+    return [[kind, _fmt(v.get("pil_full"), ".2f"), _fmt(v.get("fast"), ".2f"), _fmt(v.get("speedup"), ".2f", "x"),
+             _fmt(v.get("speedup_wall"), ".2f", "x")] for kind, v in report["decode"].items() if kind in ("eval", "train")]
 
 
 def target_rows(report: dict) -> list[list[str]]:
-    return [[t["what"], _fmt(t["value"], ".3g"), f">= {t['target']:g}", {True: "yes", False: "**no**", None: "n/a"}[t["met"]]]
-            for t in report["targets"]]
+    def gap(t):
+        if t["value"] is None:
+            return "not measured"
+        return f"{t['value'] / t['target']:.0%} of the bound" if t["target"] > 0 else f"{t['value'] - t['target']:+.3f}"
+
+    return [[t["what"], _fmt(t["value"], ".3g"), f">= {t['target']:g}", {True: "yes", False: "**no**", None: "n/a"}[t["met"]],
+             gap(t)] for t in report["targets"]]
 
 
 def _text_table(head: list[str], rows: list[list[str]]) -> str:
@@ -890,6 +918,21 @@ def format_markdown(report: dict) -> str:
     for item in _tables(report, _md_table):
         parts += [item if item.startswith("|") or " FAILED" in item else f"**{item}**", ""]
     return "\n".join(parts)
+
+
+def markers(mode: str) -> tuple[str, str]:
+    return f"<!-- bench:{mode} (generated by bench.py --markdown from the JSON; do not edit) -->", f"<!-- /bench:{mode} -->"
+
+
+def write_markdown(path: Path, report: dict) -> None:
+    """The tables alone, or spliced between the report mode's markers when ``path`` has them."""
+    tables = format_markdown(report)
+    start, end = markers(report["mode"])
+    text = path.read_text() if path.is_file() else ""
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        tables = before + start + "\n" + tables + "\n" + end + rest.split(end, 1)[1]
+    path.write_text(tables)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def test_bench_cpu_reports_every_section_with_ratios_from_its_own_numbers(tmp_pa
     assert decode["input"] == [64, 64] and min(decode["photo_size"]) >= 2 * 64
     for kind in ("eval", "train"):
         assert math.isclose(decode[kind]["speedup"], decode[kind]["pil_full"] / decode[kind]["fast"])
+        assert math.isclose(decode[kind]["speedup_wall"], decode[kind]["pil_full_wall"] / decode[kind]["fast_wall"])
 
     values = {t["key"]: t for t in report["targets"]}
     assert set(values) == {"full_vs_peer_best", "linear_speedup", "linear_accuracy_delta", "decode_speedup"}
@@ -66,3 +67,17 @@ def test_bench_cpu_reports_every_section_with_ratios_from_its_own_numbers(tmp_pa
     # a report holds only what this run measured: the H200 figures live in bench/RESULTS.md prose
     assert "H200" not in out.read_text() and "1876" not in out.read_text()
     assert "NOT measured by this script" in (REPO / "bench" / "RESULTS.md").read_text()
+
+
+def test_results_md_tables_are_the_ones_generated_from_cpu_json():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", REPO / "bench" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = read_json(REPO / "bench" / "cpu.json")
+    start, end = bench.markers("cpu")
+    text = (REPO / "bench" / "RESULTS.md").read_text()
+    assert start in text and end in text
+    assert text.split(start, 1)[1].split(end, 1)[0].strip() == bench.format_markdown(report).strip()
+    assert report["mode"] == "cpu" and not report["errors"] and set(report["sections"]) == set(bench.SECTIONS)
