@@ -76,6 +76,8 @@ def test_eval_decode_keeps_a_margin_and_matches_full_size(photos):
         decoded, full = P.decode(str(path), min_size=GEOMETRY.min_decode_size)
         resized = GEOMETRY.resized_size(*full)
         assert min(decoded.shape[1:]) >= min(P.EVAL_DRAFT_MARGIN * min(resized), min(full))
+        if decoded.shape[1:] == full:  # not reduced: torchvision's decoder, the very pixels PIL decodes
+            assert torch.equal(decoded, full_size(path))
 
 
 def test_exif_rotated_jpeg_is_cropped_in_its_upright_frame(tmp_path):
@@ -161,3 +163,30 @@ def test_non_jpeg_and_small_images_take_the_plain_decode(tmp_path):
     decoded, full = P.decode(buffer.getvalue(), min_size=GEOMETRY.min_decode_size)
     assert full == (200, 300) and decoded.shape == (3, 200, 300)
     assert (P.eval_pixels(decoded, GEOMETRY, full)[:, 0, 0] == torch.tensor([10, 200, 30], dtype=torch.uint8)).all()
+
+
+@pytest.mark.slow  # a run's set-up, two evaluations and two steps: ~25 s idle, past this file's share of the budget
+def test_the_trainer_runs_the_gpu_path_on_cpu_tensors_like_the_cpu_path(tiny_checkpoints, image_folder, tmp_path):
+    """--data-path gpu through the Trainer (raw JPEG batches, collate_batch, _prepare_inputs), forced on CPU."""
+    from tiny import quick_run_config
+
+    from hf_transfer.training.run import build_trainer, prepare
+
+    jpegs = tmp_path / "jpegs"
+    for png in sorted(image_folder.rglob("*.png")):
+        target = jpegs / png.relative_to(image_folder).with_suffix(".jpg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(png).convert("RGB").save(target, "JPEG", quality=95)
+    run = quick_run_config(tiny_checkpoints("vit"), jpegs, tmp_path / "out", strategy="full", augment="light",
+                           max_steps=2, eval_steps=2)
+    prep = prepare(run)
+    assert prep.data_path[0] == "cpu"  # auto without CUDA
+    cpu_metrics = build_trainer(prep).evaluate()
+    prep.data_path = ("gpu", "forced by the test")
+    trainer = build_trainer(prep)
+    batch = next(iter(trainer.get_eval_dataloader()))
+    assert "raw_images" in batch and all(data is not None for data in batch["raw_images"].jpegs)
+    gpu_metrics = trainer.evaluate()
+    # the same decoder (libjpeg-turbo) and the same resize on the same device: the same logits
+    assert gpu_metrics["eval_loss"] == pytest.approx(cpu_metrics["eval_loss"], abs=1e-5)
+    assert trainer.train().global_step == 2  # training steps on raw batches: decoded, cropped, normalised here

@@ -17,17 +17,24 @@ import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from hf_transfer.data.pixels import CropParams, draw_crop, eval_pixels, strong_augment, to_model_input, train_pixels
+from hf_transfer.data.pixels import (
+    CropParams,
+    draw_crop,
+    eval_pixels,
+    jpeg_header,
+    read_bytes,
+    strong_augment,
+    to_model_input,
+    train_pixels,
+)
 from hf_transfer.data.transforms import collate, encode_target
 from hf_transfer.errors import ConfigError
 
 DATA_PATHS = ("auto", "cpu", "gpu")
-GPU_MODES = ("RGB", "L")  # JPEG colour modes nvJPEG decodes to RGB as PIL does (CMYK/YCCK go to the CPU path)
 AUTO_JPEG_SHARE = 0.9  # auto picks the GPU path when at least this share of the sampled images are JPEGs
 
 
@@ -46,33 +53,6 @@ class RawImages:
         return len(self.jpegs)
 
 
-def _read_bytes(record: Any) -> tuple[bytes | None, str | None]:
-    """The file's bytes and name for a path / bytes / datasets dict record; (None, name) for anything else."""
-    if isinstance(record, dict):
-        name = record.get("path")
-        if record.get("bytes"):
-            return bytes(record["bytes"]), name
-        record = name
-    if isinstance(record, (bytes, bytearray)):
-        return bytes(record), None
-    if isinstance(record, (str, Path)) and Path(record).is_file():
-        return Path(record).read_bytes(), str(record)
-    return None, str(record) if isinstance(record, (str, Path)) else None
-
-
-def jpeg_header(data: bytes) -> tuple[int, int] | None:
-    """(height, width) of a JPEG nvJPEG may decode as PIL would (RGB/L, no EXIF rotation), else None."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "JPEG" or image.mode not in GPU_MODES or image.getexif().get(0x0112, 1) != 1:
-                return None
-            return image.height, image.width
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
-
-
 def make_raw_batch_transform(cpu_item: Callable[[Any, str | None], torch.Tensor], *, train: bool,
                              augment: str = "light", multi_label: bool = False, num_labels: int | None = None) -> Callable:
     """A ``datasets.with_transform`` function for the GPU path: rows → {jpeg, crop, cpu_pixels, name, labels}.
@@ -84,15 +64,15 @@ def make_raw_batch_transform(cpu_item: Callable[[Any, str | None], torch.Tensor]
     def transform(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {"jpeg": [], "crop": [], "cpu_pixels": [], "name": []}
         for record in batch["image"]:
-            data, name = _read_bytes(record)
-            size = jpeg_header(data) if data is not None else None
-            if size is None:  # the CPU path in this worker; it draws its own crop from the same seeded RNG
+            data, name = read_bytes(record)
+            header = jpeg_header(data) if data is not None else None
+            if header is None or header[2] != 1:  # not a JPEG nvJPEG decodes as PIL does, or EXIF-rotated  # the CPU path in this worker; it draws its own crop from the same seeded RNG
                 out["jpeg"].append(None)
                 out["crop"].append(None)
                 out["cpu_pixels"].append(cpu_item(record, name))
             else:
                 out["jpeg"].append(data)
-                out["crop"].append(draw_crop(*size).as_list() if random_crop else None)
+                out["crop"].append(draw_crop(header[0], header[1]).as_list() if random_crop else None)
                 out["cpu_pixels"].append(None)
             out["name"].append(name)
         if "label" in batch:
@@ -201,8 +181,8 @@ def resolve_data_path(choice: str, *, device, records: list[Any], can_replicate:
         return "gpu", "asked for"
     if problem:
         return "cpu", problem
-    sample = [_read_bytes(record)[0] for record in records[:64]]
-    share = sum(1 for data in sample if data is not None and jpeg_header(data) is not None) / max(1, len(sample))
+    sample = [read_bytes(record)[0] for record in records[:64]]
+    share = sum(1 for data in sample if data is not None and (jpeg_header(data) or (0, 0, 0))[2] == 1) / max(1, len(sample))
     if share < AUTO_JPEG_SHARE:
         return "cpu", f"only {share:.0%} of the sampled images are JPEGs nvJPEG decodes"
     return "gpu", "CUDA with nvJPEG and JPEG data"

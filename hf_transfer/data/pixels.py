@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hf_transfer.data.images import load_image
+from hf_transfer.data.images import MAX_IMAGE_PIXELS, MAX_SIDE, load_image
 
 # Full-size vs reduced-size decode, same crop, on real photos >= 2x the input (uint8 levels of 255): the mean
 # absolute difference per pixel stays under the first number and its 99th percentile under the second. Measured
@@ -106,8 +106,20 @@ def decode(record: Any, *, name: str | None = None,
     """Decode ``record`` as uint8 (3, h, w); returns it and the image's full (H, W) (EXIF-oriented).
 
     ``min_size(H, W) -> (h, w)``: the smallest decode that still serves (see :func:`load_image`'s ``reduce_to``);
-    a JPEG at least twice that is decoded at reduced size. Without it the image is decoded at full size.
+    a JPEG at least twice that is decoded at reduced size by PIL. A JPEG that would be decoded at full size anyway
+    goes through torchvision's libjpeg-turbo decoder straight into a tensor: the same pixels, about twice as fast
+    as PIL's decode plus its copy into an array. Anything else (PNG, CMYK, huge or broken files) is PIL's.
     """
+    data = read_bytes(record)[0]
+    header = jpeg_header(data) if data is not None else None
+    if header is not None and header[2] == 1:
+        height, width = header[0], header[1]
+        need_h, need_w = min_size(height, width) if min_size else (height, width)
+        if min(width // max(1, need_w), height // max(1, need_h)) < 2 and max(height, width) <= MAX_SIDE \
+                and height * width <= MAX_IMAGE_PIXELS:
+            pixels = _decode_jpeg_tensor(data)
+            if pixels is not None:
+                return pixels, (height, width)
     full: list[int] = []
 
     def reduce_to(width: int, height: int) -> tuple[int, int]:
@@ -118,6 +130,53 @@ def decode(record: Any, *, name: str | None = None,
     image = load_image(record, name=name, reduce_to=reduce_to)
     height, width = full if full else (image.height, image.width)
     return to_uint8_tensor(image), (height, width)
+
+
+def _decode_jpeg_tensor(data: bytes) -> torch.Tensor | None:
+    """uint8 (3, H, W), channels-last memory, by torchvision's CPU decoder; None when it refuses the file."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision 0.29 marks its image codecs deprecated (for TorchCodec)
+        try:
+            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError:
+            return None  # PIL decodes it, or says what is wrong with it
+    return pixels.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels-last: the fast resize kernel
+
+
+def read_bytes(record: Any) -> tuple[bytes | None, str | None]:
+    """The file's bytes and name for a path / bytes / datasets dict record; (None, name) for anything else."""
+    from pathlib import Path
+
+    if isinstance(record, dict):
+        name = record.get("path")
+        if record.get("bytes"):
+            return bytes(record["bytes"]), name
+        record = name
+    if isinstance(record, (bytes, bytearray)):
+        return bytes(record), None
+    if isinstance(record, (str, Path)) and not str(record).lower().startswith(("http://", "https://")) \
+            and Path(record).is_file():
+        return Path(record).read_bytes(), str(record)
+    return None, str(record) if isinstance(record, (str, Path)) else None
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(height, width, EXIF orientation) of a JPEG torchvision decodes as PIL would (RGB or L), else None."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                return None
+            return image.height, image.width, int(image.getexif().get(0x0112, 1) or 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
 
 
 def _scale(full: int, decoded: int) -> float:
