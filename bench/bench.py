@@ -686,8 +686,16 @@ def plan(sections, paths, preset: Preset, folder: Path, checkpoint: Path, work: 
     """The jobs of one round-robin pass, as (key, function(pass folder) -> sample dict)."""
     jobs = [(f"training/{path}", lambda w, p=path: run_path(p, folder, checkpoint, preset, w)) for path in paths]
     if "linear" in sections:
+        from hf_transfer import cache as hf_cache
+        from hf_transfer.data.bundled import dataset_path
+        from hf_transfer.modeling.loading import resolve_model
+
         model = str(checkpoint) if preset.linear_model == "bench" else preset.linear_model
         cache = work / "cache"
+        resolve_model(model)  # an embedded checkpoint is converted into the private cache now, not in a timed run
+        for data in preset.linear_data.split(","):
+            if hf_cache.is_embedded(data.strip()):
+                dataset_path(data.strip())
 
         def cold(w, data, model=model):
             clear_feature_caches(cache)
