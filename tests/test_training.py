@@ -85,11 +85,14 @@ def test_split_folders_report_on_test_split(tiny_checkpoints, split_image_folder
 
 def test_resolved_config_replays(tiny_checkpoints, image_folder, tmp_path):
     from hf_transfer.config import RunConfig
+    from hf_transfer.training.run import resolve_defaults
 
     run = quick_run_config(tiny_checkpoints("vit"), image_folder, tmp_path / "run", strategy="lora", lora_r=4)
     run_training(run)
     replay = RunConfig.from_yaml(tmp_path / "run" / run_folder.CONFIG_FILE)
-    assert replay.to_dict() == run.to_dict()
+    # What ran is recorded: the strategy's defaults filled in (--augment unset: lora's light)
+    assert replay.data.augment == "light" and run.data.augment is None  # the caller's config is not mutated
+    assert replay.to_dict() == resolve_defaults(run).to_dict()
 
 
 def test_class_weights_label_smoothing_and_staged_unfreeze(tiny_checkpoints, image_folder, tmp_path):
