@@ -74,6 +74,8 @@ def main(argv=None) -> dict:
     p.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible here.")
     wanted = [v for v in VARIANTS if not args.only or v[0] in args.only.split(",")]
     built = {name: build(args, s, t, d, args.device) for name, s, t, d in wanted}
     samples: dict[str, list[float]] = {name: [] for name in built}

@@ -170,6 +170,8 @@ def main(argv=None) -> dict:
     p.add_argument("--only", default="adamw,channels_last,compile")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is visible here.")
     parts = args.only.split(",")
     result = {"args": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads()}
     if "adamw" in parts:

@@ -298,7 +298,7 @@ class TrainConfig:
         default="auto",
         metadata={"help": "Memory format of conv nets' weights and activations. auto: channels_last (NHWC) for conv "
                   "nets on CUDA, where cuDNN's tensor-core kernels use it; contiguous on CPU, where it measured "
-                  "slower (bench/RESULTS.md). on/off force it."},
+                  "faster for EfficientNet-Lite0 but not for ConvNeXt (bench/RESULTS.md): try on. on/off force it."},
     )
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
     report_to: str = field(default="none", metadata={"help": "Experiment trackers (none, tensorboard, wandb, ...)."})

@@ -32,8 +32,9 @@ def is_conv_net(model: nn.Module) -> bool:
 
 
 def wants_channels_last(choice: str, model: nn.Module, *, on_cuda: bool) -> bool:
-    """``auto``: conv nets on CUDA only (NHWC is the layout cuDNN's tensor-core kernels use; on CPU it measured
-    slower, bench/RESULTS.md); ``on``: always; ``off``: never."""
+    """``auto``: conv nets on CUDA (NHWC is the layout cuDNN's tensor-core kernels use with bf16/fp16). Not on CPU:
+    there it measured 1.37x faster on EfficientNet-Lite0 but no faster on a ConvNeXt (bench/RESULTS.md), and it
+    would change the arithmetic of every existing CPU run; ``--channels-last on`` asks for it. ``off``: never."""
     if choice == "on":
         return True
     if choice == "off":
