@@ -17,6 +17,7 @@ import torch
 
 from hf_transfer.data.images import load_image
 from hf_transfer.data.pixels import (
+    EVAL_DRAFT_MARGIN,
     TENSOR_INTERPOLATIONS,
     EvalGeometry,
     crop_min_decode,
@@ -73,7 +74,9 @@ class PreprocessSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"height": self.height, "width": self.width, "mean": list(self.mean), "std": list(self.std),
                 "interpolation": self.interpolation, "crop_pct": self.crop_pct,
-                "eval_geometry": self.eval_geometry.to_dict() if self.eval_geometry else None}
+                "eval_geometry": self.eval_geometry.to_dict() if self.eval_geometry else None,
+                # what decodes evaluation images (feature-cache keys change with it)
+                "eval_decode": f"fast, draft margin {EVAL_DRAFT_MARGIN}" if self.eval_geometry else "processor"}
 
     @property
     def train_none_geometry(self) -> EvalGeometry:
