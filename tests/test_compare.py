@@ -185,3 +185,16 @@ def test_a_crashing_cell_is_recorded_with_its_error_and_launch_settings(tmp_path
     assert not {"WORLD_SIZE", "RANK", "MASTER_PORT"} & set(child_env(launched))
     assert child_command(plain, env={}) is None  # one process: cells are forked from a worker
     assert child_command(settings, env=launched)[:2] == [sys.executable, "-c"]  # --launcher wins
+
+
+def test_docs_compare_page_is_generated_from_the_runs():
+    """docs/compare.md is what docs/results/make_compare_doc.py writes from the runs' compare.json: no number typed."""
+    import runpy
+
+    root = Path(__file__).resolve().parents[1]
+    build = runpy.run_path(str(root / "docs" / "results" / "make_compare_doc.py"))["build"]
+    assert (root / "docs" / "compare.md").read_text() == build(), "run: python docs/results/make_compare_doc.py"
+    for found in (root / "docs" / "results").glob("*/compare.json"):
+        assert (found.parent / "compare.png").is_file()
+        payload = json.loads(found.read_text())
+        assert {"cells", "summary"} <= set(payload) and all(CELL_KEYS <= set(c) for c in payload["cells"])

@@ -736,11 +736,14 @@ def render_markdown(payload: dict[str, Any], *, heading_level: int = 1) -> str:
     budget = (f"{s['max_steps']} optimizer steps" if s.get("max_steps") is not None
               else f"{s['num_train_epochs']:g} epochs")
     lrs = ", ".join(f"{k} {v:g}" for k, v in s["learning_rates"].items())
+    given = [o for o in s["train_options"] if o.replace("_", "-").split("=")[0] == "--learning-rate"]
+    rates = ("one learning rate for every strategy, from the train options below" if given
+             else f"each strategy at its own default learning rate ({lrs})")
     lines = [f"{h} Which strategy for {s['data']['data']}?", "",
              f"- cells: {len(payload['cells'])} finished of {payload['planned_cells']} planned "
              f"({len(payload['failed'])} failed, {len(payload['missing_cells'])} not run"
              f"{'' if not payload['skipped'] else ', skipped methods below'})",
-             f"- budget per cell: {budget}, each strategy at its own default learning rate ({lrs})",
+             f"- budget per cell: {budget}, {rates}",
              f"- test split: {note['test']}; never used for selection (each run keeps its best checkpoint on the "
              f"validation split)",
              f"- splits: {note['split_sizes']}; training images per class: {note['train_per_class']}",
