@@ -23,7 +23,7 @@ from hf_transfer.evaluation import inference
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    return [str(p) for p in real_photos(tmp_path_factory.mktemp("photos"))]
+    return [str(p) for p in real_photos(tmp_path_factory.mktemp("photos"))][:4]  # 512-1200 px: >= 2x the inputs
 
 
 def convnext_checkpoint(folder):

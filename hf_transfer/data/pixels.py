@@ -11,7 +11,8 @@ Random crops are drawn in the coordinates of the full-size (EXIF-oriented) image
 path. The draft size is chosen per image so that the crop, once decoded, is still at least the output size
 (never upsampling what the full-size path would have downsampled). The pixels then differ from a full-size
 decode by the DCT-scaling filter and sub-pixel crop rounding only: :data:`DRAFT_TOLERANCE` (tests check it on
-real photos).
+real photos). Evaluation keeps a margin (:data:`EVAL_DRAFT_MARGIN`) so that its logits stay within
+:data:`PARITY_TOLERANCE` of ``pipeline()``'s.
 """
 
 from __future__ import annotations
