@@ -62,6 +62,8 @@ def test_fit_head_is_deterministic_bounded_and_selected_on_validation():
     best = max(first.path, key=lambda p: (p["validation_accuracy"], -p["validation_loss"]))
     assert first.l2 == best["l2"]
     assert (first.logits(validation.features).argmax(1) == validation.labels).mean() > 0.8
+    by_loss = fit_head(train, validation, label_names=names, loss=loss, max_iter=5, metric="loss")
+    assert by_loss.l2 == min(by_loss.path, key=lambda p: p["validation_loss"])["l2"]
     # patience 1: the path stops at the first strength that does not improve on the best so far
     stopped = fit_head(train, validation, label_names=names, loss=loss, max_iter=5, patience=1)
     keys = [(-p["validation_accuracy"], p["validation_loss"]) for p in stopped.path]

@@ -48,6 +48,7 @@ L2_PATH = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # L2 strengths tried, strong to 
 LBFGS_HISTORY = 20
 OPTIMIZER = "L-BFGS (full batch, strong Wolfe line search) over an L2 path chosen on validation"
 SPLITS = ("train", "validation", "test")
+LOWER_IS_BETTER = ("loss", "eval_loss")  # --metric-for-best-model values that pick the lowest
 # Modules that may sit in a head next to its one Linear without changing what a linear probe computes.
 PASSIVE_HEAD_MODULES = (nn.Flatten, nn.Dropout, nn.Identity)
 
@@ -248,7 +249,7 @@ def fit_head(train: SplitFeatures, validation: SplitFeatures, *, label_names: li
             train_loss = float(loss({"logits": x @ weight.T + bias}, y))
         score = _score(val_logits.float().numpy(), validation.labels, label_names, multi_label, metric, val_loss)
         records.append({"l2": l2, "iterations": steps, "validation_" + metric: score, "validation_loss": val_loss})
-        key = (-score if metric != "loss" else score, val_loss)
+        key = (score if metric in LOWER_IS_BETTER else -score, val_loss)
         if best is None or key < best[0]:
             best, since_best = (key, weight.detach().clone(), bias.detach().clone(), l2, train_loss), 0
         else:
@@ -267,7 +268,7 @@ def _targets(labels: np.ndarray, multi_label: bool) -> torch.Tensor:
 
 def _score(logits: np.ndarray, labels: np.ndarray, names: list[str], multi_label: bool, metric: str,
            loss: float) -> float:
-    if metric in ("loss", "eval_loss"):
+    if metric in LOWER_IS_BETTER:
         return loss
     scores = classification_metrics(logits, labels, names, multi_label=multi_label, top_k=())
     return float(scores[metric.removeprefix("eval_")])
