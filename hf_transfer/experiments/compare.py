@@ -757,8 +757,10 @@ def render_markdown(payload: dict[str, Any], *, heading_level: int = 1) -> str:
     lines += ["", "Spread = sample standard deviation over seeds; seconds = wall time of the cell's process "
               "(data, model, training, test evaluation; forked from a worker that has the libraries imported, unless "
               "a launcher starts it); peak MB = the cell's peak resident memory (CUDA peak "
-              "allocation when larger); images/s = training images processed / training seconds (the cached-feature linear probe runs no Trainer: "
-              "each training image once, over the run's wall time, which includes embedding every split).", ""]
+              "allocation when larger); images/s = training images processed / seconds of the Trainer's train() call (its optimizer steps plus "
+              "the evaluation and checkpoint save it makes during training: with a small budget those dominate); the "
+              "cached-feature linear probe runs no Trainer: each training image once, over the run's wall time, "
+              "which includes embedding every split.", ""]
     groups = shot_groups(payload["summary"])
     recs = {(r["model"], r["shots"]): r for r in payload["recommendations"]}
     for model in s["models"]:
@@ -819,7 +821,8 @@ def plot(payload: dict[str, Any], path: str | Path) -> Path:
         if strategy == ZERO_SHOT:
             left.axhline(acc[0], color=color, linestyle="--", label=label)
         else:
-            x = [all_x if r["shots"] == ALL else r["shots"] for r in rows]
+            nudge = 1.0 + 0.03 * (i - (len(keys) - 1) / 2)  # side by side on the log axis: bars stay readable
+            x = [(all_x if r["shots"] == ALL else r["shots"]) * nudge for r in rows]
             err = [100 * (r["test_accuracy_std"] or 0.0) for r in rows]
             left.errorbar(x, acc, yerr=err, marker="o", capsize=3, color=color, label=label)
         right.scatter([max(r["trainable_params"], 1) for r in rows], acc, color=color, label=label)
@@ -834,6 +837,7 @@ def plot(payload: dict[str, Any], path: str | Path) -> Path:
                                                                      for k in shots])
         left.minorticks_off()
     left.set(xlabel="training images per class", ylabel="test accuracy (%)", title="accuracy vs shots (mean ± std)")
+    left.set_ylim(top=min(left.get_ylim()[1], 101.0))
     right.set_xscale("log")
     right.set(xlabel="trainable parameters (zero-shot plotted at 1)", ylabel="test accuracy (%)",
               title="accuracy vs trainable parameters (label: shots)")
