@@ -111,7 +111,7 @@ def decode(record: Any, *, name: str | None = None,
     goes through torchvision's libjpeg-turbo decoder straight into a tensor: the same pixels, about twice as fast
     as PIL's decode plus its copy into an array. Anything else (PNG, CMYK, huge or broken files) is PIL's.
     """
-    data = read_bytes(record)[0]
+    data, path = read_bytes(record)
     header = jpeg_header(data) if data is not None else None
     if header is not None and header[2] == 1:
         height, width = header[0], header[1]
@@ -128,7 +128,8 @@ def decode(record: Any, *, name: str | None = None,
         h, w = min_size(height, width) if min_size else (height, width)
         return w, h
 
-    image = load_image(record, name=name, reduce_to=reduce_to)
+    # the bytes already read, not the file again; a PIL image, array or URL as it is
+    image = load_image(record if data is None else data, name=name or path, reduce_to=reduce_to)
     height, width = full if full else (image.height, image.width)
     return to_uint8_tensor(image), (height, width)
 
