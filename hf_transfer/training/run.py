@@ -1,7 +1,10 @@
 """One run: data → model with a new head → strategy → transformers Trainer (accelerate underneath) → output folder.
 
 :func:`run_training` is a sequence of named stages: prepare (output folder, data, model, processor, strategy)
-→ build the trainer → fit → final evaluation → summary → save (calibrate, write) → push. It works the same in
+→ build the trainer → fit → final evaluation → summary → save (calibrate, write) → push. A linear probe
+without augmentation takes :func:`fit_cached_probe` instead of the Trainer stages (one forward pass through
+the feature cache, the head fitted on the features: :mod:`hf_transfer.training.cached_probe`), then the same
+write and push. It works the same in
 one process and under ``accelerate launch`` / ``torchrun`` (DDP): the Trainer gathers evaluation predictions
 without the distributed sampler's padded duplicates, and only the main process writes files.
 """
