@@ -839,7 +839,8 @@ def plot(payload: dict[str, Any], path: str | Path) -> Path:
     left.set(xlabel="training images per class", ylabel="test accuracy (%)", title="accuracy vs shots (mean ± std)")
     left.set_ylim(top=min(left.get_ylim()[1], 101.0))
     right.set_xscale("log")
-    right.set(xlabel="trainable parameters (zero-shot plotted at 1)", ylabel="test accuracy (%)",
+    zero = " (zero-shot plotted at 1)" if any(r["strategy"] == ZERO_SHOT for r in summary) else ""
+    right.set(xlabel=f"trainable parameters{zero}", ylabel="test accuracy (%)",
               title="accuracy vs trainable parameters (label: shots)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
