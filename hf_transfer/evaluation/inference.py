@@ -1,9 +1,10 @@
 """Load a trained classifier (run folder or Hub repo; merged model or adapter) and predict.
 
 The Space, ``hf-transfer predict`` and ``hf-transfer evaluate`` all go through :class:`ImageClassifier`,
-whose numbers are those of ``pipeline("image-classification")``: the checkpoint's own image processor,
-then softmax (sigmoid for multi-label models). :func:`predict_logits` is the one images → logits loop of
-the package (evaluation, inference and the feature cache all run it).
+whose numbers are those of ``pipeline("image-classification")``: the checkpoint's own image processor's
+resize and crop, replicated on the fast data path (logits within ``pixels.PARITY_TOLERANCE``; a processor it
+cannot replicate runs itself), then softmax (sigmoid for multi-label models). :func:`predict_logits` is the
+one images → logits loop of the package (evaluation, inference and the feature cache all run it).
 """
 
 from __future__ import annotations
