@@ -192,3 +192,28 @@ def test_the_trainer_runs_the_gpu_path_on_cpu_tensors_like_the_cpu_path(tiny_che
     # the same decoder (libjpeg-turbo) and the same resize on the same device: the same logits
     assert gpu_metrics["eval_loss"] == pytest.approx(cpu_metrics["eval_loss"], abs=1e-5)
     assert trainer.train().global_step == 2  # training steps on raw batches: decoded, cropped, normalised here
+
+
+@pytest.mark.gpu
+def test_gpu_decode_on_cuda_matches_the_cpu_path(photos):
+    """On a GPU: nvJPEG batch decode + device crops/resizes within the draft tolerance of the CPU path, and
+    --data-path auto picks the GPU for JPEG data. (HF_TRANSFER_GPU_DRY_RUN=1 runs it on the CPU.)"""
+    import os
+
+    device = "cpu" if os.environ.get("HF_TRANSFER_GPU_DRY_RUN") == "1" else "cuda"
+    records = [{"path": str(p), "bytes": None} for p in photos]
+    for train in (True, False):
+        cpu_item = make_item_transform(SPEC, train=train)
+        raw_rows = make_raw_batch_transform(cpu_item, train=train)
+        rows, expected = [], []
+        for seed, record in enumerate(records):
+            torch.manual_seed(seed)
+            rows.append({key: values[0] for key, values in raw_rows({"image": [record]}).items()})
+            torch.manual_seed(seed)
+            expected.append(cpu_item(record))
+        decoded = DevicePreprocess(SPEC, train=train).decode(collate_batch(rows)["raw_images"], device)
+        assert decoded.device.type == device
+        for fast, reference in zip(decoded.cpu(), expected):
+            assert_within_draft_tolerance(fast, reference)  # nvJPEG's IDCT differs from libjpeg's by a level or so
+    if device == "cuda":
+        assert resolve_data_path("auto", device="cuda", records=records)[0] == "gpu"
