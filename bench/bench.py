@@ -22,7 +22,8 @@ Sections (``--sections``, all by default), every one run round-robin ``--repeats
   processor / torchvision float transforms) vs ours (reduced-size JPEG decode, uint8 crops, normalisation as
   the training step does it), for evaluation and training (random resized crop) preprocessing.
 
-Reported per training path: images/s, ratios, peak memory (GPU: ``torch.cuda.max_memory_allocated``; CPU: peak
+Reported per training path: images/s, ratios, the training process's CPU time per image at 0 loader workers
+(then it does all the work: a load-independent measure of work per image on a shared CPU), peak memory (GPU: ``torch.cuda.max_memory_allocated``; CPU: peak
 RSS of this process, loader workers not included), training FLOPs per image (``torch.utils.flop_counter`` on one
 step) and MFU when the device's peak is known (``--peak-tflops``). ``targets`` lists each of issue 10's targets
 with the value this run measured. ``--markdown`` writes the tables of a report (this run's, or ``--from-json``).
@@ -214,16 +215,23 @@ def _make_step_timer(warmup: int, batch_size: int):
 
         def __init__(self):
             self.marks: list[float] = []
+            self.cpu: list[float] = []
 
         def on_step_end(self, args, state, control, **kwargs):
             _sync()
             self.marks.append(time.perf_counter())
+            self.cpu.append(time.process_time())
 
         def images_per_s(self, world: int = 1) -> float:
             timed = self.marks[warmup:]
             if len(timed) < 2:
                 raise RuntimeError(f"only {len(self.marks)} steps ran; need at least warmup + 2 = {warmup + 2}")
             return (len(timed) - 1) * batch_size * world / (timed[-1] - timed[0])
+
+        def cpu_ms_per_image(self) -> float:
+            """CPU time of this process (all its threads, loader workers not included) per timed image."""
+            timed = self.cpu[warmup:]
+            return 1000 * (timed[-1] - timed[0]) / ((len(timed) - 1) * batch_size)
 
     return StepTimer()
 
@@ -329,6 +337,7 @@ def run_peer(folder: Path, checkpoint: Path, preset: Preset, *, workers: int, wo
     with PeakMemory() as memory:
         trainer.train()
     return {"images_per_s": timer.images_per_s(), "workers": args.dataloader_num_workers,
+            "cpu_ms_per_image": timer.cpu_ms_per_image() if args.dataloader_num_workers == 0 else None,
             "peak_mem_mib": memory.peak, "strategy": "full"}
 
 
@@ -362,6 +371,7 @@ def run_ours(folder: Path, checkpoint: Path, preset: Preset, *, strategy: str, w
         result = training.run_training(run, callbacks=[timer])
     workers = default_num_workers() if run.train.dataloader_num_workers < 0 else run.train.dataloader_num_workers
     return {"images_per_s": timer.images_per_s(), "workers": workers, "peak_mem_mib": memory.peak,
+            "cpu_ms_per_image": timer.cpu_ms_per_image() if workers == 0 else None,
             "strategy": strategy, "trainable_params": result.summary["trainable_params"]}
 
 
@@ -377,7 +387,7 @@ def run_model_only(checkpoint: Path, preset: Preset, *, strategy: str) -> dict:
     labels = torch.randint(0, len(CLASSES), (preset.batch_size,), device=device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if _bf16() else torch.float16) if device.type == "cuda"
                 else contextlib.nullcontext())
-    marks = []
+    marks, cpu = [], []
     with PeakMemory() as memory:
         for _ in range(preset.warmup + preset.steps):
             with autocast:
@@ -387,8 +397,10 @@ def run_model_only(checkpoint: Path, preset: Preset, *, strategy: str) -> dict:
             optimizer.zero_grad(set_to_none=True)
             _sync()
             marks.append(time.perf_counter())
-    timed = marks[preset.warmup:]
+            cpu.append(time.process_time())
+    timed, cpu = marks[preset.warmup:], cpu[preset.warmup:]
     return {"images_per_s": (len(timed) - 1) * preset.batch_size / (timed[-1] - timed[0]), "workers": None,
+            "cpu_ms_per_image": 1000 * (cpu[-1] - cpu[0]) / ((len(cpu) - 1) * preset.batch_size),
             "peak_mem_mib": memory.peak, "strategy": strategy}
 
 
@@ -746,6 +758,8 @@ def summarize(report: dict, samples: dict[str, list[dict]], preset: Preset, chec
         result["images_per_s"] = median(r["images_per_s"] for r in runs)
         result["images_per_s_runs"] = [r["images_per_s"] for r in runs]
         result["peak_mem_mib"] = max(r["peak_mem_mib"] for r in runs)
+        cpu = [r["cpu_ms_per_image"] for r in runs if r.get("cpu_ms_per_image") is not None]
+        result["cpu_ms_per_image"] = median(cpu) if cpu and not _on_gpu() else None  # 0 workers: all the work
         result["flops_per_image"] = flops[strategy]
         achieved = result["flops_per_image"] * result["images_per_s"]
         result["achieved_tflops"] = achieved / 1e12
@@ -758,6 +772,9 @@ def summarize(report: dict, samples: dict[str, list[dict]], preset: Preset, chec
                 result[f"ratio_vs_{base}"] = result["images_per_s"] / results[base]["images_per_s"]
         if peers:
             result["ratio_vs_peer_best"] = result["images_per_s"] / max(peers)
+        base = results.get("peer_default", {}).get("cpu_ms_per_image")
+        if base and result.get("cpu_ms_per_image"):
+            result["cpu_work_vs_peer_default"] = result["cpu_ms_per_image"] / base
     linear = report["linear"]
     for key, runs in samples.items():
         if not key.startswith("linear/"):
@@ -845,13 +862,14 @@ def training_rows(report: dict) -> list[list[str]]:
         rows.append([path, "-" if r["workers"] is None else str(r["workers"]), f"{r['images_per_s']:.1f}",
                      ", ".join(f"{x:.1f}" for x in r["images_per_s_runs"]),
                      _fmt(r.get("ratio_vs_peer_default"), ".2f", "x"), _fmt(r.get("ratio_vs_peer_tuned"), ".2f", "x"),
-                     _fmt(r.get("ratio_vs_peer_best"), ".2f", "x"), f"{r['peak_mem_mib']:.0f}",
+                     _fmt(r.get("ratio_vs_peer_best"), ".2f", "x"), _fmt(r.get("cpu_ms_per_image"), ".1f"),
+                     _fmt(r.get("cpu_work_vs_peer_default"), ".2f", "x"), f"{r['peak_mem_mib']:.0f}",
                      f"{r['flops_per_image'] / 1e9:.3f}", _fmt(None if r["mfu"] is None else 100 * r["mfu"], ".1f", "%")])
     return rows
 
 
-TRAINING_HEAD = ["path", "workers", "img/s", "runs", "vs peer 0w", "vs peer tuned", "vs peer best", "peak MiB",
-                 "GFLOP/img", "MFU"]
+TRAINING_HEAD = ["path", "workers", "img/s", "runs", "vs peer 0w", "vs peer tuned", "vs peer best",
+                 "CPU ms/img (0 workers)", "CPU work vs peer 0w", "peak MiB", "GFLOP/img", "MFU"]
 LINEAR_HEAD = ["data", "run", "wall s (median)", "runs", "test accuracy", "speed-up vs Trainer path"]
 DECODE_HEAD = ["preprocessing", "PIL full size, CPU ms/img", "ours, CPU ms/img", "speed-up (CPU time)",
                "speed-up (wall clock)"]
