@@ -268,8 +268,9 @@ class TrainConfig:
     )
     dataloader_num_workers: int = field(
         default=-1,
-        metadata={"help": "Data-loading worker processes per device; -1: every CPU core of this process's share "
-                  "of the machine but one (see training.arguments.default_num_workers)."},
+        metadata={"help": "Data-loading worker processes per device; -1 sizes them to the machine: with a GPU "
+                  "every CPU core of this process's share but one, on CPU the cores the training step leaves free "
+                  "(see training.arguments.default_num_workers)."},
     )
     eval_strategy: Literal["epoch", "steps"] = field(
         default="epoch", metadata={"help": "Evaluate (and checkpoint) every epoch or every --eval-steps steps."}

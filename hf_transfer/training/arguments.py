@@ -18,18 +18,23 @@ from hf_transfer.training.strategies import Strategy
 
 
 def default_num_workers() -> int:
-    """Loader workers per training process for ``--dataloader-num-workers -1``: every core of this process's
-    share of the machine but one (the training process's own), with no upper cap; 0 on a single core.
+    """Loader workers per training process for ``--dataloader-num-workers -1``, sized to the machine, no cap.
 
-    A 16-core GPU machine gets 15 workers with one process (7 each with two). Why no cap (0.2 capped at 8): an
-    accelerator is fed only while decoding keeps up with it. Issue 10's reference on one H200 (16 cores, ViT-B/16
-    224 bf16): the peer recipe ran 181 img/s at 0 workers and 1,876 at 12; PIL decodes ~384 such photos per
-    second per core, so 3,000 img/s needs ~8 cores busy decoding before any augmentation — the cap was the
-    bottleneck there. Measured on this project's 2-core VM (bench/bench.py, bench/RESULTS.md "Training
-    throughput": peer and ours at 0 and 1 worker, same run): see the CHANGELOG 0.3.0 "Measured" entry.
+    With an accelerator (CUDA or MPS): every core of this process's share of the machine but one (the training
+    process's own): a 16-core GPU machine gets 15 with one process, 7 each with two. 0.2 capped this at 8, which
+    starves a fast GPU: the issue-10 reference on one H200 (16 cores, ViT-B/16 224 bf16) ran the peer recipe at
+    181 img/s with 0 workers and 1,876 with 12, and PIL decodes ~384 such photos per second per core.
+    Training on the CPU: only the cores the training step's own threads (``torch.get_num_threads()``) and the
+    training process leave free, usually none. Measured on this project's 2-core VM in one bench run
+    (bench/RESULTS.md, "Training throughput", torch at 1 thread, load average ~3): ours 108 img/s at 0 workers vs
+    88 at 1, the peer recipe 106 vs 89: a worker takes the core the step needs.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, max(1, cores // world_size()) - 1)
+    per_process = max(1, cores // world_size())
+    mps = getattr(torch.backends, "mps", None)
+    if torch.cuda.is_available() or (mps is not None and mps.is_available()):
+        return per_process - 1
+    return max(0, per_process - torch.get_num_threads() - 1)
 
 
 def mixed_precision(choice: str, *, use_cpu: bool) -> dict[str, bool]:
