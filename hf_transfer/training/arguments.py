@@ -25,9 +25,10 @@ def default_num_workers() -> int:
     starves a fast GPU: the issue-10 reference on one H200 (16 cores, ViT-B/16 224 bf16) ran the peer recipe at
     181 img/s with 0 workers and 1,876 with 12, and PIL decodes ~384 such photos per second per core.
     Training on the CPU: only the cores the training step's own threads (``torch.get_num_threads()``) and the
-    training process leave free, usually none. Measured on this project's 2-core VM in one bench run
-    (bench/RESULTS.md, "Training throughput", torch at 1 thread, load average ~3): ours 108 img/s at 0 workers vs
-    88 at 1, the peer recipe 106 vs 89: a worker takes the core the step needs.
+    training process leave free, usually none: the step already uses every core, and a worker takes one from it.
+    Measured on this project's 2-core VM (bench/RESULTS.md, "Training throughput", torch at 1 thread, load ~3):
+    one bench run had 0 workers ~20 % ahead of 1 for ours and the peer, the next one ~7-10 % behind: on two
+    shared cores the worker count is inside run-to-run variance, so the rule rests on the argument above.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_process = max(1, cores // world_size())
