@@ -4,11 +4,11 @@ no second validation pass, test predicted once, and the logits equal a fresh pre
 from __future__ import annotations
 
 import numpy as np
+from tiny import quick_run_config
 
 from hf_transfer.run_folder import read_json
 from hf_transfer.training import run as training
 from hf_transfer.training.kept_predictions import KeptPredictions
-from tiny import quick_run_config
 
 
 def test_final_evaluation_reuses_the_best_checkpoints_validation_logits(tiny_checkpoints, split_image_folder,
