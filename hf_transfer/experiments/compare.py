@@ -44,7 +44,6 @@ from hf_transfer.data.sampling import ALL, shot_indices, stratified_split
 from hf_transfer.errors import ConfigError, DataError, OutputDirError, StrategyError
 from hf_transfer.experiments.curve import parse_shots
 from hf_transfer.run_folder import read_json, write_json
-from hf_transfer.training.strategies import REGISTRY, get_strategy
 
 __all__ = ["DEFAULT_MAX_STEPS", "ZERO_SHOT", "CompareSettings", "cell_id", "child_command", "compare", "plan_cells",
            "recommend", "render_markdown", "summarize", "write_outputs"]
@@ -124,6 +123,8 @@ class CompareSettings:
 
 def _known_strategy(name: str) -> str:
     """The registry name, or an error naming the closest one."""
+    from hf_transfer.training.strategies import REGISTRY  # torch and peft: not when the CLI is only being built
+
     key = str(name).lower().strip()
     if key == ZERO_SHOT:
         raise ConfigError("zero-shot is not trained: the compare adds it by itself when the labels match the "
@@ -584,6 +585,8 @@ def _finished_cells(out: Path, cells: list[dict]) -> dict[str, dict]:
 
 
 def _settings_dict(settings: CompareSettings) -> dict[str, Any]:
+    from hf_transfer.training.strategies import get_strategy
+
     d = dataclasses.asdict(settings)
     d["data"] = {k: v for k, v in d["data"].items() if v != getattr(DataConfig, k, None)}
     d["learning_rates"] = {s: get_strategy(s).default_learning_rate for s in settings.strategies}
