@@ -17,6 +17,7 @@ from hf_transfer.training.strategies import (
     apply_strategy,
     get_strategy,
     register,
+    saved_head_modules,
 )
 
 PEFT_METHODS = [name for name, s in REGISTRY.items() if s.is_peft]
@@ -163,3 +164,20 @@ def test_head_trains_at_least_at_the_floor(tiny_checkpoints):
     assert {g["lr"] for g in groups if not g["is_head"]} == {HEAD_LR_FLOOR / 100}
     head_params = {id(p) for g in groups if g["is_head"] for p in g["params"]}
     assert head_params == {id(p) for n, p in model.named_parameters() if n.startswith("classifier.")}
+
+
+@pytest.mark.parametrize("method", ["loha", "ia3"])
+def test_lycoris_and_ia3_merge_on_a_container_head(method, tiny_checkpoints, image_folder, tmp_path):
+    """HF ResNet's head is Sequential(Flatten, Linear): peft's LoHa/IA3 merge copied `.weight` from the saved
+    container and crashed at the end of training; the head's Linear is what is saved, and the merge is exact."""
+    import json
+
+    from tiny import quick_run_config
+
+    from hf_transfer.training.run import run_training
+
+    assert saved_head_modules(_model(tiny_checkpoints, "resnet"), ["classifier"]) == ["classifier.1"]
+    result = run_training(quick_run_config(tiny_checkpoints("resnet"), image_folder, tmp_path / "out", strategy=method))
+    summary = json.loads((result.output_dir / "training_summary.json").read_text())
+    assert summary["merge_max_abs_diff"] < 1e-4
+    assert (result.output_dir / "adapter" / "adapter_config.json").is_file()

@@ -308,6 +308,21 @@ def apply_strategy(model: nn.Module, cfg: StrategyConfig, *, total_steps: int | 
     return _applied(model, strategy, heads)
 
 
+def saved_head_modules(model: nn.Module, heads: list[str]) -> list[str]:
+    """The head modules peft saves in full (``modules_to_save``): each head that holds weights itself, else its
+    descendants that do. A container head (HF ResNet's ``classifier`` = Sequential(Flatten, Linear)) is unwrapped:
+    the LyCORIS and IA3 tuners' merge copies ``.weight`` from every saved module and fail on a container."""
+    names = []
+    for head in heads:
+        module = model.get_submodule(head)
+        if any(True for _ in module.parameters(recurse=False)) or not any(True for _ in module.children()):
+            names.append(head)
+        else:
+            names += [f"{head}.{n}" for n, m in module.named_modules()
+                      if n and any(True for _ in m.parameters(recurse=False))]
+    return names
+
+
 def _apply_peft(model: nn.Module, strategy: Strategy, cfg: StrategyConfig, heads: list[str], *,
                 total_steps: int | None) -> AppliedStrategy:
     """Wrap ``model`` with the strategy's peft adapter on the chosen targets; the head is saved with it."""
@@ -319,7 +334,8 @@ def _apply_peft(model: nn.Module, strategy: Strategy, cfg: StrategyConfig, heads
     except json.JSONDecodeError as error:
         raise StrategyError(f"--peft-options is not valid JSON ({error}): {cfg.peft_options!r}") from error
     try:
-        peft_config = strategy.peft_config(targets, heads, cfg, extra, model=model, total_steps=total_steps)
+        peft_config = strategy.peft_config(targets, saved_head_modules(model, heads), cfg, extra, model=model,
+                                           total_steps=total_steps)
         peft_model = get_peft_model(model, peft_config)
     except (ValueError, TypeError, RuntimeError, NotImplementedError, StopIteration) as error:
         raise StrategyError(
