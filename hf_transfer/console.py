@@ -47,15 +47,17 @@ def quiet(verbose: bool = False) -> Iterator[None]:
 def _libraries_silenced() -> Iterator[None]:
     # Imported here: `import hf_transfer.console` must stay free; these are loaded by every run anyway.
     import huggingface_hub.utils as hub
-    from datasets.utils import logging as datasets_logging
     from transformers.utils import logging as transformers_logging
 
+    datasets_logging = _datasets_logging()
     saved = (transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled(),
-             hub.are_progress_bars_disabled(), datasets_logging.is_progress_bar_enabled())
+             hub.are_progress_bars_disabled(),
+             datasets_logging.is_progress_bar_enabled() if datasets_logging else None)
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     hub.disable_progress_bars()
-    datasets_logging.disable_progress_bar()
+    if datasets_logging:
+        datasets_logging.disable_progress_bar()
     try:
         yield
     finally:
@@ -63,7 +65,19 @@ def _libraries_silenced() -> Iterator[None]:
         transformers_logging.set_verbosity(verbosity)
         (transformers_logging.enable_progress_bar if transformers_bars else transformers_logging.disable_progress_bar)()
         (hub.disable_progress_bars if hub_bars_off else hub.enable_progress_bars)()
-        (datasets_logging.enable_progress_bar if datasets_bars else datasets_logging.disable_progress_bar)()
+        if datasets_logging:
+            (datasets_logging.enable_progress_bar if datasets_bars else datasets_logging.disable_progress_bar)()
+
+
+def _datasets_logging():
+    """datasets' logging module, or None where datasets is not installed: a Space (app + inference) runs without
+    it, so the console must not make it a requirement (imported by name, which Space vendoring does not follow)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is None:
+        return None
+    return importlib.import_module("datasets.utils.logging")
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None,

@@ -103,3 +103,17 @@ def test_negative_transfer_warning_reaches_stderr_when_quiet(capfd):
     console.warn("warning: pretrained features are not better than random ones")
     out, err = capfd.readouterr()
     assert out == "" and "not better than random" in err
+
+
+def test_quiet_works_without_datasets_installed(monkeypatch):
+    """A Space runs the app and inference without `datasets`: the console must not need it."""
+    import importlib.util
+
+    from hf_transfer import console
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "datasets" else real_find_spec(name, *args))
+    assert console._datasets_logging() is None
+    with console.quiet(False):
+        assert not console.is_verbose()
