@@ -767,27 +767,7 @@ def render_markdown(payload: dict[str, Any], *, heading_level: int = 1) -> str:
     groups = shot_groups(payload["summary"])
     recs = {(r["model"], r["shots"]): r for r in payload["recommendations"]}
     for model in s["models"]:
-        check = payload["checks"].get(model, {})
-        lines += [f"{h}# {model}", "", f"Negative transfer check: **{check.get('negative_transfer', {}).get('verdict')}** "
-                  f"— {check.get('negative_transfer', {}).get('message', '')}", ""]
-        if check.get("zero_shot_possible"):
-            lines += [f"Zero-shot row: the checkpoint's own head rows for {check['zero_shot_labels']}.", ""]
-        for (m, shots), rows in groups.items():
-            if m != model:
-                continue
-            lines += [f"{h}## {shots} shots per class" if shots != ALL else f"{h}## all training images", "",
-                      "| strategy | test accuracy | macro-F1 | trainable params | seconds / cell | peak MB | images/s | seeds |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for r in rows:
-                lines.append(f"| {r['strategy']} | {pct(r)} | {pct(r, 'macro_f1')} | {_fmt_int(r['trainable_params'])} | "
-                             f"{_fmt(r['seconds_mean'], '.0f')} | {_fmt(r['peak_memory_mb_mean'], '.0f')} | "
-                             f"{_fmt(r['images_per_s_mean'], '.1f')} | {r['seeds']} |")
-            for skip in payload["skipped"]:
-                if skip["model"] == model:
-                    lines.append(f"| {skip['strategy']} | skipped: {_one_line(skip['reason'])} | | | | | | |")
-            if (model, shots) in recs:
-                lines += ["", f"**Recommendation** {recs[(model, shots)]['text']}."]
-            lines.append("")
+        lines += _model_section(payload, model, groups, recs, h)
     if payload["failed"]:
         lines += [f"{h}# Failed cells", ""]
         for f in payload["failed"]:
@@ -795,6 +775,33 @@ def render_markdown(payload: dict[str, Any], *, heading_level: int = 1) -> str:
     if payload["missing_cells"]:
         lines += [f"{h}# Not run", "", ", ".join(f"`{c}`" for c in payload["missing_cells"]), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _model_section(payload: dict[str, Any], model: str, groups, recs, h: str) -> list[str]:
+    """One checkpoint's part of compare.md: its negative-transfer verdict, then a table per shot count."""
+    lines: list[str] = []
+    check = payload["checks"].get(model, {})
+    lines += [f"{h}# {model}", "", f"Negative transfer check: **{check.get('negative_transfer', {}).get('verdict')}** "
+              f"— {check.get('negative_transfer', {}).get('message', '')}", ""]
+    if check.get("zero_shot_possible"):
+        lines += [f"Zero-shot row: the checkpoint's own head rows for {check['zero_shot_labels']}.", ""]
+    for (m, shots), rows in groups.items():
+        if m != model:
+            continue
+        lines += [f"{h}## {shots} shots per class" if shots != ALL else f"{h}## all training images", "",
+                  "| strategy | test accuracy | macro-F1 | trainable params | seconds / cell | peak MB | images/s | seeds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['strategy']} | {pct(r)} | {pct(r, 'macro_f1')} | {_fmt_int(r['trainable_params'])} | "
+                         f"{_fmt(r['seconds_mean'], '.0f')} | {_fmt(r['peak_memory_mb_mean'], '.0f')} | "
+                         f"{_fmt(r['images_per_s_mean'], '.1f')} | {r['seeds']} |")
+        for skip in payload["skipped"]:
+            if skip["model"] == model:
+                lines.append(f"| {skip['strategy']} | skipped: {_one_line(skip['reason'])} | | | | | | |")
+        if (model, shots) in recs:
+            lines += ["", f"**Recommendation** {recs[(model, shots)]['text']}."]
+        lines.append("")
+    return lines
 
 
 def _one_line(text: str) -> str:
