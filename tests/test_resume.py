@@ -209,3 +209,30 @@ def test_per_sample_augmentation_depends_only_on_seed_epoch_and_index():
     assert not torch.equal(data[0]["pixel_values"], forward[0])  # a new epoch, new augmentation
     other_seed = PerSampleAugmentation(_Images(), seed=4)
     assert not np.allclose(other_seed[0]["pixel_values"].numpy(), forward[0].numpy())
+
+
+def test_a_batched_fetch_gives_the_same_examples_as_item_by_item(image_folder):
+    """__getitems__ (one Arrow fetch per loader batch, as the peer's DataLoader makes) keeps every image's own seed."""
+    from transformers import ViTImageProcessor
+
+    from hf_transfer.config import DataConfig
+    from hf_transfer.data.loading import load_splits
+    from hf_transfer.data.transforms import make_batch_transform
+
+    splits, _ = load_splits(DataConfig(data=str(image_folder), check_images=False))
+    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    for augment in ("light", "strong"):
+        data = PerSampleAugmentation(splits["train"].with_transform(make_batch_transform(
+            processor, train=True, augment=augment, output="uint8")), seed=5)
+        indices = [3, 0, 7, 3, 5]
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        batched = data.__getitems__(indices)
+        assert torch.equal(torch.get_rng_state(), before)
+        one_by_one = [data[i] for i in indices]
+        assert [b["labels"] for b in batched] == [o["labels"] for o in one_by_one]
+        assert all(torch.equal(b["pixel_values"], o["pixel_values"]) for b, o in zip(batched, one_by_one))
+        assert torch.equal(batched[0]["pixel_values"], batched[3]["pixel_values"])  # same index, same pixels
+        assert not torch.equal(batched[0]["pixel_values"], batched[1]["pixel_values"])
+    plain = PerSampleAugmentation(_Images(), seed=3)  # not a datasets split: item by item
+    assert [x["labels"] for x in plain.__getitems__([2, 1])] == [2, 1]

@@ -112,7 +112,8 @@ def decode(record: Any, *, name: str | None = None,
     as PIL's decode plus its copy into an array. Anything else (PNG, CMYK, huge or broken files) is PIL's.
     """
     data, path = read_bytes(record)
-    header = jpeg_header(data) if data is not None else None
+    opened = _open_lazily(data) if data is not None else None  # header parsed once, pixels not yet decoded
+    header = _jpeg_header_of(opened) if opened is not None else None
     if header is not None and header[2] == 1:
         height, width = header[0], header[1]
         need_h, need_w = min_size(height, width) if min_size else (height, width)
@@ -120,6 +121,7 @@ def decode(record: Any, *, name: str | None = None,
                 and height * width <= MAX_IMAGE_PIXELS:
             pixels = _decode_jpeg_tensor(data)
             if pixels is not None:
+                opened.close()
                 return pixels, (height, width)
     full: list[int] = []
 
@@ -128,8 +130,10 @@ def decode(record: Any, *, name: str | None = None,
         h, w = min_size(height, width) if min_size else (height, width)
         return w, h
 
-    # the bytes already read, not the file again; a PIL image, array or URL as it is
-    image = load_image(record if data is None else data, name=name or path, reduce_to=reduce_to)
+    # the image already opened (or, if it would not open, the bytes: load_image says what is wrong with them);
+    # a PIL image, array or URL as it is
+    source = opened if opened is not None else (record if data is None else data)
+    image = load_image(source, name=name or path, reduce_to=reduce_to)
     height, width = full if full else (image.height, image.width)
     return to_uint8_tensor(image), (height, width)
 
@@ -168,16 +172,31 @@ def read_bytes(record: Any) -> tuple[bytes | None, str | None]:
 
 def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     """(height, width, EXIF orientation) of a JPEG torchvision decodes as PIL would (RGB or L), else None."""
+    image = _open_lazily(data)
+    if image is None:
+        return None
+    with image:
+        return _jpeg_header_of(image)
+
+
+def _open_lazily(data: bytes):
+    """``data`` opened by PIL (header read, pixels not decoded), or None if PIL cannot identify it."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
-                return None
-            return image.height, image.width, int(image.getexif().get(0x0112, 1) or 1)
+        return Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def _jpeg_header_of(image) -> tuple[int, int, int] | None:
+    try:
+        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+            return None
+        return image.height, image.width, int(image.getexif().get(0x0112, 1) or 1)
+    except (OSError, SyntaxError, ValueError):
         return None
 
 

@@ -267,7 +267,8 @@ def make_item_transform(spec: PreprocessSpec, *, train: bool, augment: str = "li
         drawn = []
 
         def min_size(height: int, width: int) -> tuple[int, int]:
-            drawn.append(draw_crop(height, width))
+            if not drawn:  # decode may ask twice (header check, then the reduced decode): one draw per image
+                drawn.append(draw_crop(height, width))
             return crop_min_decode(drawn[0], output)(height, width)
 
         image, full = decode(record, name=name, min_size=min_size)

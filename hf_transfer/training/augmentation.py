@@ -7,6 +7,7 @@ for the same step, and end with the same weights.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ class PerSampleAugmentation(torch.utils.data.Dataset):
         self.seed = int(seed)
         # Shared memory, so persistent loader workers see the epoch the main process sets.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._rows, self._transform = _rows_and_transform(dataset)
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(int(epoch))
@@ -41,15 +43,43 @@ class PerSampleAugmentation(torch.utils.data.Dataset):
         return _mix(self.seed, self.epoch, int(index))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        with self._seeded(index):
+            return self.dataset[int(index)]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A loader batch: the rows fetched from Arrow in one call (as the DataLoader does for a plain ``datasets``
+        split), each then transformed under its own seed; the same examples as ``[self[i] for i in indices]``."""
+        if self._transform is None:
+            return [self[i] for i in indices]
+        rows = self._rows[[int(i) for i in indices]]
+        examples = []
+        for position, index in enumerate(indices):
+            with self._seeded(index):
+                example = self._transform({column: [values[position]] for column, values in rows.items()})
+            examples.append({key: values[0] for key, values in example.items()})
+        return examples
+
+    @contextmanager
+    def _seeded(self, index: int):
         # torchvision draws from the default CPU generator; seeding it directly costs ~4 us (torch.manual_seed
         # and fork_rng ~65 us, as they also reach for CUDA).
         generator = torch.default_generator
         state = generator.get_state()
         generator.manual_seed(self.sample_seed(index))
         try:
-            return self.dataset[int(index)]
+            yield
         finally:
             generator.set_state(state)
+
+
+def _rows_and_transform(dataset) -> tuple[Any, Any]:
+    """(the rows without their transform, the transform) of a ``datasets`` split made by ``with_transform``, so a
+    batch can be fetched at once; (None, None) for anything else (fetched item by item)."""
+    fmt = getattr(dataset, "format", None)
+    if not isinstance(fmt, dict) or fmt.get("type") != "custom" or fmt.get("columns") is not None:
+        return None, None
+    transform = fmt.get("format_kwargs", {}).get("transform")
+    return (dataset.with_format(None), transform) if callable(transform) else (None, None)
 
 
 def _mix(*values: int) -> int:
