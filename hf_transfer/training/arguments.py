@@ -24,18 +24,18 @@ def default_num_workers() -> int:
     process's own): a 16-core GPU machine gets 15 with one process, 7 each with two. 0.2 capped this at 8, which
     starves a fast GPU: the issue-10 reference on one H200 (16 cores, ViT-B/16 224 bf16) ran the peer recipe at
     181 img/s with 0 workers and 1,876 with 12, and PIL decodes ~384 such photos per second per core.
-    Training on the CPU: only the cores the training step's own threads (``torch.get_num_threads()``) and the
-    training process leave free, usually none: the step already uses every core, and a worker takes one from it.
-    Measured on this project's 2-core VM (bench/RESULTS.md, "Training throughput", torch at 1 thread, load ~3):
-    one bench run had 0 workers ~20 % ahead of 1 for ours and the peer, the next one ~7-10 % behind: on two
-    shared cores the worker count is inside run-to-run variance, so the rule rests on the argument above.
+    Training on the CPU: the cores the training step's own threads (``torch.get_num_threads()``) leave free,
+    usually none: by default the step already uses every core, and a worker would take one from it. Measured on
+    this project's 2-core VM with torch at 1 thread (bench/RESULTS.md, "Training throughput"): under load from
+    other jobs 0 vs 1 worker was inside run-to-run variance; on the idle machine the free core's worker made
+    the peer recipe 1.27x and ours 1.19x faster than 0 workers, so a free core gets a worker.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_process = max(1, cores // world_size())
     mps = getattr(torch.backends, "mps", None)
     if torch.cuda.is_available() or (mps is not None and mps.is_available()):
         return per_process - 1
-    return max(0, per_process - torch.get_num_threads() - 1)
+    return max(0, per_process - torch.get_num_threads())
 
 
 def mixed_precision(choice: str, *, use_cpu: bool) -> dict[str, bool]:
