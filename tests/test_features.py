@@ -128,3 +128,21 @@ def test_one_images_to_logits_loop_serves_splits_lists_and_every_batch_size(worl
     fs = extract_features(model=str(root / "vit"), dataset=train, cache_dir=root / "cache-loop")
     np.testing.assert_allclose(fs.features, feats, rtol=1e-5, atol=1e-6)
     assert predict_logits(model, processor, [], batch_size=4).shape == (0, 5)
+
+
+def test_several_splits_load_the_checkpoint_once_and_match_one_split_at_a_time(world, tmp_path, monkeypatch):
+    from hf_transfer.transferability import features
+
+    root, splits = world
+    loads = []
+    real = features._load_pretrained_with_own_head
+    monkeypatch.setattr(features, "_load_pretrained_with_own_head", lambda *a: loads.append(a) or real(*a))
+    both = features.extract_split_features(model=str(root / "vit"), datasets=dict(splits), cache_dir=tmp_path / "a")
+    assert len(loads) == 1 and set(both) == set(splits)
+    for name, split in splits.items():
+        one = extract_features(model=str(root / "vit"), dataset=split, cache_dir=tmp_path / "b")
+        np.testing.assert_allclose(both[name].features, one.features, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(both[name].labels, one.labels)
+        assert both[name].meta["num_samples"] == len(split)
+    again = features.extract_split_features(model=str(root / "vit"), datasets=dict(splits), cache_dir=tmp_path / "a")
+    assert len(loads) == 1 + len(splits) and all(fs.from_cache for fs in again.values())  # all cached: no load

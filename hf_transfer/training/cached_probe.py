@@ -137,31 +137,45 @@ def embed_split(dataset, *, model: str, revision: str | None = None, init: str =
     every process gets the whole split back, in the split's order. ``init="random"``: the architecture at
     random weights from ``seed``, the same draw as the run's own model.
     """
+    return embed_split_features({"split": dataset}, model=model, revision=revision, init=init, seed=seed,
+                                batch_size=batch_size, trust_remote_code=trust_remote_code,
+                                multi_label=multi_label)["split"]
+
+
+def embed_split_features(splits: dict[str, Any], *, model: str, revision: str | None = None, init: str = "pretrained",
+                         seed: int = 0, batch_size: int = 32, trust_remote_code: bool = False,
+                         multi_label: bool = False) -> dict[str, SplitFeatures]:
+    """:func:`embed_split` of several splits ({name: split}), the checkpoint loaded once for all of them."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from hf_transfer.transferability.features import extract_features
+    from hf_transfer.transferability.features import extract_split_features
 
     # Never set accelerate up here: a process group exists only if the run (or the launcher's script) made one.
     state = PartialState() if PartialState._shared_state else None
     processes = state.num_processes if state is not None else 1
-    shard = dataset.shard(num_shards=processes, index=state.process_index, contiguous=True) if processes > 1 else dataset
-    cached = extract_features(model=model, dataset=shard, revision=revision, init=init, seed=seed,
-                              batch_size=batch_size, trust_remote_code=trust_remote_code, multi_label=multi_label)
-    parts = [(cached.features, cached.labels, cached.from_cache)]
-    if processes > 1:
-        parts = gather_object(parts)  # in process order: the split's order
-    return SplitFeatures(np.concatenate([f for f, _, _ in parts]), np.concatenate([y for _, y, _ in parts]),
-                         all(c for _, _, c in parts))
+    shards = {name: split.shard(num_shards=processes, index=state.process_index, contiguous=True)
+              if processes > 1 else split for name, split in splits.items()}
+    cached = extract_split_features(model=model, datasets=shards, revision=revision, init=init, seed=seed,
+                                    batch_size=batch_size, trust_remote_code=trust_remote_code,
+                                    multi_label=multi_label)
+    out = {}
+    for name in splits:
+        parts = [(cached[name].features, cached[name].labels, cached[name].from_cache)]
+        if processes > 1:
+            parts = gather_object(parts)  # in process order: the split's order
+        out[name] = SplitFeatures(np.concatenate([f for f, _, _ in parts]), np.concatenate([y for _, y, _ in parts]),
+                                  all(c for _, _, c in parts))
+    return out
 
 
 def embed_splits(run: RunConfig, splits) -> dict[str, SplitFeatures]:
     """:func:`embed_split` of train, validation and test (when there is one) with the run's checkpoint."""
     m = run.model
-    return {name: embed_split(splits[name], model=m.model, revision=m.revision, init=m.init, seed=run.train.seed,
-                              batch_size=run.train.per_device_eval_batch_size, trust_remote_code=m.trust_remote_code,
-                              multi_label=run.data.multi_label)
-            for name in SPLITS if name in splits}
+    return embed_split_features({name: splits[name] for name in SPLITS if name in splits}, model=m.model,
+                                revision=m.revision, init=m.init, seed=run.train.seed,
+                                batch_size=run.train.per_device_eval_batch_size,
+                                trust_remote_code=m.trust_remote_code, multi_label=run.data.multi_label)
 
 
 # ------------------------------------------------------------------------------------------------ fit

@@ -33,7 +33,8 @@ from hf_transfer.errors import CheckpointError, ConfigError, DataError
 FORMAT_VERSION = 1
 INITS = ("pretrained", "random")
 
-__all__ = ["FeatureSet", "dataset_fingerprint", "default_cache_dir", "extract_features", "stratified_sample"]
+__all__ = ["FeatureSet", "dataset_fingerprint", "default_cache_dir", "extract_features", "extract_split_features",
+           "stratified_sample"]
 
 
 @dataclass
@@ -199,51 +200,99 @@ def extract_features(*, model: str, dataset, revision: str | None = None, init: 
     (unless `refresh`), otherwise computes and writes it. ``multi_label``: accept a multi-label split
     (the cached-feature linear probe); its labels come back multi-hot, (N, C).
     """
-    import torch
+    return extract_split_features(model=model, datasets={"data": dataset}, revision=revision, init=init, seed=seed,
+                                  cache_dir=cache_dir, batch_size=batch_size, refresh=refresh,
+                                  trust_remote_code=trust_remote_code, multi_label=multi_label)["data"]
 
+
+def extract_split_features(*, model: str, datasets: dict[str, Any], revision: str | None = None,
+                           init: str = "pretrained", seed: int = 0, cache_dir: str | Path | None = None,
+                           batch_size: int = 32, refresh: bool = False, trust_remote_code: bool = False,
+                           multi_label: bool = False) -> dict[str, FeatureSet]:
+    """:func:`extract_features` of several splits ({name: split}) with the checkpoint loaded once, and only if
+    some split is not in the cache yet."""
     from hf_transfer.data.loading import is_multi_label, label_names_of
-    from hf_transfer.evaluation.inference import predict_logits
     from hf_transfer.modeling import loading
+    from hf_transfer.modeling.fast_inference import inference_layout
 
     if init not in INITS:
         raise ConfigError(f"init={init!r} is not known; use one of {INITS}.")
-    if len(dataset) == 0:
-        raise DataError("the split to embed is empty; check --data and the split names.")
-    if is_multi_label(dataset) and not multi_label:
-        raise DataError("transferability scores and probes need single-label data; this split is multi-label.")
-    label_names = label_names_of(dataset)
+    for dataset in datasets.values():
+        if len(dataset) == 0:
+            raise DataError("the split to embed is empty; check --data and the split names.")
+        if is_multi_label(dataset) and not multi_label:
+            raise DataError("transferability scores and probes need single-label data; this split is multi-label.")
     processor = loading.load_processor(model, revision=revision, trust_remote_code=trust_remote_code)
     source = loading.resolve_model(model, revision=revision)
-    parts = {"format": FORMAT_VERSION, "model": model, "revision": revision, "checkpoint": _checkpoint_identity(source),
-             "init": init, "seed": seed if init == "random" else None, "data": dataset_fingerprint(dataset),
-             "preprocessing": _processor_settings(processor)}
-    key = _key(parts)
+    common = {"format": FORMAT_VERSION, "model": model, "revision": revision,
+              "checkpoint": _checkpoint_identity(source), "init": init, "seed": seed if init == "random" else None,
+              "preprocessing": _processor_settings(processor)}
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{key}.npz"
-    if path.exists() and not refresh:
-        cached = _read(path)
+    results: dict[str, FeatureSet] = {}
+    todo: dict[str, tuple[dict[str, Any], Path]] = {}
+    for name, dataset in datasets.items():
+        parts = common | {"data": dataset_fingerprint(dataset)}
+        path = folder / f"{_key(parts)}.npz"
+        cached = _read(path) if path.exists() and not refresh else None
         if cached is not None:
-            return cached
+            results[name] = cached
+        else:
+            todo[name] = (parts, path)
+    if not todo:
+        return results
 
+    first = datasets[next(iter(todo))]
     if init == "pretrained":
         net, has_head, note = _load_pretrained_with_own_head(model, revision, trust_remote_code)
     else:
-        net, has_head, note = _load_random_init(model, revision, label_names, seed, trust_remote_code)
+        net, has_head, note = _load_random_init(model, revision, label_names_of(first), seed, trust_remote_code)
     device = loading.pick_device()
-    with console.forward_progress(net, total=len(dataset), desc=f"features {model} ({init})"):
-        logits, feats = predict_logits(net.to(device), processor, dataset, batch_size=batch_size, device=device,
-                                       head_inputs=True)
+    size = common["preprocessing"]["spec"]
+    net, batch_size = inference_layout(net.to(device).eval(), device, batch_size,
+                                       image_size=(size["height"], size["width"]))
+    logits, feats = _forward(net, processor, [datasets[name] for name in todo], batch_size=batch_size, device=device,
+                             desc=f"features {model} ({init})")
+    start = 0
+    for name, (parts, path) in todo.items():
+        stop = start + len(datasets[name])
+        results[name] = _feature_set(datasets[name], logits[start:stop], feats[start:stop], parts, path, model=model,
+                                     revision=revision, init=init, has_head=has_head, note=note,
+                                     source_labels=net.config.id2label)
+        _write(path, results[name])
+        start = stop
+    return {name: results[name] for name in datasets}
+
+
+def _forward(net, processor, splits: list, *, batch_size: int, device, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, head inputs) of every image of ``splits`` in order, in one pass (one loader, not one per split)."""
+    from hf_transfer.evaluation.inference import predict_logits
+
+    images = splits[0]
+    if len(splits) > 1:
+        from datasets import concatenate_datasets
+
+        images = concatenate_datasets(splits)  # lazy: rows stay in their Arrow tables
+    with console.forward_progress(net, total=len(images), desc=desc):
+        return predict_logits(net, processor, images, batch_size=batch_size, device=device, head_inputs=True)
+
+
+def _feature_set(dataset, logits: np.ndarray, feats: np.ndarray, parts: dict[str, Any], path: Path, *, model: str,
+                 revision: str | None, init: str, has_head: bool, note: str, source_labels) -> FeatureSet:
+    """One split's :class:`FeatureSet` from its rows of the forward pass."""
+    import torch
+
+    from hf_transfer.data.loading import label_names_of
+
+    label_names = label_names_of(dataset)
     probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy() if has_head else None
-    source_labels = [str(net.config.id2label[i]) for i in range(logits.shape[1])] if has_head else None
-    meta = {"key": key, "model": model, "revision": revision, "init": init, "seed": parts["seed"],
+    meta = {"key": path.stem, "model": model, "revision": revision, "init": init, "seed": parts["seed"],
             "data_fingerprint": parts["data"], "preprocessing": parts["preprocessing"]["spec"],
-            "num_samples": int(feats.shape[0]), "feature_dim": int(feats.shape[1]),
-            "source_head": has_head, "source_head_note": note, "source_label_names": source_labels}
-    result = FeatureSet(features=feats.astype(np.float32), labels=_label_array(dataset, label_names),
-                        label_names=label_names, source_probs=None if probs is None else probs.astype(np.float32),
-                        meta=meta, path=path, from_cache=False)
-    _write(path, result)
-    return result
+            "num_samples": int(feats.shape[0]), "feature_dim": int(feats.shape[1]), "source_head": has_head,
+            "source_head_note": note,
+            "source_label_names": [str(source_labels[i]) for i in range(logits.shape[1])] if has_head else None}
+    return FeatureSet(features=feats.astype(np.float32), labels=_label_array(dataset, label_names),
+                      label_names=label_names, source_probs=None if probs is None else probs.astype(np.float32),
+                      meta=meta, path=path, from_cache=False)
 
 
 def _label_array(dataset, label_names: list[str]) -> np.ndarray:
