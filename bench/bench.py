@@ -44,6 +44,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -498,27 +499,32 @@ def feature_pass(model: str, folder: Path, preset: Preset) -> dict:
 
     from hf_transfer.config import DataConfig
     from hf_transfer.data.loading import load_splits
+    from hf_transfer.data.transforms import PreprocessSpec
     from hf_transfer.evaluation.inference import predict_logits
+    from hf_transfer.modeling.fast_inference import inference_layout
     from hf_transfer.modeling.loading import load_model_for_labels, load_processor
     from hf_transfer.training.arguments import default_num_workers
 
     splits, report = load_splits(DataConfig(data=str(folder), check_images=False))
     dataset = splits["train"]
     device = torch.device("cuda" if _on_gpu() else "cpu")
-    net = load_model_for_labels(model, report.label_names).to(device).eval()
     processor = load_processor(model)
+    spec = PreprocessSpec.from_processor(processor)
+    # as the feature cache runs it: on CPU a conv net folded and channels_last, in small batches
+    net, batch_size = inference_layout(load_model_for_labels(model, report.label_names).to(device).eval(), device,
+                                       preset.batch_size, image_size=(spec.height, spec.width))
     workers = default_num_workers()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if _bf16() else torch.float16) if device.type == "cuda"
                 else contextlib.nullcontext())
     with PeakMemory() as memory, autocast:
         _sync()
         started = time.perf_counter()
-        _, features = predict_logits(net, processor, dataset, batch_size=preset.batch_size, device=device,
+        _, features = predict_logits(net, processor, dataset, batch_size=batch_size, device=device,
                                      head_inputs=True, num_workers=workers)
         _sync()
         elapsed = time.perf_counter() - started
     return {"images_per_s": len(dataset) / elapsed, "images": len(dataset), "workers": workers,
-            "feature_dim": int(features.shape[1]), "peak_mem_mib": memory.peak}
+            "batch_size": batch_size, "feature_dim": int(features.shape[1]), "peak_mem_mib": memory.peak}
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -715,11 +721,12 @@ def plan(sections, paths, preset: Preset, folder: Path, checkpoint: Path, work: 
 
         for data in [d.strip() for d in preset.linear_data.split(",") if d.strip()]:
             name, data = ("bench folder", str(folder)) if data == "bench" else (data, data)
-            runs = {"cached_cold": lambda w, d=data: cold(w, d),
-                    "cached_warm": lambda w, d=data: run_linear_probe(model, d, w / "warm", cached=True,
-                                                                      epochs=preset.linear_epochs),
-                    "trainer": lambda w, d=data: run_linear_probe(model, d, w / "trainer", cached=False,
-                                                                  epochs=preset.linear_epochs)}
+            sub = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)  # each data set its own run folders
+            runs = {"cached_cold": lambda w, d=data, s=sub: cold(w / s, d),
+                    "cached_warm": lambda w, d=data, s=sub: run_linear_probe(model, d, w / s / "warm", cached=True,
+                                                                             epochs=preset.linear_epochs),
+                    "trainer": lambda w, d=data, s=sub: run_linear_probe(model, d, w / s / "trainer", cached=False,
+                                                                         epochs=preset.linear_epochs)}
             jobs += [(f"linear/{name}/{run}", runs[run]) for run in _subset(preset.linear_runs, tuple(runs), "--linear-runs")]
         jobs.append(("linear/feature_pass", lambda w: feature_pass(model, folder, preset)))
     if "decode" in sections:
@@ -777,7 +784,7 @@ def summarize(report: dict, samples: dict[str, list[dict]], preset: Preset, chec
             result["cpu_work_vs_peer_default"] = result["cpu_ms_per_image"] / base
     linear = report["linear"]
     for key, runs in samples.items():
-        if not key.startswith("linear/"):
+        if not key.startswith("linear/") or not runs:  # a job that failed every time: in report["errors"]
             continue
         if key == "linear/feature_pass":
             linear["feature_pass"] = dict(runs[0], images_per_s=median(r["images_per_s"] for r in runs),
@@ -922,7 +929,7 @@ def _tables(report: dict, table) -> list[str]:
     if report["linear"].get("feature_pass"):
         f = report["linear"]["feature_pass"]
         out.append(f"Feature pass: {f['images_per_s']:.1f} img/s over {f['images']} images "
-                   f"({f['workers']} loader workers, peak {f['peak_mem_mib']:.0f} MiB)")
+                   f"({f['workers']} loader workers, batches of {f.get('batch_size', '?')}, peak {f['peak_mem_mib']:.0f} MiB)")
     if decode_rows(report):
         d = report["decode"]
         out += [f"Decode + preprocessing per image ({d['images']} JPEGs of {d['photo_size'][0]}x{d['photo_size'][1]}, "
