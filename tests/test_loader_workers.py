@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import pytest
 
+from hf_transfer.data import workers
+from hf_transfer.evaluation import inference
 from hf_transfer.training import arguments
 
 
 def _machine(monkeypatch, *, cores: int, processes: int, cuda: bool, threads: int) -> None:
-    monkeypatch.setattr(arguments.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     monkeypatch.setattr(arguments, "world_size", lambda: processes)
-    monkeypatch.setattr(arguments.torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(arguments.torch, "get_num_threads", lambda: threads)
+    monkeypatch.setenv("WORLD_SIZE", str(processes))
+    monkeypatch.setattr(workers.torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(workers.torch, "get_num_threads", lambda: threads)
 
 
 @pytest.mark.parametrize(("cores", "processes", "expected"), [(16, 1, 15), (16, 2, 7), (64, 1, 63), (2, 1, 1),
@@ -28,3 +31,17 @@ def test_on_cpu_workers_get_only_the_cores_the_step_leaves(monkeypatch, cores, t
     _machine(monkeypatch, cores=cores, processes=1, cuda=False, threads=threads)
     monkeypatch.setattr(arguments.torch.backends.mps, "is_available", lambda: False)
     assert arguments.default_num_workers() == expected
+
+
+@pytest.mark.parametrize(("cores", "processes", "cuda", "threads", "expected"),
+                         [(16, 1, True, 16, 15), (64, 1, True, 64, 63), (16, 2, True, 16, 7), (2, 1, False, 2, 0),
+                          (2, 1, False, 1, 1)])
+def test_forward_passes_size_their_loaders_like_training_with_no_cap(monkeypatch, cores, processes, cuda, threads,
+                                                                      expected):
+    """Evaluation, prediction and the feature cache: the training rule (0.3.0 still capped these at 8), and no
+    workers at all for a few batches, where starting them costs more than they save."""
+    _machine(monkeypatch, cores=cores, processes=processes, cuda=cuda, threads=threads)
+    monkeypatch.setattr(workers.torch.backends.mps, "is_available", lambda: False)
+    assert inference._loader_workers(1000, 8) == expected
+    assert inference._loader_workers(32, 8) == 0
+

@@ -193,12 +193,12 @@ def model_input_batches(images, processor, *, batch_size: int = 32, device=None,
 
 
 def _loader_workers(count: int, batch_size: int) -> int:
-    """Loader processes for ``count`` images: none for a few batches (starting workers costs more), else one per
-    spare core (at most 8)."""
-    import os
+    """Loader processes for ``count`` images: none for a few batches (starting workers costs more), else as many
+    as the machine gives a loader (:func:`hf_transfer.data.workers.loader_workers`: on an accelerator every core
+    but one, no cap; on CPU the cores the model's threads leave free)."""
+    from hf_transfer.data.workers import loader_workers
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if count <= 4 * batch_size else max(0, min(8, cores - 1))
+    return 0 if count <= 4 * batch_size else loader_workers()
 
 
 class _Records:

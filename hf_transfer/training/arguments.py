@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -11,6 +10,7 @@ from transformers import TrainingArguments
 
 from hf_transfer import console, run_folder
 from hf_transfer.config import RunConfig
+from hf_transfer.data.workers import loader_workers
 from hf_transfer.errors import ConfigError
 from hf_transfer.training.distributed import world_size
 from hf_transfer.training.model_step import tf32_setting
@@ -18,24 +18,9 @@ from hf_transfer.training.strategies import Strategy
 
 
 def default_num_workers() -> int:
-    """Loader workers per training process for ``--dataloader-num-workers -1``, sized to the machine, no cap.
-
-    With an accelerator (CUDA or MPS): every core of this process's share of the machine but one (the training
-    process's own): a 16-core GPU machine gets 15 with one process, 7 each with two. 0.2 capped this at 8, which
-    starves a fast GPU: the issue-10 reference on one H200 (16 cores, ViT-B/16 224 bf16) ran the peer recipe at
-    181 img/s with 0 workers and 1,876 with 12, and PIL decodes ~384 such photos per second per core.
-    Training on the CPU: the cores the training step's own threads (``torch.get_num_threads()``) leave free,
-    usually none: by default the step already uses every core, and a worker would take one from it. Measured on
-    this project's 2-core VM with torch at 1 thread (bench/RESULTS.md, "Training throughput"): under load from
-    other jobs 0 vs 1 worker was inside run-to-run variance; on the idle machine the free core's worker made
-    the peer recipe 1.27x and ours 1.19x faster than 0 workers, so a free core gets a worker.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = max(1, cores // world_size())
-    mps = getattr(torch.backends, "mps", None)
-    if torch.cuda.is_available() or (mps is not None and mps.is_available()):
-        return per_process - 1
-    return max(0, per_process - torch.get_num_threads())
+    """Loader workers per training process for ``--dataloader-num-workers -1``: sized to the machine, no cap
+    (:func:`hf_transfer.data.workers.loader_workers`, which says what the rule rests on)."""
+    return loader_workers(world_size())
 
 
 def mixed_precision(choice: str, *, use_cpu: bool) -> dict[str, bool]:
