@@ -369,13 +369,15 @@ def check_images(records, names, *, workers: int | None = None, use_cache: bool 
     """For each datasets image record, None when it decodes, else the reason it does not (a BadImageError text)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from hf_transfer.data.workers import available_cores
+
     identities = [_file_identity(record) for record in records]
     cache_file = _check_cache_file(identities) if use_cache else None
     known = _load_check_cache(cache_file) if cache_file else set()
     todo = [i for i, identity in enumerate(identities) if identity is None or identity not in known]
     reasons: list[str | None] = [None] * len(records)
     if todo:
-        with ThreadPoolExecutor(max_workers=min(workers or _cores(), len(todo))) as pool:
+        with ThreadPoolExecutor(max_workers=min(workers or available_cores(), len(todo))) as pool:
             for i, reason in zip(todo, pool.map(lambda i: _check_one(records[i], names[i]), todo), strict=True):
                 reasons[i] = reason
     if cache_file and todo:
@@ -462,6 +464,3 @@ def _save_check_cache(path: Path, passed: set[str]) -> None:
     except OSError:
         pass  # a read-only cache only costs the next run a check
 
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -26,9 +26,13 @@ def loader_workers(processes: int | None = None) -> int:
     """
     if processes is None:
         processes = int(os.environ.get("WORLD_SIZE", "1"))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_process = max(1, cores // max(1, processes))
+    per_process = max(1, available_cores() // max(1, processes))
     mps = getattr(torch.backends, "mps", None)
     if torch.cuda.is_available() or (mps is not None and mps.is_available()):
         return per_process - 1
     return max(0, per_process - torch.get_num_threads())
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

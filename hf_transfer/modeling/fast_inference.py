@@ -48,12 +48,11 @@ def fold_batch_norms(net: nn.Module, example: torch.Tensor) -> nn.Module:
     into that conv; ``net`` itself when none is found or the folded copy does not reproduce its outputs on
     ``example`` (pixel values)."""
     try:
-        pairs = _conv_norm_pairs(net, example)
+        pairs, reference = _conv_norm_pairs(net, example)
     except (RuntimeError, ValueError, TypeError):
         return net  # the trial forward pass failed (e.g. another input size): keep the model as it is
     if not pairs:
         return net
-    reference = _outputs(net, example)
     folded = copy.deepcopy(net)
     names = {module: name for name, module in net.named_modules()}
     for conv, norm in pairs:
@@ -68,8 +67,10 @@ def fold_batch_norms(net: nn.Module, example: torch.Tensor) -> nn.Module:
     return folded
 
 
-def _conv_norm_pairs(net: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """(conv, norm) where, in one forward pass, the norm's input was exactly the conv's output (each called once)."""
+def _conv_norm_pairs(net: nn.Module, example: torch.Tensor) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]],
+                                                                     torch.Tensor]:
+    """(conv, norm) where, in one forward pass, the norm's input was exactly the conv's output (each called once);
+    and that pass's outputs (the reference the folded copy must reproduce)."""
     produced: dict[int, nn.Module] = {}
     calls: dict[nn.Module, int] = {}
     pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
@@ -87,11 +88,11 @@ def _conv_norm_pairs(net: nn.Module, example: torch.Tensor) -> list[tuple[nn.Con
     hooks = [m.register_forward_hook(after_conv) for m in net.modules() if type(m) is nn.Conv2d]
     hooks += [m.register_forward_pre_hook(before_norm) for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     try:
-        _outputs(net, example)
+        outputs = _outputs(net, example)
     finally:
         for hook in hooks:
             hook.remove()
-    return [(conv, norm) for conv, norm in pairs if calls[conv] == 1 and calls[norm] == 1]
+    return [(conv, norm) for conv, norm in pairs if calls[conv] == 1 and calls[norm] == 1], outputs
 
 
 def _foldable(conv: nn.Module, norm: nn.BatchNorm2d) -> bool:
