@@ -500,6 +500,7 @@ def feature_pass(model: str, folder: Path, preset: Preset) -> dict:
     from hf_transfer.config import DataConfig
     from hf_transfer.data.loading import load_splits
     from hf_transfer.data.transforms import PreprocessSpec
+    from hf_transfer.data.workers import forward_workers
     from hf_transfer.evaluation.inference import predict_logits
     from hf_transfer.modeling.fast_inference import inference_layout
     from hf_transfer.modeling.loading import load_model_for_labels, load_processor
@@ -513,17 +514,20 @@ def feature_pass(model: str, folder: Path, preset: Preset) -> dict:
     # as the feature cache runs it: on CPU a conv net folded and channels_last, in small batches
     net, batch_size = inference_layout(load_model_for_labels(model, report.label_names).to(device).eval(), device,
                                        preset.batch_size, image_size=(spec.height, spec.width))
-    workers = default_num_workers()
+    # as the feature cache runs it: on CPU the model in one worker process per core, elsewhere loader workers
+    on_cpu = device.type == "cpu"
+    workers = forward_workers() if on_cpu else default_num_workers()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if _bf16() else torch.float16) if device.type == "cuda"
                 else contextlib.nullcontext())
     with PeakMemory() as memory, autocast:
         _sync()
         started = time.perf_counter()
         _, features = predict_logits(net, processor, dataset, batch_size=batch_size, device=device,
-                                     head_inputs=True, num_workers=workers)
+                                     head_inputs=True, num_workers=None if on_cpu else workers)
         _sync()
         elapsed = time.perf_counter() - started
     return {"images_per_s": len(dataset) / elapsed, "images": len(dataset), "workers": workers,
+            "workers_run": "the model" if on_cpu and workers else "loading",
             "batch_size": batch_size, "feature_dim": int(features.shape[1]), "peak_mem_mib": memory.peak}
 
 
@@ -910,6 +914,12 @@ def target_rows(report: dict) -> list[list[str]]:
              gap(t)] for t in report["targets"]]
 
 
+def _feature_workers(f: dict) -> str:
+    if f.get("workers_run") == "the model":
+        return f"the model in {f['workers']} worker processes, one per core"
+    return f"{f['workers']} loader workers"
+
+
 def _text_table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in column) for column in zip(head, *rows, strict=True)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in [head, *rows])
@@ -929,7 +939,7 @@ def _tables(report: dict, table) -> list[str]:
     if report["linear"].get("feature_pass"):
         f = report["linear"]["feature_pass"]
         out.append(f"Feature pass: {f['images_per_s']:.1f} img/s over {f['images']} images "
-                   f"({f['workers']} loader workers, batches of {f.get('batch_size', '?')}, peak {f['peak_mem_mib']:.0f} MiB)")
+                   f"({_feature_workers(f)}, batches of {f.get('batch_size', '?')}, peak {f['peak_mem_mib']:.0f} MiB)")
     if decode_rows(report):
         d = report["decode"]
         out += [f"Decode + preprocessing per image ({d['images']} JPEGs of {d['photo_size'][0]}x{d['photo_size'][1]}, "

@@ -18,7 +18,6 @@ import contextlib
 import contextvars
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 _VERBOSE = contextvars.ContextVar("hf_transfer_verbose", default=False)
 
@@ -87,27 +86,6 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr, disable=None,
                 dynamic_ncols=True)
-
-
-@contextlib.contextmanager
-def forward_progress(model: Any, *, total: int, desc: str) -> Iterator[Any]:
-    """A bar over the images ``model`` is fed while the block runs.
-
-    Counted by a forward pre-hook, so the loop that feeds the model (evaluation.inference, used by everyone)
-    stays as it is and a bar costs nothing where there is no terminal.
-    """
-    bar = progress(total=total, desc=desc, unit="img")
-
-    def count(_module, args, kwargs):
-        pixels = kwargs.get("pixel_values", args[0] if args else None)
-        bar.update(len(pixels) if pixels is not None else 0)
-
-    handle = model.register_forward_pre_hook(count, with_kwargs=True)
-    try:
-        yield bar
-    finally:
-        handle.remove()
-        bar.close()
 
 
 def warn(message: str) -> None:

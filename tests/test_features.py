@@ -130,6 +130,63 @@ def test_one_images_to_logits_loop_serves_splits_lists_and_every_batch_size(worl
     assert predict_logits(model, processor, [], batch_size=4).shape == (0, 5)
 
 
+def test_a_cpu_model_run_in_worker_processes_gives_the_in_process_numbers_in_order(world, tmp_path, monkeypatch):
+    """On CPU with many batches the model runs in forked workers, one per core, each decoding and embedding its own
+    batches: the same logits and head inputs as the model run here, in the split's order, every image counted once
+    by the progress callback, and the work really done in two other processes."""
+    import os
+
+    from transformers import ViTForImageClassification, ViTImageProcessor
+
+    from hf_transfer.data import workers
+    from hf_transfer.evaluation.inference import predict_logits
+
+    root, splits = world
+    train = splits["train"]
+    model = ViTForImageClassification.from_pretrained(root / "vit")
+    processor = ViTImageProcessor.from_pretrained(root / "vit")
+    here = predict_logits(model, processor, train, batch_size=2, head_inputs=True, num_workers=0)
+
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    pids = tmp_path / "pids"
+
+    def note_pid(*_):
+        with pids.open("a") as file:
+            file.write(f"{os.getpid()}\n")
+
+    hook = model.register_forward_hook(note_pid)
+    seen: list[int] = []
+    try:
+        logits, feats = predict_logits(model, processor, train, batch_size=2, head_inputs=True, progress=seen.append)
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(logits, here[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(feats, here[1], rtol=1e-5, atol=1e-5)
+    assert sum(seen) == len(train) and len(seen) == -(-len(train) // 2)
+    ran_in = {int(line) for line in pids.read_text().split()}
+    assert len(ran_in) == 2 and os.getpid() not in ran_in
+
+
+def test_a_broken_image_in_a_forward_worker_names_the_file(world, tmp_path, monkeypatch):
+    """An image that cannot be decoded fails the pass in the worker; the caller gets the package's error with the
+    file's name, as when the model runs in the calling process."""
+    from transformers import ViTForImageClassification, ViTImageProcessor
+
+    from hf_transfer.data import workers
+    from hf_transfer.errors import BadImageError
+    from hf_transfer.evaluation.inference import predict_logits
+
+    root, splits = world
+    paths = [r["path"] for r in splits["train"]["image"]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(open(paths[0], "rb").read()[:200])
+    model = ViTForImageClassification.from_pretrained(root / "vit")
+    processor = ViTImageProcessor.from_pretrained(root / "vit")
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    with pytest.raises(BadImageError, match="broken.jpg"):
+        predict_logits(model, processor, paths + [str(broken)], batch_size=2)
+
+
 def test_several_splits_load_the_checkpoint_once_and_match_one_split_at_a_time(world, tmp_path, monkeypatch):
     from hf_transfer.transferability import features
 

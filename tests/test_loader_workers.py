@@ -1,8 +1,10 @@
 """default_num_workers: with an accelerator every core of the process's share but one, no cap (a 16-core GPU
 machine gets 15); on CPU only the cores the step's own threads leave free (measured on 2 cores, torch at 1 thread: the free
-core's worker is faster)."""
+core's worker is faster). A forward-only pass of a CPU model runs the model in one worker process per core."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 
@@ -45,3 +47,24 @@ def test_forward_passes_size_their_loaders_like_training_with_no_cap(monkeypatch
     assert inference._loader_workers(1000, 8) == expected
     assert inference._loader_workers(32, 8) == 0
 
+
+
+@pytest.mark.parametrize(("cores", "processes", "threads", "expected"),
+                         [(2, 1, 1, 2), (2, 1, 2, 2), (16, 1, 16, 16), (16, 2, 1, 8), (1, 1, 1, 0), (2, 2, 1, 0)])
+def test_a_cpu_model_runs_in_one_worker_process_per_core(monkeypatch, cores, processes, threads, expected):
+    """A forward-only pass of a CPU model: every core of the process's share runs the model in its own one-thread
+    worker, whatever torch's thread count (with one core, or one core per launched process, it stays in place);
+    and not at all for a few batches."""
+    _machine(monkeypatch, cores=cores, processes=processes, cuda=False, threads=threads)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert workers.forward_workers() == expected
+    assert inference._forward_workers(1000, 8) == expected
+    assert inference._forward_workers(32, 8) == 0
+
+
+def test_no_forward_workers_where_processes_are_not_forked(monkeypatch):
+    """macOS's frameworks are not fork-safe and Windows cannot fork: the model stays in the calling process."""
+    _machine(monkeypatch, cores=8, processes=1, cuda=False, threads=8)
+    for platform in ("darwin", "win32"):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert workers.forward_workers() == 0

@@ -9,7 +9,7 @@ one images → logits loop of the package (evaluation, inference and the feature
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,8 @@ class ImageClassifier:
 
 
 def predict_logits(model, processor, images, *, batch_size: int = 32, device=None, head_inputs: bool = False,
-                   num_workers: int | None = None, data_path: str = "auto") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                   num_workers: int | None = None, data_path: str = "auto",
+                   progress: Callable[[int], Any] | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) float32 of ``model`` (put in eval mode) over ``images``, ``batch_size`` at a time.
 
     ``images``: a sequence of image sources (paths, URLs, bytes, PIL images, arrays) or a ``datasets`` split
@@ -107,28 +108,112 @@ def predict_logits(model, processor, images, *, batch_size: int = 32, device=Non
     path (:func:`model_input_batches`): the same resize and crop, logits within the documented tolerance of
     ``pipeline()``'s. ``device``: where the model is (default: its parameters'). ``head_inputs``: also return
     what the classification head received, (N, D) flattened: the features the transferability scores and
-    linear probes work on. ``num_workers``: loader worker processes (None: some when there are many images);
-    ``data_path``: "auto" | "cpu" | "gpu" (see ``--data-path``).
+    linear probes work on. ``num_workers``: None (auto) lets a model on the CPU run in worker processes, one
+    per core, when there are many images (:func:`~hf_transfer.data.workers.forward_workers`); a number: that
+    many loader processes decode, and the model runs here. ``data_path``: "auto" | "cpu" | "gpu" (see
+    ``--data-path``). ``progress(n)`` is called with each batch's size as its outputs arrive.
     """
-    device = device or next(model.parameters()).device
-    captured: list[torch.Tensor] = []
-    hook = _capture_head_inputs(model, captured) if head_inputs else None
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    forward = _Forward(model, head_inputs)
+    records = _Records(images)
+    workers = _forward_workers(len(records), batch_size) if num_workers is None and device.type == "cpu" else 0
     logits: list[np.ndarray] = []
     features: list[np.ndarray] = []
-    model.eval()
     try:
         with torch.inference_mode():
-            for pixels in model_input_batches(images, processor, batch_size=batch_size, device=device,
-                                              num_workers=num_workers, data_path=data_path):
-                captured.clear()
-                logits.append(model(pixel_values=pixels).logits.float().cpu().numpy())
-                if hook is not None:
-                    features.append(captured[0].float().cpu().numpy())
+            if workers:
+                outputs = _forward_in_workers(forward, records, processor, batch_size=batch_size, workers=workers)
+            else:
+                outputs = (forward(pixels) for pixels in model_input_batches(
+                    images, processor, batch_size=batch_size, device=device, num_workers=num_workers,
+                    data_path=data_path))
+            for batch_logits, batch_features in outputs:
+                logits.append(batch_logits)
+                if head_inputs:
+                    features.append(batch_features)
+                if progress is not None:
+                    progress(len(batch_logits))
     finally:
-        if hook is not None:
-            hook.remove()
+        forward.close()
     out = np.concatenate(logits) if logits else np.zeros((0, model.config.num_labels), np.float32)
-    return (out, np.concatenate(features)) if head_inputs else out
+    if not head_inputs:
+        return out
+    return out, (np.concatenate(features) if features else np.zeros((0, 0), np.float32))
+
+
+class _Forward:
+    """``pixels`` → (logits, head inputs or None) as float32 arrays: the model's one inference step."""
+
+    def __init__(self, model, head_inputs: bool):
+        self.model = model
+        self.captured: list[torch.Tensor] = []
+        self.hook = _capture_head_inputs(model, self.captured) if head_inputs else None
+
+    def __call__(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        self.captured.clear()
+        logits = self.model(pixel_values=pixels).logits.float().cpu().numpy()
+        return logits, self.captured[0].float().cpu().numpy() if self.hook is not None else None
+
+    def close(self) -> None:
+        if self.hook is not None:
+            self.hook.remove()
+
+
+def _forward_workers(count: int, batch_size: int) -> int:
+    """Worker processes that run a CPU model for ``count`` images: none for a few batches (starting them costs
+    more than it saves), else :func:`hf_transfer.data.workers.forward_workers`."""
+    from hf_transfer.data.workers import forward_workers
+
+    return 0 if count <= 4 * batch_size else forward_workers()
+
+
+class _BatchForward(torch.utils.data.Dataset):
+    """Item ``i``: batch ``i`` of ``records`` decoded, preprocessed and run through the model, in a worker process
+    (the model travels by fork, so its weights are shared, not copied; each worker runs torch on one thread)."""
+
+    def __init__(self, forward: _Forward, records: _Records, pixels: Callable, batch_size: int):
+        self.forward, self.records, self.pixels, self.batch_size = forward, records, pixels, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.records) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        start = index * self.batch_size
+        with torch.inference_mode():
+            return self.forward(self.pixels(self.records.slice(start, start + self.batch_size)))
+
+
+def _forward_in_workers(forward: _Forward, records: _Records, processor, *, batch_size: int, workers: int):
+    """(logits, head inputs) per batch, in order, from ``workers`` forked processes that each decode, preprocess and
+    run the model (on CPU a small batch per process scales with the cores better than one process's threads do)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_BatchForward(forward, records, cpu_batch_pixels(processor), batch_size), batch_size=None,
+                        num_workers=workers, collate_fn=_as_is, multiprocessing_context="fork")
+    yield from loader
+
+
+def _as_is(item):
+    return item
+
+
+def cpu_batch_pixels(processor) -> Callable[[list[tuple[Any, str | None]]], torch.Tensor]:
+    """[(record, name)] → normalised float (B, C, H, W) on the CPU, as :func:`model_input_batches` makes them."""
+    from hf_transfer.data.pixels import to_model_input
+    from hf_transfer.data.transforms import make_item_transform
+
+    spec = fast_spec(processor)
+    if spec is None:
+        def by_processor(rows):
+            images = [load_image(record, name=name) for record, name in rows]
+            return processor(images=images, return_tensors="pt")["pixel_values"]
+        return by_processor
+    one = make_item_transform(spec, train=False)
+
+    def fast(rows):
+        return to_model_input(torch.stack([one(record, name) for record, name in rows]), spec.mean, spec.std)
+    return fast
 
 
 # Processors already reported as run themselves (one console line each per process, not one per call).
@@ -172,9 +257,9 @@ def model_input_batches(images, processor, *, batch_size: int = 32, device=None,
     spec = fast_spec(processor)
     records = _Records(images)
     if spec is None:
+        pixels = cpu_batch_pixels(processor)
         for start in range(0, len(records), batch_size):
-            batch = [load_image(record, name=name) for record, name in records.slice(start, start + batch_size)]
-            yield processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+            yield pixels(records.slice(start, start + batch_size)).to(device)
         return
     one = make_item_transform(spec, train=False)
     path = "cpu" if data_path == "cpu" or len(records) == 0 else resolve_data_path(

@@ -16,8 +16,6 @@ Training never goes through here: these changes are in place and for inference o
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -45,26 +43,27 @@ def inference_layout(net: nn.Module, device, batch_size: int, *, image_size: tup
 @torch.no_grad()
 def fold_batch_norms(net: nn.Module, example: torch.Tensor) -> nn.Module:
     """``net`` (eval mode) with every BatchNorm2d whose input is the output of the Conv2d run just before it folded
-    into that conv; ``net`` itself when none is found or the folded copy does not reproduce its outputs on
-    ``example`` (pixel values)."""
+    into that conv, in place; left as it was when none is found or the folded model does not reproduce its
+    outputs on ``example`` (pixel values)."""
     try:
         pairs, reference = _conv_norm_pairs(net, example)
     except (RuntimeError, ValueError, TypeError):
         return net  # the trial forward pass failed (e.g. another input size): keep the model as it is
     if not pairs:
         return net
-    folded = copy.deepcopy(net)
+    # In place (a deep copy of the model cost as much as the folding), the replaced modules kept to put back.
     names = {module: name for name, module in net.named_modules()}
+    replaced: list[tuple[str, nn.Module]] = []
     for conv, norm in pairs:
-        conv_name, norm_name = names[conv], names[norm]
-        _replace(folded, conv_name, torch.nn.utils.fusion.fuse_conv_bn_eval(folded.get_submodule(conv_name),
-                                                                          folded.get_submodule(norm_name)))
-        _replace(folded, norm_name, _after_norm(folded.get_submodule(norm_name)))
-    outputs = _outputs(folded, example)
+        replaced += [(names[conv], conv), (names[norm], norm)]
+        _replace(net, names[conv], torch.nn.utils.fusion.fuse_conv_bn_eval(conv, norm))  # a new conv
+        _replace(net, names[norm], _after_norm(norm))
+    outputs = _outputs(net, example)
     scale = max(1.0, float(reference.abs().max()))
     if outputs.shape != reference.shape or float((outputs - reference).abs().max()) > FOLD_TOLERANCE * scale:
-        return net
-    return folded
+        for name, module in reversed(replaced):
+            _replace(net, name, module)
+    return net
 
 
 def _conv_norm_pairs(net: nn.Module, example: torch.Tensor) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]],

@@ -272,8 +272,12 @@ def _forward(net, processor, splits: list, *, batch_size: int, device, desc: str
         from datasets import concatenate_datasets
 
         images = concatenate_datasets(splits)  # lazy: rows stay in their Arrow tables
-    with console.forward_progress(net, total=len(images), desc=desc):
-        return predict_logits(net, processor, images, batch_size=batch_size, device=device, head_inputs=True)
+    bar = console.progress(total=len(images), desc=desc, unit="img")
+    try:
+        return predict_logits(net, processor, images, batch_size=batch_size, device=device, head_inputs=True,
+                              progress=bar.update)
+    finally:
+        bar.close()
 
 
 def _feature_set(dataset, logits: np.ndarray, feats: np.ndarray, parts: dict[str, Any], path: Path, *, model: str,
