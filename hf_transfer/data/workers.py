@@ -39,12 +39,12 @@ def forward_workers(processes: int | None = None) -> int:
     process of ``processes``: one per core of its share, each on one torch thread; 0 (the model runs in the calling
     process) with a single core, or where processes cannot be forked (the model travels to the workers by fork).
 
-    Each worker decodes, preprocesses and runs its own batches, so decode and forward both use every core. At the
-    small batches that are fastest on CPU (:mod:`hf_transfer.modeling.fast_inference`) a process per core scales
-    better than one process's threads, and unlike them it does not depend on ``torch.set_num_threads``: measured on
-    this project's 2-core VM, EfficientNet-Lite0 (224 px, folded, channels_last, batch 4) ran at 24.7-28.9 ms per
-    image in one process on one thread, 13.9-15.8 on two threads and 16.1-16.6 in two one-thread processes (fork
-    included); with torch at one thread (bench/RESULTS.md) the second core would otherwise only decode.
+    Each worker decodes, preprocesses and runs its own batches, so decode and forward both use every core whatever
+    ``torch.set_num_threads`` says. Measured on this project's 2-core VM, the feature pass of 200 LFW images through
+    EfficientNet-Lite0 (224 px, folded, channels_last, batches of 4; median of 3): two one-thread worker processes
+    3.65 s; the model in the calling process on torch's default two threads, decoding there too, 3.72 s (the same);
+    with torch at one thread, as bench/RESULTS.md runs both sides, the model on that thread and a loader worker
+    decoding on the other core (what ran before this rule) 6.10 s.
     """
     import multiprocessing
     import sys

@@ -186,7 +186,7 @@ class _BatchForward(torch.utils.data.Dataset):
 
 def _forward_in_workers(forward: _Forward, records: _Records, processor, *, batch_size: int, workers: int):
     """(logits, head inputs) per batch, in order, from ``workers`` forked processes that each decode, preprocess and
-    run the model (on CPU a small batch per process scales with the cores better than one process's threads do)."""
+    run the model on one thread (why: :func:`hf_transfer.data.workers.forward_workers`)."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(_BatchForward(forward, records, cpu_batch_pixels(processor), batch_size), batch_size=None,
