@@ -510,8 +510,7 @@ def feature_pass(model: str, folder: Path, preset: Preset) -> dict:
     from hf_transfer.config import DataConfig
     from hf_transfer.data.loading import load_splits
     from hf_transfer.data.transforms import PreprocessSpec
-    from hf_transfer.data.workers import forward_workers
-    from hf_transfer.evaluation.inference import predict_logits
+    from hf_transfer.evaluation.inference import _forward_workers, predict_logits
     from hf_transfer.modeling.fast_inference import inference_layout
     from hf_transfer.modeling.loading import load_model_for_labels, load_processor
     from hf_transfer.training.arguments import default_num_workers
@@ -526,7 +525,7 @@ def feature_pass(model: str, folder: Path, preset: Preset) -> dict:
                                        preset.batch_size, image_size=(spec.height, spec.width))
     # as the feature cache runs it: on CPU the model in one worker process per core, elsewhere loader workers
     on_cpu = device.type == "cpu"
-    workers = forward_workers() if on_cpu else default_num_workers()
+    workers = _forward_workers(len(dataset), batch_size) if on_cpu else default_num_workers()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if _bf16() else torch.float16) if device.type == "cuda"
                 else contextlib.nullcontext())
     with PeakMemory() as memory, autocast:

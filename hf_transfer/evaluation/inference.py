@@ -123,7 +123,8 @@ def predict_logits(model, processor, images, *, batch_size: int = 32, device=Non
     try:
         with torch.inference_mode():
             if workers:
-                outputs = _forward_in_workers(forward, records, processor, batch_size=batch_size, workers=workers)
+                outputs = _forward_in_workers(forward, records, cpu_batch_pixels(processor, fast_spec(processor)),
+                                              batch_size=batch_size, workers=workers)
             else:
                 outputs = (forward(pixels) for pixels in model_input_batches(
                     images, processor, batch_size=batch_size, device=device, num_workers=num_workers,
@@ -160,12 +161,16 @@ class _Forward:
             self.hook.remove()
 
 
+# Up to this many batches a pass starts no worker processes: starting them costs more than they save.
+FEW_BATCHES = 4
+
+
 def _forward_workers(count: int, batch_size: int) -> int:
-    """Worker processes that run a CPU model for ``count`` images: none for a few batches (starting them costs
-    more than it saves), else :func:`hf_transfer.data.workers.forward_workers`."""
+    """Worker processes that run a CPU model for ``count`` images: none for a few batches, else
+    :func:`hf_transfer.data.workers.forward_workers`."""
     from hf_transfer.data.workers import forward_workers
 
-    return 0 if count <= 4 * batch_size else forward_workers()
+    return 0 if count <= FEW_BATCHES * batch_size else forward_workers()
 
 
 class _BatchForward(torch.utils.data.Dataset):
@@ -184,12 +189,12 @@ class _BatchForward(torch.utils.data.Dataset):
             return self.forward(self.pixels(self.records.slice(start, start + self.batch_size)))
 
 
-def _forward_in_workers(forward: _Forward, records: _Records, processor, *, batch_size: int, workers: int):
+def _forward_in_workers(forward: _Forward, records: _Records, pixels: Callable, *, batch_size: int, workers: int):
     """(logits, head inputs) per batch, in order, from ``workers`` forked processes that each decode, preprocess and
     run the model on one thread (why: :func:`hf_transfer.data.workers.forward_workers`)."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_BatchForward(forward, records, cpu_batch_pixels(processor), batch_size), batch_size=None,
+    loader = DataLoader(_BatchForward(forward, records, pixels, batch_size), batch_size=None,
                         num_workers=workers, collate_fn=_as_is, multiprocessing_context="fork")
     yield from loader
 
@@ -198,12 +203,12 @@ def _as_is(item):
     return item
 
 
-def cpu_batch_pixels(processor) -> Callable[[list[tuple[Any, str | None]]], torch.Tensor]:
-    """[(record, name)] → normalised float (B, C, H, W) on the CPU, as :func:`model_input_batches` makes them."""
+def cpu_batch_pixels(processor, spec: PreprocessSpec | None) -> Callable[[list[tuple[Any, str | None]]], torch.Tensor]:
+    """[(record, name)] → normalised float (B, C, H, W) on the CPU, as :func:`model_input_batches` makes them;
+    ``spec``: :func:`fast_spec` of ``processor`` (None: the processor runs itself)."""
     from hf_transfer.data.pixels import to_model_input
     from hf_transfer.data.transforms import make_item_transform
 
-    spec = fast_spec(processor)
     if spec is None:
         def by_processor(rows):
             images = [load_image(record, name=name) for record, name in rows]
@@ -257,7 +262,7 @@ def model_input_batches(images, processor, *, batch_size: int = 32, device=None,
     spec = fast_spec(processor)
     records = _Records(images)
     if spec is None:
-        pixels = cpu_batch_pixels(processor)
+        pixels = cpu_batch_pixels(processor, None)
         for start in range(0, len(records), batch_size):
             yield pixels(records.slice(start, start + batch_size)).to(device)
         return
@@ -283,7 +288,7 @@ def _loader_workers(count: int, batch_size: int) -> int:
     but one, no cap; on CPU the cores the model's threads leave free)."""
     from hf_transfer.data.workers import loader_workers
 
-    return 0 if count <= 4 * batch_size else loader_workers()
+    return 0 if count <= FEW_BATCHES * batch_size else loader_workers()
 
 
 class _Records:
