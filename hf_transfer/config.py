@@ -157,9 +157,9 @@ class DataConfig:
     data_path: Literal["auto", "cpu", "gpu"] = field(
         default="auto",
         metadata={"help": "How images reach the model. cpu: loader workers decode (JPEGs at reduced size when much "
-                  "larger than the input) and crop/augment in uint8; the device normalises. gpu: workers read "
-                  "bytes, the GPU decodes (nvJPEG) and augments whole batches (needs CUDA). auto: gpu when CUDA, "
-                  "nvJPEG and JPEG data are there, else cpu; the run says which."},
+                  "larger than the input) and crop/augment in uint8; the device normalises. gpu (EXPERIMENTAL: not "
+                  "yet measured on a GPU): workers read bytes, the GPU decodes (nvJPEG) and augments whole batches "
+                  "(needs CUDA). auto: cpu on every device until the gpu path has been measured."},
     )
     data_seed: int = field(default=42, metadata={"help": "Seed of the validation split and of shot sampling."})
     shots_seed: Optional[int] = field(

@@ -143,14 +143,18 @@ def test_gpu_path_functions_on_cpu_tensors_match_the_cpu_path(photos, tmp_path):
 
 
 def test_data_path_choice():
-    records = [{"path": None, "bytes": b"x"}]
-    assert resolve_data_path("cpu", device="cpu", records=records) == ("cpu", "asked for")
-    path, why = resolve_data_path("auto", device="cpu", records=records)
-    assert path == "cpu" and "CUDA" in why
+    assert resolve_data_path("cpu", device="cpu") == ("cpu", "asked for")
     with pytest.raises(ConfigError, match="--data-path cpu"):
-        resolve_data_path("gpu", device="cpu", records=records)
+        resolve_data_path("gpu", device="cpu")
     with pytest.raises(ConfigError, match="not one of"):
-        resolve_data_path("fast", device="cpu", records=records)
+        resolve_data_path("fast", device="cpu")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_auto_is_the_tested_worker_decode_path_on_every_device(device):
+    """Until scripts/gpu_check.sh has measured nvJPEG on a GPU, auto never picks it, CUDA or not."""
+    path, why = resolve_data_path("auto", device=device)
+    assert path == "cpu" and "experimental" in why and "--data-path gpu" in why
 
 
 def test_bench_decode_measures_both_paths(photos):
@@ -215,7 +219,7 @@ def test_the_trainer_runs_the_gpu_path_on_cpu_tensors_like_the_cpu_path(tiny_che
 @pytest.mark.gpu
 def test_gpu_decode_on_cuda_matches_the_cpu_path(photos):
     """On a GPU: nvJPEG batch decode + device crops/resizes within the draft tolerance of the CPU path, and
-    --data-path auto picks the GPU for JPEG data. (HF_TRANSFER_GPU_DRY_RUN=1 runs it on the CPU.)"""
+    --data-path gpu is accepted there. (HF_TRANSFER_GPU_DRY_RUN=1 runs it on the CPU.)"""
     import os
 
     device = "cpu" if os.environ.get("HF_TRANSFER_GPU_DRY_RUN") == "1" else "cuda"
@@ -234,4 +238,4 @@ def test_gpu_decode_on_cuda_matches_the_cpu_path(photos):
         for fast, reference in zip(decoded.cpu(), expected):
             assert_within_draft_tolerance(fast, reference)  # nvJPEG's IDCT differs from libjpeg's by a level or so
     if device == "cuda":
-        assert resolve_data_path("auto", device="cuda", records=records)[0] == "gpu"
+        assert resolve_data_path("gpu", device="cuda") == ("gpu", "asked for (experimental)")

@@ -250,7 +250,7 @@ def model_input_batches(images, processor, *, batch_size: int = 32, device=None,
     """Normalised float (B, C, H, W) batches on ``device`` for ``images``, as the checkpoint's processor makes them.
 
     The fast path: loader workers decode (JPEGs at reduced size) and resize/crop in uint8, the device normalises
-    (:func:`~hf_transfer.data.pixels.to_model_input`); with ``data_path`` gpu (or auto on CUDA with JPEGs) the GPU
+    (:func:`~hf_transfer.data.pixels.to_model_input`); with ``data_path`` gpu (experimental) the GPU
     decodes. A processor whose geometry is not replicated runs itself (see :func:`fast_spec`).
     """
     from torch.utils.data import DataLoader
@@ -267,8 +267,7 @@ def model_input_batches(images, processor, *, batch_size: int = 32, device=None,
             yield pixels(records.slice(start, start + batch_size)).to(device)
         return
     one = make_item_transform(spec, train=False)
-    path = "cpu" if data_path == "cpu" or len(records) == 0 else resolve_data_path(
-        data_path, device=device, records=[records.record(i) for i in range(min(64, len(records)))])[0]
+    path = "cpu" if len(records) == 0 else resolve_data_path(data_path, device=device)[0]
     if path == "gpu":
         rows = make_raw_batch_transform(one, train=False)
     else:

@@ -179,17 +179,12 @@ def prepare(run: RunConfig) -> Prepared:
     prep = Prepared(run=run, out=out, args=args, splits=splits, report=report, processor=processor,
                     spec=PreprocessSpec.from_processor(processor, source=run.model.model), applied=applied, total_steps=total_steps,
                     started=started, label_match=label_match, zero_shot=zero, route=route)
-    prep.data_path = resolve_data_path(run.data.data_path, device=args.device, records=_sample_records(splits["train"]),
+    prep.data_path = resolve_data_path(run.data.data_path, device=args.device,
                                        can_replicate=prep.spec.eval_geometry is not None)
     if is_main_process():
         _announce(prep)
         _check_negative_transfer(prep)
     return prep
-
-
-def _sample_records(split, n: int = 64) -> list[Any]:
-    """The first ``n`` undecoded image records of ``split`` (what --data-path auto looks at)."""
-    return list(split.select(range(min(n, len(split))))["image"])
 
 
 def _load_model(run: RunConfig, labels: list[str]) -> tuple[nn.Module, LabelMatch]:
