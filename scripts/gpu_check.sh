@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check, one command on a fresh CUDA machine with this repository (≤ 10 minutes):
 #   1. installs what the machine lacks (datasets, evaluate, ...) from wheels carried in .whl/ (no network there),
-#   2. pytest -m gpu (tests/test_gpu.py: every strategy trains with bf16 on CUDA, evaluates, predicts, reloads),
+#   2. pytest -m gpu (tests/test_gpu.py: every strategy trains with bf16 on CUDA, evaluates, predicts, reloads;
+#      FSDP through recipes/accelerate/fsdp.yaml with 1 process, and 2 where the machine has 2 GPUs),
 #   3. python bench/bench.py --gpu (peer recipe vs ours, LoRA vs full, linear-probe feature pass, peak memory),
-#   4. bench/lora_targets.py and bench/model_step.py on the GPU (LoRA targets/dropout; channels_last, compile),
-# each stage under its own time limit, so a slow one cannot starve the rest; outputs under $OUT (8 files: the
-# device tool brings back at most 8).
+#   4. bench/memory.py (gradient checkpointing: memory saved and step-time cost on ViT-B; the largest ViT that
+#      fits at batch 32, with and without it),
+#   5. bench/lora_targets.py and bench/model_step.py on the GPU (LoRA targets/dropout; channels_last, compile),
+# each stage under its own time limit, so a slow one cannot starve the rest; outputs under $OUT (8 files at
+# most: summary.txt, pytest.log, bench.log and the JSON of each bench).
 #
 # Usage:
 #   scripts/gpu_check.sh --fetch-wheels   # HERE (package registry reachable): fill .whl/ for Python 3.12
@@ -32,6 +35,7 @@ mkdir -p "$OUT"
 START=$SECONDS
 BUDGET=${GPU_CHECK_SECONDS:-570}  # the device tool allows 600 s per command; keep a margin for the summary
 SUMMARY="$OUT/summary.txt"
+ENVLOG="$OUT/bench.log"  # the environment's facts open the bench log (the device tool brings back 8 files)
 : > "$SUMMARY"
 note() { echo "$*" | tee -a "$SUMMARY"; }
 left() { echo $(( BUDGET - (SECONDS - START) )); }
@@ -50,7 +54,7 @@ stage() {
 {
   "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-} > "$OUT/env.txt" 2>&1
+} > "$ENVLOG" 2>&1
 missing=$("$PY" - "$WHEELS" <<'EOF'
 import glob, os, re, sys
 from importlib import metadata
@@ -65,24 +69,27 @@ EOF
 if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/hf_transfer_site $missing \
-    >> "$OUT/env.txt" 2>&1 || { note "wheel install failed (see env.txt)"; exit 1; }
+    >> "$ENVLOG" 2>&1 || { note "wheel install failed (see bench.log)"; exit 1; }
   export PYTHONPATH=/tmp/hf_transfer_site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's hf_transfer, no install needed
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1
-echo "installed from $WHEELS: ${missing:-nothing}" >> "$OUT/env.txt"
-"$PY" -m pip list 2>/dev/null | grep -iE "^(torch|torchvision|transformers|peft|accelerate|datasets|timm|huggingface)" >> "$OUT/env.txt"
-if ! "$PY" -c "import datasets, hf_transfer.training.run" >> "$OUT/env.txt" 2>&1; then
-  note "hf_transfer does not import here (see env.txt): run scripts/gpu_check.sh --fetch-wheels on a machine with PyPI and carry .whl"
+echo "installed from $WHEELS: ${missing:-nothing}" >> "$ENVLOG"
+"$PY" -m pip list 2>/dev/null | grep -iE "^(torch|torchvision|transformers|peft|accelerate|datasets|timm|huggingface)" >> "$ENVLOG"
+if ! "$PY" -c "import datasets, hf_transfer.training.run" >> "$ENVLOG" 2>&1; then
+  note "hf_transfer does not import here (see bench.log): run scripts/gpu_check.sh --fetch-wheels on a machine with PyPI and carry .whl"
   exit 1
 fi
-note "environment: $(head -n 1 "$OUT/env.txt")"
+note "environment: $(head -n 1 "$ENVLOG")"
+cat "$ENVLOG" >> "$SUMMARY"
 
 # 2-4. The checks, most important first.
 stage "pytest -m gpu" 45 "$OUT/pytest.log" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider --durations=10
 stage "bench.py --gpu" 70 "$OUT/bench.log" "$PY" bench/bench.py --gpu --json "$OUT/gpu.json"
-stage "lora_targets (ViT-B/16 224 bf16 b128)" 55 "$OUT/extra.log" "$PY" bench/lora_targets.py --device cuda --bf16 \
+stage "memory.py (checkpointing, largest ViT at batch 32)" 40 "$OUT/bench.log" "$PY" bench/memory.py --device cuda \
+  --batch 32 --steps 5 --sizes base large huge giant --timeout 120 --json "$OUT/memory.json"
+stage "lora_targets (ViT-B/16 224 bf16 b128)" 55 "$OUT/bench.log" "$PY" bench/lora_targets.py --device cuda --bf16 \
   --hidden 768 --layers 12 --image-size 224 --batch 128 --steps 10 --warmup 3 --repeats 3 --json "$OUT/lora.json"
-stage "model_step (channels_last, compile, AdamW)" 100 "$OUT/extra.log" "$PY" bench/model_step.py --device cuda \
+stage "model_step (channels_last, compile, AdamW)" 100 "$OUT/bench.log" "$PY" bench/model_step.py --device cuda \
   --bf16 --batch 64 --steps 10 --warmup 3 --compile-size 224 --json "$OUT/model_step.json"
 note "total $(( SECONDS - START )) s"

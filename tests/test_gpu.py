@@ -139,3 +139,46 @@ def test_model_step_settings_on_this_gpu():
     assert out.is_contiguous(memory_format=torch.channels_last)
     logits.float().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+# FSDP really shards on CUDA (on CPU, accelerate wraps DDP instead and hf_transfer refuses: tests/test_recipes.py).
+FSDP_PROBE = '''
+import sys
+from transformers import TrainerCallback
+from hf_transfer.training.run import run_from_argv
+
+
+class Report(TrainerCallback):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from accelerate import PartialState
+        sharded = any(type(m).__name__.startswith("FSDP") for m in model.modules())
+        print(f"fsdp rank {PartialState().process_index}: {PartialState().distributed_type.value} sharded={sharded}",
+              flush=True)
+
+
+run_from_argv(sys.argv[1:], callbacks=[Report()])
+'''
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_fsdp_yaml_trains_sharded_and_saves_a_loadable_model(processes, tiny_checkpoints, split_image_folder,
+                                                             tmp_path):
+    """recipes/accelerate/fsdp.yaml with 1 process, and with 2 where the machine has 2 GPUs."""
+    from launch_helpers import ACCELERATE, REPO, offline_env, read_json, run
+
+    if DEVICE != "cuda":
+        pytest.skip("FSDP needs CUDA: on CPU accelerate wraps DDP (tests/test_recipes.py checks the refusal)")
+    if torch.cuda.device_count() < processes:
+        pytest.skip(f"needs {processes} GPUs, this machine has {torch.cuda.device_count()}")
+    probe, out = tmp_path / "probe.py", tmp_path / "run"
+    probe.write_text(FSDP_PROBE)
+    done = run([ACCELERATE, "launch", "--config_file", REPO / "recipes" / "accelerate" / "fsdp.yaml",
+                "--num_processes", str(processes), probe, "--model", tiny_checkpoints("vit"),
+                "--data", split_image_folder, "--strategy", "full", "--max-steps", "4", "--eval-strategy", "steps",
+                "--eval-steps", "2", "--per-device-train-batch-size", "4", "--output-dir", out],
+               env=offline_env(tmp_path / "cache"), cwd=tmp_path, timeout=600)
+    assert done.stdout.count("sharded=True") == processes, done.stdout + done.stderr[-3000:]
+    assert read_json(out / "training_summary.json")["hyperparameters"]["world_size"] == processes
+    from hf_transfer.api import load_classifier
+
+    assert list(load_classifier(str(out)).labels) == ["cat", "dog", "fish"]
