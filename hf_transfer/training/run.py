@@ -30,7 +30,7 @@ from hf_transfer.data.loading import DataReport, load_splits
 from hf_transfer.data.transforms import PreprocessSpec, make_batch_transform, make_item_transform
 from hf_transfer.evaluation.metrics import classification_metrics, format_metrics, trainer_metrics
 from hf_transfer.modeling.label_match import LabelMatch
-from hf_transfer.modeling.loading import load_model_and_match, load_processor
+from hf_transfer.modeling.loading import load_model_for_run, load_processor
 from hf_transfer.run_folder import TrainingSummary
 from hf_transfer.training import cached_probe
 from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
@@ -101,7 +101,7 @@ class Prepared:
 
     def rebuild_model(self) -> nn.Module:
         """A fresh copy of the model as trained (same checkpoint, labels and strategy), e.g. to unshard FSDP into."""
-        model, _ = _load_model(self.run, self.labels)
+        model, _ = load_model_for_run(self.run, self.labels)
         return apply_strategy(model, self.run.strategy, total_steps=self.total_steps).model
 
 
@@ -135,7 +135,7 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
             train_output = fit(trainer, prep)
             final = final_evaluation(trainer, prep)
             summary = summarize(prep, trainer, train_output)
-            save(trainer, prep, final, summary)
+            save_run_folder(trainer, prep, final, summary)
         push(prep)
     return RunResult(prep.out, final.metrics, summary.to_dict())
 
@@ -163,10 +163,10 @@ def prepare(run: RunConfig) -> Prepared:
     # The main process checks the output folder and fills shared caches (embedded checkpoint/data) first.
     with args.main_process_first(local=False, desc="output folder, data and checkpoint"):
         if is_main_process():
-            out = _prepare_output_dir(out, resume=run.train.resume, cached=wants_cache)
+            out = prepare_output_dir(out, resume=run.train.resume, cached=wants_cache)
         set_seed(run.train.seed)  # the new head's initialisation depends on it
         splits, report = load_splits(run.data)
-        model, label_match = _load_model(run, report.label_names)
+        model, label_match = load_model_for_run(run, report.label_names)
         processor = load_processor(run.model.model, revision=run.model.revision,
                                    trust_remote_code=run.model.trust_remote_code)
     route = cached_probe.probe_route(run, strategy, model)
@@ -182,17 +182,9 @@ def prepare(run: RunConfig) -> Prepared:
     prep.data_path = resolve_data_path(run.data.data_path, device=args.device,
                                        can_replicate=prep.spec.eval_geometry is not None)
     if is_main_process():
-        _announce(prep)
-        _check_negative_transfer(prep)
+        announce(prep)
+        check_negative_transfer(prep)
     return prep
-
-
-def _load_model(run: RunConfig, labels: list[str]) -> tuple[nn.Module, LabelMatch]:
-    """The checkpoint with a new head for ``labels`` (not yet adapted by the strategy), and the rows it reused."""
-    m = run.model
-    return load_model_and_match(m.model, labels, revision=m.revision, multi_label=run.data.multi_label, init=m.init,
-                                trust_remote_code=m.trust_remote_code, reuse_head_rows=m.reuse_head_rows,
-                                label_map=m.label_mapping())
 
 
 def zero_shot(model: nn.Module, processor, validation, match: LabelMatch, *, run: RunConfig,
@@ -223,7 +215,8 @@ def zero_shot_record(logits: np.ndarray, truth: np.ndarray, names: list[str], ma
     return {"accuracy": scores["accuracy"], "split": "validation", "num_samples": len(truth)} | match.to_dict()
 
 
-def _prepare_output_dir(out: Path, *, resume: bool, cached: bool = False) -> Path:
+def prepare_output_dir(out: Path, *, resume: bool, cached: bool = False) -> Path:
+    """``out`` made ready for a new run (refusing a folder that holds another) or checked for --resume."""
     if cached:  # no checkpoints: --resume fits again from the cached features
         return cached_probe.prepare_output_dir(out, resume=resume)
     out = run_folder.prepare_output_dir(out, resume=resume)
@@ -232,7 +225,7 @@ def _prepare_output_dir(out: Path, *, resume: bool, cached: bool = False) -> Pat
     return out
 
 
-def _announce(prep: Prepared) -> None:
+def announce(prep: Prepared) -> None:
     """Say what will be trained on what, and write the run's config and data report (main process)."""
     report, labels, out = prep.report, prep.labels, prep.out
     print(prep.applied.summary(), flush=True)
@@ -262,7 +255,7 @@ def _describe_data_path(prep: Prepared) -> str:
     return line
 
 
-def _check_negative_transfer(prep: Prepared) -> None:
+def check_negative_transfer(prep: Prepared) -> None:
     """--negative-transfer-check: are the pretrained features better than random ones on this data? (main process)"""
     run = prep.run
     if not run.train.negative_transfer_check or run.model.init != "pretrained" or run.data.multi_label:
@@ -434,7 +427,7 @@ def _hyperparameters(prep: Prepared) -> dict[str, Any]:
     }
 
 
-def save(trainer: Trainer, prep: Prepared, final: FinalEvaluation, summary: TrainingSummary) -> None:
+def save_run_folder(trainer: Trainer, prep: Prepared, final: FinalEvaluation, summary: TrainingSummary) -> None:
     """Unshard (FSDP), calibrate and write the output folder on the main process; everyone waits for it."""
     full_model = unsharded_model(trainer, prep.rebuild_model)  # collective: every process takes part
     if full_model is not None:

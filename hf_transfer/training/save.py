@@ -44,9 +44,7 @@ def save_run(model: nn.Module, processor, run: RunConfig, out: Path, metrics: di
     if summary.peft_method:
         model, summary.merge_max_abs_diff = _save_adapter(model, processor, run, out, summary, splits["validation"])
     model.config.name_or_path = run.model.model
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    run_folder.write_json(out / run_folder.LABELS_FILE, run_folder.labels_payload(labels, summary.problem_type))
+    save_model_folder(model, processor, out, labels=labels, problem_type=summary.problem_type)
     if "confusion_matrix" in metrics:
         plot_confusion_matrix(metrics["confusion_matrix"], labels, out / run_folder.CONFUSION_FILE,
                               title=f"Confusion matrix ({metrics['split']}, accuracy {metrics['accuracy']:.3f})")
@@ -54,6 +52,17 @@ def save_run(model: nn.Module, processor, run: RunConfig, out: Path, metrics: di
     Metrics.from_dict(metrics).write(out)
     summary.write(out)
     return model
+
+
+def save_model_folder(model: nn.Module, processor, out: Path, *, labels: list[str], metrics: dict[str, Any] | None = None,
+                      problem_type: str = "single_label_classification") -> None:
+    """The core of a run folder: weights, processor and labels.json, so that ``pipeline()`` and the Auto classes
+    load it with the label names (and metrics.json when ``metrics`` is given). Main process only."""
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    run_folder.write_json(out / run_folder.LABELS_FILE, run_folder.labels_payload(labels, problem_type))
+    if metrics is not None:
+        run_folder.write_json(out / run_folder.METRICS_FILE, metrics)
 
 
 def _save_adapter(model, processor, run: RunConfig, out: Path, summary: TrainingSummary,
