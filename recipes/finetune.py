@@ -1,6 +1,6 @@
 """Adapt an image classifier to your labels with the transformers Trainer: linear probe, full fine-tune or any peft
-method of `hf-transfer strategies`. The flow of `hf-transfer train`, top to bottom, on hf_transfer's public names
-(the same building blocks the command runs): data → the model with a new head → strategy → Trainer → evaluate →
+method of `hf-transfer strategies`. The flow of `hf-transfer train` top to bottom, on hf_transfer's public names
+(the building blocks the command runs too): data → the model with a new head → strategy → Trainer → evaluate →
 save → push. Fork it and change a stage.
 
 Hyper-parameters live in YAML (recipes/configs/{linear,full,lora,dora}.yaml); any key can be overridden on the

@@ -3,8 +3,8 @@
     accelerate launch recipes/finetune_no_trainer.py --model embedded:efficientnet_lite0 --data embedded:lfw_faces \\
         --output-dir runs/loop --max-steps 200 --checkpointing-steps 50   # after a crash: the same with --resume
 
-Data, model, strategy (any of `hf-transfer strategies`) and optimizer groups come from hf_transfer, as in
-`hf-transfer train`; the loop is accelerate's own pattern (its examples/cv_example.py and by_feature/).
+Adds over finetune.py (marked `# New Code #`, as in accelerate's by_feature examples): the Trainer's loop, written out
+with `Accelerator`, `prepare`, `accumulate`, `save_state`/`load_state` (--resume) and `gather_for_metrics`.
 """
 
 import argparse
@@ -18,35 +18,26 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
-from hf_transfer import run_folder
-from hf_transfer.config import DataConfig, StrategyConfig
-from hf_transfer.data.loading import load_splits
-from hf_transfer.data.transforms import collate, make_batch_transform
-from hf_transfer.evaluation.metrics import classification_metrics, format_metrics
-from hf_transfer.modeling.loading import load_model_for_labels, load_processor
-from hf_transfer.training.augmentation import PerSampleAugmentation
-from hf_transfer.training.optim import build_param_groups, make_optimizer
-from hf_transfer.training.strategies import apply_strategy, get_strategy
+from hf_transfer import DataConfig, StrategyConfig, data, evaluation, modeling, training
 
 
+@torch.no_grad()
 def evaluate(model, loader, accelerator):
     model.eval()
-    logits, labels = [], []
+    gathered = []
     for batch in loader:
-        with torch.no_grad():
-            out = model(pixel_values=batch["pixel_values"])
-        # Gathered from every process, without the samples the sampler repeated to even out the last batch.
-        batch_logits, batch_labels = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
-        logits.append(batch_logits.cpu())
-        labels.append(batch_labels.cpu())
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+        logits = model(pixel_values=batch["pixel_values"]).logits.float()
+        # New Code #: gathered from every process, without the samples the sampler repeated to even out the last batch.
+        gathered.append(accelerator.gather_for_metrics((logits, batch["labels"])))
+    logits, labels = zip(*gathered)
+    return torch.cat(logits).cpu().numpy(), torch.cat(labels).cpu().numpy()
 
 
 def training_function(args):
-    strategy = get_strategy(args.strategy)  # the registry entry says what the method needs from the loop
+    strategy = training.get_strategy(args.strategy)  # the registry entry says what the method needs from the loop
     if strategy.callback_types:  # e.g. AdaLoRA's rank budget, a Trainer callback that this loop does not run
         raise SystemExit(f"--strategy {strategy.name} needs Trainer callbacks: use recipes/finetune.py.")
-    # Seedable sampler: the shuffle is a function of (seed, epoch), so a resumed run sees the same batches.
+    # New Code #: the Accelerator. Its seedable sampler shuffles by (seed, epoch): a resumed run sees the same batches.
     # cpu=True without CUDA: otherwise `accelerate launch` on CPU starts N independent single-process runs.
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
                               mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available(),
@@ -57,40 +48,42 @@ def training_function(args):
     out = Path(args.output_dir)
     with accelerator.main_process_first():  # the main process fills shared caches (embedded data/weights) first
         if accelerator.is_main_process and not args.resume:
-            run_folder.prepare_output_dir(out, resume=False)  # never overwrite another run
-        splits, report = load_splits(DataConfig(data=args.data, data_seed=args.seed))
+            training.prepare_output_dir(out, resume=False)  # never overwrite another run
+        splits, report = data.load_splits(DataConfig(data=args.data, data_seed=args.seed))
         labels = report.label_names
-        model = load_model_for_labels(args.model, labels)  # a new head with these label names in config.json
-        processor = load_processor(args.model)
-    applied = apply_strategy(model, StrategyConfig(strategy=args.strategy), total_steps=args.max_steps)
+        model = modeling.load_model_for_labels(args.model, labels)  # a new head; config.json names the labels
+        processor = modeling.load_processor(args.model)
+    applied = training.apply_strategy(model, StrategyConfig(strategy=args.strategy), total_steps=args.max_steps)
     accelerator.print(applied.summary())
     # Augmentation seeded per (seed, epoch, image): the same pixels in 1 or N processes, and after --resume.
-    train_set = PerSampleAugmentation(splits["train"].with_transform(
-        make_batch_transform(processor, train=True, augment=args.augment)), seed=args.seed)
+    train_set = training.PerSampleAugmentation(splits["train"].with_transform(
+        data.make_batch_transform(processor, train=True, augment=args.augment)), seed=args.seed)
     eval_split = "test" if "test" in splits else "validation"
-    eval_set = splits[eval_split].with_transform(make_batch_transform(processor, train=False))
-    train_loader = DataLoader(train_set, batch_size=args.per_device_train_batch_size, shuffle=True, collate_fn=collate)
-    eval_loader = DataLoader(eval_set, batch_size=2 * args.per_device_train_batch_size, collate_fn=collate)
+    eval_set = splits[eval_split].with_transform(data.make_batch_transform(processor, train=False))
+    train_loader = DataLoader(train_set, args.per_device_train_batch_size, shuffle=True, collate_fn=data.collate)
+    eval_loader = DataLoader(eval_set, batch_size=2 * args.per_device_train_batch_size, collate_fn=data.collate)
 
-    learning_rate = args.learning_rate or applied.strategy.default_learning_rate
-    optimizer = make_optimizer(build_param_groups(applied.model, applied, learning_rate=learning_rate,
-                                                  weight_decay=0.01))
+    optimizer = training.make_optimizer(training.build_param_groups(
+        applied.model, applied, learning_rate=args.learning_rate or applied.strategy.default_learning_rate,
+        weight_decay=0.01))
     # A prepared scheduler steps once per process at each optimizer step, hence the num_processes factor.
     scheduler = get_scheduler("cosine", optimizer,
                               num_warmup_steps=int(0.1 * args.max_steps) * accelerator.num_processes,
                               num_training_steps=args.max_steps * accelerator.num_processes)
+    # New Code #: prepare wraps the model (DDP), shards the loaders and syncs the scheduler across processes.
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         applied.model, optimizer, train_loader, eval_loader, scheduler)
 
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-    completed = 0
-    if args.resume:  # model, optimizer, scheduler, RNG and sampler state, as saved at that step
+    steps_per_epoch, completed = math.ceil(len(train_loader) / args.gradient_accumulation_steps), 0
+    # New Code #: resume model, optimizer, scheduler, RNG and sampler state from the last complete save_state.
+    if args.resume:
         checkpoint = max((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
         if checkpoint is None:
             raise SystemExit(f"--resume: no checkpoint in {out / 'checkpoints'}; drop --resume to start a new run.")
         accelerator.load_state(str(checkpoint))
         completed = int(checkpoint.name.split("-")[1])
         accelerator.print(f"resumed from {checkpoint} (step {completed})")
+    # New Code #: the loop the Trainer ran; accumulate() syncs gradients every gradient_accumulation_steps.
     model.train()
     for epoch in range(completed // steps_per_epoch, math.ceil(args.max_steps / steps_per_epoch)):
         train_set.set_epoch(epoch)
@@ -98,7 +91,7 @@ def training_function(args):
         done_in_epoch = (completed % steps_per_epoch) * args.gradient_accumulation_steps
         loader = accelerator.skip_first_batches(train_loader, done_in_epoch) if done_in_epoch else train_loader
         for batch in loader:
-            with accelerator.accumulate(model):  # syncs gradients only every gradient_accumulation_steps
+            with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
                 optimizer.step()
@@ -115,36 +108,28 @@ def training_function(args):
                 break
 
     logits, targets = evaluate(model, eval_loader, accelerator)
-    metrics = classification_metrics(logits, targets, labels) | {"split": eval_split}
+    metrics = evaluation.classification_metrics(logits, targets, labels) | {"split": eval_split}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_run(accelerator.unwrap_model(model), applied, processor, labels, metrics, out)
-        accelerator.print(format_metrics(metrics) + f"\nsaved to {out}")
+        model = accelerator.unwrap_model(model)  # with a peft adapter merged in: a plain model pipeline() loads
+        training.save_model_folder(model.merge_and_unload() if applied.strategy.is_peft else model, processor, out,
+                                   labels=labels, metrics=metrics)
+        accelerator.print(evaluation.format_metrics(metrics) + f"\nsaved to {out}")
     accelerator.end_training()  # tears the process group down (gloo/NCCL can abort at exit otherwise)
 
 
 def save_checkpoint(accelerator, out: Path, step: int) -> None:
-    final = out / "checkpoints" / f"step-{step}"
-    staging = final.with_name(f"partial-{final.name}")  # renamed when complete: --resume never sees half a save
+    # New Code #: save_state under a staging name, renamed when complete: --resume never sees half a save.
+    staging = out / "checkpoints" / f"partial-step-{step}"
     accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        os.replace(staging, final)
-
-
-def save_run(model, applied, processor, labels, metrics, out: Path) -> None:
-    """A run folder that `pipeline("image-classification", model=out)` loads: merged weights + processor."""
-    if applied.strategy.is_peft:
-        model = model.merge_and_unload()  # the adapter folded into the base weights: a plain transformers model
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    run_folder.write_json(out / run_folder.LABELS_FILE, run_folder.labels_payload(labels, "single_label_classification"))
-    run_folder.write_json(out / run_folder.METRICS_FILE, metrics)
+        os.replace(staging, staging.with_name(f"step-{step}"))
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Adapt an image classifier with a plain accelerate loop.")
     # The names of `hf-transfer train`'s options; the other settings are written in the code above, to edit.
+    parser = argparse.ArgumentParser(description="Adapt an image classifier with a plain accelerate loop.")
     parser.add_argument("--model", required=True, help="Hub id, local folder or embedded:efficientnet_lite0.")
     parser.add_argument("--data", required=True, help="Image folder, CSV/JSONL, Hub dataset id or embedded:<name>.")
     parser.add_argument("--output-dir", required=True)

@@ -4,10 +4,10 @@ and write it into the checkpoint, so the run folder loads with `pipeline()` like
     python recipes/linear_probe.py --model embedded:efficientnet_lite0 --data embedded:lfw_faces --output-dir runs/probe
     accelerate launch --num_processes 2 recipes/linear_probe.py ...   # each process embeds half of the images
 
-This is what `hf-transfer train --strategy linear` does by default (hf_transfer/training/cached_probe.py), without
-the rest of a run folder (calibration, plots, model card). The backbone runs once per image instead of once per
-image per epoch; the features are cached on disk (the cache of `hf-transfer rank` and `curve`), so a second run
-on the same data and checkpoint skips the forward pass and trying other head settings costs seconds.
+Adds over finetune.py (marked `# New Code #`, as in accelerate's by_feature examples): no Trainer and no epochs. The
+backbone runs once per image (features cached on disk, the cache of `hf-transfer rank` and `curve`, so a second run
+skips it and trying head settings costs seconds), and the head is fitted on the features. This is what
+`hf-transfer train --strategy linear` does by default, without calibration, plots or model card.
 """
 
 import argparse
@@ -16,13 +16,7 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from hf_transfer import run_folder
-from hf_transfer.config import DataConfig
-from hf_transfer.data.loading import load_splits
-from hf_transfer.evaluation.metrics import classification_metrics, format_metrics
-from hf_transfer.modeling.loading import load_model_for_labels, load_processor
-from hf_transfer.training.cached_probe import embed_split, fit_head, head_linear, write_head
-from hf_transfer.training.loss import single_label_loss
+from hf_transfer import DataConfig, data, evaluation, modeling, training
 
 
 def main(args):
@@ -31,27 +25,31 @@ def main(args):
     out = Path(args.output_dir)
     with state.main_process_first():  # the main process checks the folder and fills the caches first
         if state.is_main_process:
-            run_folder.prepare_output_dir(out, resume=False)  # never overwrite another run
-        splits, report = load_splits(DataConfig(data=args.data, data_seed=args.seed))
+            training.prepare_output_dir(out, resume=False)  # never overwrite another run
+        splits, report = data.load_splits(DataConfig(data=args.data, data_seed=args.seed))
     labels = report.label_names
 
-    # 1. Embed once: the head's inputs for every image. Under a launch each process embeds a contiguous shard of
-    #    each split and every process gets the whole split back (accelerate's gather_object).
-    features = {name: embed_split(split, model=args.model, batch_size=args.batch_size) for name, split in splits.items()}
+    # New Code #
+    # 1. Embed once: the head's inputs for every image. Under a launch each process embeds a contiguous shard of each
+    #    split and every process gets the whole split back (accelerate's gather_object).
+    features = {name: training.embed_split(split, model=args.model, batch_size=args.batch_size)
+                for name, split in splits.items()}
 
+    # New Code #
     # 2. Fit the head on the features: logistic regression by full-batch L-BFGS, along an L2 path whose strength is
     #    chosen on validation. Deterministic, so every process fits the same head.
-    head = fit_head(features["train"], features["validation"], label_names=labels, max_iter=args.max_steps,
-                    loss=single_label_loss(None, smoothing=args.label_smoothing))
+    head = training.fit_head(features["train"], features["validation"], label_names=labels, max_iter=args.max_steps,
+                             loss=training.single_label_loss(None, smoothing=args.label_smoothing))
     eval_split = "test" if "test" in features else "validation"
     logits = head.logits(features[eval_split].features)  # what the saved model computes on those images
-    metrics = classification_metrics(logits, features[eval_split].labels, labels) | {"split": eval_split}
+    metrics = evaluation.classification_metrics(logits, features[eval_split].labels, labels) | {"split": eval_split}
 
+    # New Code #
     # 3. Write the head into the checkpoint: a model folder that pipeline() and the Auto classes load.
     if state.is_main_process:
         save(args, labels, head, metrics, out)
         print(f"head: L2 {head.l2:g} chosen on validation, {head.iterations} L-BFGS iterations", flush=True)
-        print(format_metrics(metrics) + f"\nsaved to {out}", flush=True)
+        print(evaluation.format_metrics(metrics) + f"\nsaved to {out}", flush=True)
     state.wait_for_everyone()
     state.destroy_process_group()  # gloo/NCCL can abort at exit otherwise
 
@@ -59,14 +57,9 @@ def main(args):
 @torch.no_grad()
 def save(args, labels, head, metrics, out: Path) -> None:
     """The checkpoint with a new head for ``labels`` (config.json names them) holding the probe's weights."""
-    model = load_model_for_labels(args.model, labels)
-    if head_linear(model) is None:
-        raise SystemExit(f"{args.model}'s head is not one Linear layer: use recipes/finetune.py --strategy linear.")
-    write_head(model, head)
-    model.save_pretrained(out)
-    load_processor(args.model).save_pretrained(out)
-    run_folder.write_json(out / run_folder.LABELS_FILE, run_folder.labels_payload(labels, "single_label_classification"))
-    run_folder.write_json(out / run_folder.METRICS_FILE, metrics)
+    model = modeling.load_model_for_labels(args.model, labels)
+    training.write_head(model, head)  # refuses a head that is not one Linear layer (use finetune.py --strategy linear)
+    training.save_model_folder(model, modeling.load_processor(args.model), out, labels=labels, metrics=metrics)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""recipes/: the YAML configs, the accelerate configs, and `accelerate launch recipes/train.py` run end to end."""
+"""recipes/: the YAML configs, the accelerate configs, and every recipe run end to end under `accelerate launch`."""
 
 from __future__ import annotations
 
+import ast
+import runpy
 import shutil
 import sys
 import types
@@ -28,6 +30,8 @@ from hf_transfer.training.distributed import check_launch
 
 RECIPES = REPO / "recipes"
 CONFIGS = sorted((RECIPES / "configs").glob("*.yaml"))
+RECIPE_SCRIPTS = ("finetune.py", "finetune_no_trainer.py", "linear_probe.py")
+PUBLIC_PACKAGES = ("data", "modeling", "training", "evaluation", "publish")
 ACCELERATE_CONFIGS = RECIPES / "accelerate"
 
 
@@ -57,25 +61,12 @@ def test_any_recipe_key_can_be_overridden_on_the_command_line():
     assert run_config.train.learning_rate == 5e-4  # untouched keys keep the recipe's value
 
 
-def test_recipe_script_is_thin():
-    """recipes/train.py (in the 0.1.0 README) keeps working and says once that recipes/finetune.py replaces it."""
-    source = (RECIPES / "train.py").read_text()
-    code = [line for line in source.split('"""')[2].splitlines() if line.strip()]
-    assert code == ["import sys", "from hf_transfer.training.distributed import is_main_process",
-                    "from hf_transfer.training.run import run_from_argv", 'if __name__ == "__main__":',
-                    "    if is_main_process():",
-                    '        print("note: recipes/train.py is replaced by recipes/finetune.py (same options).", '
-                    "file=sys.stderr, flush=True)",
-                    "    run_from_argv()"]
-    assert "accelerate launch" in source.split('"""')[1]  # the docstring says how to launch it
-
-
 def test_recipes_are_short_scripts_that_show_the_flow():
     """Recipes are for reading and forking: each a script of about 120 lines of code, with the standard options."""
-    for name in ("finetune.py", "finetune_no_trainer.py", "linear_probe.py"):
+    for name in RECIPE_SCRIPTS:
         source = (RECIPES / name).read_text()
         code = [line for line in source.split('"""', 2)[2].splitlines() if line.strip()]
-        assert len(code) <= 140, (name, len(code))
+        assert len(code) <= 140 and len(source.splitlines()) <= 150, (name, len(code))
         assert source.startswith('"""') and "accelerate launch" in source.split('"""')[1], name
         for option in ("--output-dir", "--max-steps") if name != "finetune.py" else ():
             assert f'"{option}"' in source, (name, option)
@@ -83,6 +74,49 @@ def test_recipes_are_short_scripts_that_show_the_flow():
     for piece in ("Accelerator(", "accelerator.prepare(", "accelerator.accumulate(", "accelerator.save_state(",
                   "accelerator.load_state(", "gather_for_metrics(", "def training_function(", "def main("):
         assert piece in loop, piece
+    flow = (RECIPES / "finetune.py").read_text()  # the stages in the order of the flow, each one public call
+    stages = ["data.load_splits(", "modeling.load_model_for_run(", "training.apply_strategy(", "training.build_trainer(",
+              "training.fit(", "training.final_evaluation(", "training.save_run_folder(", "training.push("]
+    assert [flow.index(stage) for stage in stages] == sorted(flow.index(stage) for stage in stages)
+
+
+def test_variants_say_what_they_add_over_finetune_py():
+    """accelerate's by_feature style: a header line naming what the variant adds, and the added code marked."""
+    for name in ("finetune_no_trainer.py", "linear_probe.py"):
+        source = (RECIPES / name).read_text()
+        assert "Adds over finetune.py" in source.split('"""')[1], name
+        assert source.count("# New Code #") >= 3, name
+
+
+def _public_names(module: str) -> set[str]:
+    import importlib
+
+    return set(importlib.import_module(module).__all__)
+
+
+def test_recipes_import_only_public_names():
+    """The recipes build on documented names only (what a fork can rely on): every `from hf_transfer... import` and
+    every `<subpackage>.<name>` they use is in that package's __all__; no internal module is imported."""
+    public = {"hf_transfer": _public_names("hf_transfer"), "hf_transfer.cli": {"main"}}
+    for name in RECIPE_SCRIPTS + ("train.py",):
+        tree = ast.parse((RECIPES / name).read_text())
+        packages = {}  # local name -> subpackage imported as a module (from hf_transfer import data)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("hf_transfer") for alias in node.names), (name, ast.dump(node))
+            if isinstance(node, ast.ImportFrom) and node.module.startswith("hf_transfer"):
+                allowed = public.get(node.module) or _public_names(node.module)
+                for alias in node.names:
+                    if node.module == "hf_transfer" and alias.name not in allowed:
+                        assert alias.name in PUBLIC_PACKAGES, (name, f"hf_transfer.{alias.name} is internal")
+                        packages[alias.asname or alias.name] = _public_names(f"hf_transfer.{alias.name}")
+                    else:
+                        assert alias.name in allowed, (name, node.module, alias.name)
+        used = [(n.value.id, n.attr) for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Name) and n.value.id in packages]
+        assert used or name not in ("finetune.py",), name
+        for package, attribute in used:
+            assert attribute in packages[package], (name, f"{package}.{attribute} is not public")
 
 
 def _accelerate_config(name):
@@ -202,17 +236,45 @@ def _launch_trainer_recipe(script: str, strategy: str, root: Path, model: Path, 
     return done
 
 
-def test_lora_recipe_end_to_end_under_accelerate_launch(assets):
-    root, model, data = assets
-    out = root / "lora_run"
-    done = _launch_trainer_recipe("train.py", "lora", root, model, data, out, max_steps=4)
+def _assert_adapter_run(out: Path, model: Path, strategy: str) -> None:
+    """A peft run folder as `hf-transfer train` writes it: the recipe's settings, the adapter and the merged model."""
     assert read_json(out / "training_summary.json")["hyperparameters"]["lora_r"] == 16  # from the recipe
     assert read_json(out / "metrics.json")["num_samples"] == TEST_IMAGES
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
     replay = yaml.safe_load((out / "run_config.yaml").read_text())
-    assert replay["strategy"]["strategy"] == "lora" and replay["model"]["model"] == str(model)
+    assert replay["strategy"]["strategy"] == strategy and replay["model"]["model"] == str(model)
     assert Path(read_json(out / "adapter" / "adapter_config.json")["base_model_name_or_path"]) == model
+
+
+@pytest.fixture(scope="module")
+def finetune_run(assets):
+    root, model, data = assets
+    out = root / "finetune_dora"
+    return out, _launch_trainer_recipe("finetune.py", "dora", root, model, data, out, max_steps=3)
+
+
+def test_train_py_is_hf_transfer_train_under_accelerate_launch(assets, finetune_run):
+    """recipes/train.py (in the 0.1.0 README) keeps working: it runs `hf-transfer train`, says once that
+    recipes/finetune.py replaces it, and writes the same kind of run folder as finetune.py."""
+    root, model, data = assets
+    out = root / "lora_run"
+    done = _launch_trainer_recipe("train.py", "lora", root, model, data, out, max_steps=4)
+    _assert_adapter_run(out, model, "lora")
     assert done.stderr.count("recipes/train.py is replaced by recipes/finetune.py") == 1  # main process only
+    recipe_out = finetune_run[0]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in recipe_out.iterdir())
+
+
+def test_train_py_ends_bad_input_like_the_command(assets, monkeypatch, capsys):
+    """In-process, as `python recipes/train.py ...` runs it: the command's one-line error and exit status 2."""
+    root, model, _ = assets
+    monkeypatch.setattr(sys, "argv", ["train.py", "--model", str(model), "--data", str(root / "missing"),
+                                      "--output-dir", str(root / "no_data")])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(RECIPES / "train.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "hf-transfer train: error:" in err and str(root / "missing") in err, err
+    assert err.count("recipes/train.py is replaced by recipes/finetune.py") == 1
 
 
 def _assert_pipeline_loads(out: Path, data: Path) -> float:
@@ -227,13 +289,19 @@ def _assert_pipeline_loads(out: Path, data: Path) -> float:
     return sum(p == image.parent.name for p, image in zip(predicted, images)) / len(images)
 
 
-def test_finetune_recipe_any_strategy_under_accelerate_launch(assets):
+def test_finetune_recipe_any_strategy_under_accelerate_launch(assets, finetune_run):
+    from hf_transfer.publish import build_model_card, card_metrics
+
     root, model, data = assets
-    out = root / "finetune_dora"
-    done = _launch_trainer_recipe("finetune.py", "dora", root, model, data, out, max_steps=3)
+    out, done = finetune_run
     assert done.stdout.count("throughput:") == 1 and done.stdout.count("test accuracy") == 1, done.stdout
+    _assert_adapter_run(out, model, "dora")
+    metrics = read_json(out / "metrics.json")
     accuracy = _assert_pipeline_loads(out, data)
-    assert abs(accuracy - read_json(out / "metrics.json")["accuracy"]) < 1e-9  # pipeline() = the reported model
+    assert abs(accuracy - metrics["accuracy"]) < 1e-9  # pipeline() = the reported model
+    card = build_model_card(out, repo_id="someone/dora-run")  # the card `hf-transfer push` would publish
+    assert abs(card_metrics(card)["accuracy"] - metrics["accuracy"]) < 1e-9
+    assert all(f"`{label}`" in str(card) for label in sorted(p.name for p in (data / "test").iterdir()))
 
 
 def test_finetune_no_trainer_recipe_under_accelerate_launch(assets):

@@ -9,4 +9,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "check_write_access": "hf_transfer.publish.hub",
     "push_model": "hf_transfer.publish.hub",
     "build_model_card": "hf_transfer.publish.model_card",
+    "card_metrics": "hf_transfer.publish.model_card",
 })

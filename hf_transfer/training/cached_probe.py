@@ -37,7 +37,7 @@ from torch import nn
 from hf_transfer import run_folder
 from hf_transfer.config import RunConfig
 from hf_transfer.data.loading import DataReport
-from hf_transfer.errors import OutputDirError
+from hf_transfer.errors import CheckpointError, OutputDirError
 from hf_transfer.evaluation.metrics import classification_metrics
 from hf_transfer.modeling.heads import find_head_names
 from hf_transfer.training.loss import balanced_class_weights, multi_label_loss, positive_weights, single_label_loss
@@ -315,6 +315,9 @@ def head_logits(model: nn.Module, features: np.ndarray) -> np.ndarray:
 def write_head(model: nn.Module, fit: HeadFit) -> None:
     """Copy the fitted head into the model's head Linear (so the saved checkpoint computes :meth:`HeadFit.logits`)."""
     head = head_linear(model)
+    if head is None:
+        raise CheckpointError(f"{type(model).__name__}'s head is not one Linear layer, so a head fitted on features "
+                              "cannot be written into it: train it with --strategy linear --augment light (the Trainer).")
     head.weight.copy_(fit.weight.to(head.weight))
     if head.bias is None:
         raise ValueError(f"{type(model).__name__}'s head has no bias; the cached-feature probe fits one.")
