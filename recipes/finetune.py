@@ -69,6 +69,8 @@ def train(run, callbacks=()):
     # 3. The strategy decides what trains: the head alone, everything, or a peft adapter and the head.
     total_steps = training.estimate_total_steps(len(splits["train"]), run) if strategy.needs_total_steps else None
     applied = training.apply_strategy(model, run.strategy, total_steps=total_steps)
+    if training.wants_channels_last(run.train.channels_last, applied.model, on_cuda=args.device.type == "cuda"):
+        training.to_channels_last(applied.model)  # NHWC: the layout cuDNN's fast conv kernels use (--channels-last)
     # What the next stages share: settings, data, processor, the adapted model.
     spec = data.PreprocessSpec.from_processor(processor, source=run.model.model)  # size, crop, mean/std
     prep = training.Prepared(run=run, out=out, args=args, splits=splits, report=report, processor=processor, spec=spec,

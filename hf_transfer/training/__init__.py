@@ -40,6 +40,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "TransferTrainer": "hf_transfer.training.trainer",
     "build_param_groups": "hf_transfer.training.optim",
     "make_optimizer": "hf_transfer.training.optim",
+    "wants_channels_last": "hf_transfer.training.model_step",
+    "to_channels_last": "hf_transfer.training.model_step",
     "PerSampleAugmentation": "hf_transfer.training.augmentation",
     "single_label_loss": "hf_transfer.training.loss",
     "save_model_folder": "hf_transfer.training.save",
