@@ -61,7 +61,7 @@ def train(run, callbacks=()):
         splits, report = data.load_splits(run.data)
         # 2. The checkpoint with a new head for these labels (config.json names them). With --reuse-head-rows, labels
         #    the checkpoint already knows keep their rows: the model can be right before any training.
-        model, match = modeling.load_model_for_run(run, report.label_names)
+        model, match = training.load_model_for_run(run, report.label_names)
         processor = modeling.load_processor(run.model.model, revision=run.model.revision,
                                             trust_remote_code=run.model.trust_remote_code)
     before = training.zero_shot(model, processor, splits["validation"], match, run=run, device=args.device)

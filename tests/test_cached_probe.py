@@ -11,7 +11,7 @@ from tiny import build_model, make_image_folder, quick_run_config
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from hf_transfer.config import RunConfig
-from hf_transfer.errors import OutputDirError
+from hf_transfer.errors import CheckpointError, OutputDirError
 from hf_transfer.training import cached_probe
 from hf_transfer.training.cached_probe import SplitFeatures, fit_head, probe_loss, wants_cached_path
 from hf_transfer.training.run import resolve_defaults, run_training
@@ -42,6 +42,10 @@ def test_which_runs_take_the_cached_path():
     assert cached_probe.head_linear(deep) is None
     route = cached_probe.probe_route(resolve_defaults(_run(strategy="linear")), linear, deep)
     assert not route.cached and "not a single Linear" in route.reason
+    fit = cached_probe.HeadFit(weight=torch.zeros(3, 32), bias=torch.zeros(3), l2=1.0, iterations=1, passes=1,
+                               train_loss=0.0)
+    with pytest.raises(CheckpointError, match="not one Linear layer.*--strategy linear --augment light"):
+        cached_probe.write_head(deep, fit)  # a fitted head has nowhere to go: say so (not an AttributeError)
 
 
 def _blobs(n_per_class, *, seed=0, dim=8, shift=2.0):

@@ -75,7 +75,7 @@ def test_recipes_are_short_scripts_that_show_the_flow():
                   "accelerator.load_state(", "gather_for_metrics(", "def training_function(", "def main("):
         assert piece in loop, piece
     flow = (RECIPES / "finetune.py").read_text()  # the stages in the order of the flow, each one public call
-    stages = ["data.load_splits(", "modeling.load_model_for_run(", "training.apply_strategy(", "training.build_trainer(",
+    stages = ["data.load_splits(", "training.load_model_for_run(", "training.apply_strategy(", "training.build_trainer(",
               "training.fit(", "training.final_evaluation(", "training.save_run_folder(", "training.push("]
     assert [flow.index(stage) for stage in stages] == sorted(flow.index(stage) for stage in stages)
 
@@ -300,7 +300,7 @@ def test_finetune_recipe_any_strategy_under_accelerate_launch(assets, finetune_r
     accuracy = _assert_pipeline_loads(out, data)
     assert abs(accuracy - metrics["accuracy"]) < 1e-9  # pipeline() = the reported model
     card = build_model_card(out, repo_id="someone/dora-run")  # the card `hf-transfer push` would publish
-    assert abs(card_metrics(card)["accuracy"] - metrics["accuracy"]) < 1e-9
+    assert abs(card_metrics(card)["accuracy"] - metrics["accuracy"]) <= 5e-5  # the card rounds to 4 digits
     assert all(f"`{label}`" in str(card) for label in sorted(p.name for p in (data / "test").iterdir()))
 
 

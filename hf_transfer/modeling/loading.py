@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from hf_transfer import cache
-from hf_transfer.config import RunConfig
 from hf_transfer.errors import CheckpointError, CheckpointNotFoundError
 from hf_transfer.modeling import bundled
 from hf_transfer.modeling.heads import find_head_names, in_head
@@ -191,14 +190,6 @@ def load_model_and_match(
     if reuse_head_rows:
         match = reuse_known_rows(model, source, labels, source_id2label, revision=revision, label_map=label_map)
     return model, match
-
-
-def load_model_for_run(run: RunConfig, labels: Sequence[str]) -> tuple[nn.Module, LabelMatch]:
-    """:func:`load_model_and_match` with ``run``'s model options: what `hf-transfer train` loads (not yet adapted)."""
-    m = run.model
-    return load_model_and_match(m.model, labels, revision=m.revision, multi_label=run.data.multi_label, init=m.init,
-                                trust_remote_code=m.trust_remote_code, reuse_head_rows=m.reuse_head_rows,
-                                label_map=m.label_mapping())
 
 
 def _random_model(config, *, spec: str, trust_remote_code: bool) -> nn.Module:

@@ -1,7 +1,7 @@
 """Training: the stages of a run, each a building block that `hf-transfer train` and recipes/finetune.py share.
 
 A run reads as: settings (:func:`parse_run_config`, :func:`resolve_defaults`) → :func:`build_training_arguments`
-→ :func:`prepare_output_dir` → data (:mod:`hf_transfer.data`) → :func:`hf_transfer.modeling.load_model_for_run` → :func:`apply_strategy`
+→ :func:`prepare_output_dir` → data (:mod:`hf_transfer.data`) → :func:`load_model_for_run` → :func:`apply_strategy`
 → :class:`Prepared` → :func:`build_trainer` → :func:`fit` → :func:`final_evaluation` → :func:`summarize` →
 :func:`save_run_folder` → :func:`push`. :func:`run_training` is that sequence in one call. Public names are documented in
 docs/ARCHITECTURE.md ("Public API and internals"); the modules are internal.
@@ -22,6 +22,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "quiet": "hf_transfer.console",
     # the stages of `hf-transfer train`
     "prepare_output_dir": _RUN,
+    "load_model_for_run": _RUN,
     "Prepared": _RUN,
     "zero_shot": _RUN,
     "announce": _RUN,

@@ -30,7 +30,7 @@ from hf_transfer.data.loading import DataReport, load_splits
 from hf_transfer.data.transforms import PreprocessSpec, make_batch_transform, make_item_transform
 from hf_transfer.evaluation.metrics import classification_metrics, format_metrics, trainer_metrics
 from hf_transfer.modeling.label_match import LabelMatch
-from hf_transfer.modeling.loading import load_model_for_run, load_processor
+from hf_transfer.modeling.loading import load_model_and_match, load_processor
 from hf_transfer.run_folder import TrainingSummary
 from hf_transfer.training import cached_probe
 from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
@@ -185,6 +185,14 @@ def prepare(run: RunConfig) -> Prepared:
         announce(prep)
         check_negative_transfer(prep)
     return prep
+
+
+def load_model_for_run(run: RunConfig, labels: list[str]) -> tuple[nn.Module, LabelMatch]:
+    """The checkpoint with a new head for ``labels`` (not yet adapted by the strategy), and the rows it reused."""
+    m = run.model
+    return load_model_and_match(m.model, labels, revision=m.revision, multi_label=run.data.multi_label, init=m.init,
+                                trust_remote_code=m.trust_remote_code, reuse_head_rows=m.reuse_head_rows,
+                                label_map=m.label_mapping())
 
 
 def zero_shot(model: nn.Module, processor, validation, match: LabelMatch, *, run: RunConfig,
