@@ -301,7 +301,8 @@ def test_finetune_recipe_any_strategy_under_accelerate_launch(assets, finetune_r
     assert abs(accuracy - metrics["accuracy"]) < 1e-9  # pipeline() = the reported model
     card = build_model_card(out, repo_id="someone/dora-run")  # the card `hf-transfer push` would publish
     assert abs(card_metrics(card)["accuracy"] - metrics["accuracy"]) <= 5e-5  # the card rounds to 4 digits
-    assert all(f"`{label}`" in str(card) for label in sorted(p.name for p in (data / "test").iterdir()))
+    classes = sorted(p.name for p in (data / "test").iterdir())  # label ids follow the sorted folder names
+    assert all(f"- `{i}`: {label}" in str(card) for i, label in enumerate(classes)), str(card)
 
 
 def test_finetune_no_trainer_recipe_under_accelerate_launch(assets):
