@@ -44,6 +44,7 @@ class Throughput(TrainerCallback):
 
 
 def train(run, callbacks=()):
+    """Train ``run`` (a RunConfig) and write its run folder: the stages of `hf-transfer train`, in order."""
     strategy = training.get_strategy(run.strategy.strategy)  # the registry entry: what the method trains and needs
     if run.train.push_to_hub:
         publish.check_write_access(run.train.push_to_hub)  # a bad token fails now, not after an hour of training
@@ -73,10 +74,11 @@ def train(run, callbacks=()):
         training.to_channels_last(applied.model)  # NHWC: the layout cuDNN's fast conv kernels use (--channels-last)
     # What the next stages share: settings, data, processor, the adapted model.
     spec = data.PreprocessSpec.from_processor(processor, source=run.model.model)  # size, crop, mean/std
+    data_path = data.resolve_data_path(run.data.data_path, device=args.device,  # who decodes images (--data-path)
+                                       can_replicate=spec.eval_geometry is not None)
     prep = training.Prepared(run=run, out=out, args=args, splits=splits, report=report, processor=processor, spec=spec,
                              applied=applied, total_steps=total_steps, started=started, label_match=match,
-                             zero_shot=before, data_path=data.resolve_data_path(
-                                 run.data.data_path, device=args.device, can_replicate=spec.eval_geometry is not None))
+                             zero_shot=before, data_path=data_path)
     if training.is_main_process():
         training.announce(prep)  # what trains on what; writes run_config.yaml (replays the run), data_report.json
         training.check_negative_transfer(prep)  # --negative-transfer-check: do pretrained features beat random ones?
