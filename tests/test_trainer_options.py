@@ -109,6 +109,12 @@ def test_a_value_transformers_refuses_is_a_config_error_naming_the_options(tmp_p
         build_training_arguments(run, tmp_path, strategy=get_strategy("lora"))
 
 
+def test_save_steps_without_step_evaluations_is_refused(tmp_path):
+    run = parse_run_config([*BASE, "--save-steps", "6"])  # --eval-strategy epoch: save_steps would do nothing
+    with pytest.raises(ConfigError, match="--save-steps 6 applies with --eval-strategy steps"):
+        build_training_arguments(run, tmp_path, strategy=get_strategy("lora"))
+
+
 def test_ddp_timeout_is_curated():
     assert parse_run_config([*BASE, "--ddp-timeout", "30"]).train.ddp_timeout == 30
     assert "ddp_timeout" not in trainer_option_names()
@@ -136,7 +142,8 @@ def test_cli_options_reach_the_trainer_the_record_and_a_replay(tiny_checkpoints,
     out = tmp_path / "run"
     keep = KeepTrainer()
     run_from_argv(_train_argv(tiny_checkpoints("vit"), image_folder, out, "--max-grad-norm", "0.5", "--optim",
-                              "adamw_torch", "--save-steps", "4", "--auto-find-batch-size", "--gradient-checkpointing"),
+                              "adamw_torch", "--save-steps", "4", "--auto-find-batch-size", "--gradient-checkpointing",
+                              "--accelerator-config", '{"even_batches": true}'),
                   callbacks=[keep])
     args = keep.args
     assert (args.max_grad_norm, args.optim, args.save_steps, args.auto_find_batch_size) == (0.5, "adamw_torch", 4, True)
@@ -151,6 +158,7 @@ def test_cli_options_reach_the_trainer_the_record_and_a_replay(tiny_checkpoints,
                                                                   "gradient_checkpointing": True}
     hyper = json.loads((out / "training_summary.json").read_text())["hyperparameters"]
     assert hyper["max_grad_norm"] == 0.5 and hyper["optim"] == "adamw_torch" and hyper["gradient_checkpointing"] is True
+    assert hyper["accelerator_config"]["even_batches"] is True  # written as a mapping, as transformers writes it
 
     replay = parse_run_config(["--config", str(out / run_folder.CONFIG_FILE)])
     rebuilt = build_training_arguments(replay, out, strategy=get_strategy("lora"))

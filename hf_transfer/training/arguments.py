@@ -132,6 +132,9 @@ def trainer_options(run: RunConfig, *, strategy: Strategy, chosen: dict[str, Any
     """The run's Trainer options as TrainingArguments takes them: ``accelerator_config`` merged into hf_transfer's,
     activation (gradient) checkpointing made non-reentrant (:func:`checkpointing_arguments`)."""
     options = dict(run.trainer_options)
+    if "save_steps" in options and run.train.eval_strategy != "steps":
+        raise ConfigError(f"--save-steps {options['save_steps']:g} applies with --eval-strategy steps: checkpoints "
+                          f"follow the evaluations, every {run.train.eval_strategy} now.")
     if isinstance(options.get("accelerator_config"), dict):
         options["accelerator_config"] = chosen["accelerator_config"] | options["accelerator_config"]
     return options | checkpointing_arguments(options, strategy=strategy)
@@ -144,8 +147,10 @@ def wants_checkpointing(run: RunConfig) -> bool:
 
 
 def applied_trainer_options(run: RunConfig, args: TrainingArguments) -> dict[str, Any]:
-    """The Trainer options the run set, as the Trainer got them (training_summary.json's hyperparameters)."""
-    return {name: plain_option(name, getattr(args, name)) for name in run.trainer_options}
+    """The Trainer options the run set, as the Trainer got them (training_summary.json's hyperparameters), in the
+    JSON form transformers writes them (enums by value, accelerator_config as a mapping)."""
+    written = args.to_dict()
+    return {name: plain_option(name, written[name]) for name in run.trainer_options}
 
 
 def checkpointing_arguments(options: dict[str, Any], *, strategy: Strategy) -> dict[str, Any]:
