@@ -4,6 +4,8 @@ Four groups, every field with help text: :class:`ModelConfig` (which checkpoint)
 (which images and labels), :class:`StrategyConfig` (what to train) and :class:`TrainConfig` (how).
 Field names are unique across groups, so a YAML file may be flat or sectioned (``model:``, ``data:``,
 ``strategy:``, ``train:``), and every field can be overridden on the command line (``--max-steps 10``).
+Every other transformers ``TrainingArguments`` field passes through as a Trainer option (``--max-grad-norm 0.5``),
+except the ones hf_transfer sets itself (:data:`TRAINER_CHOSEN`), which are refused with the option to use.
 """
 
 from __future__ import annotations
