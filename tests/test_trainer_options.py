@@ -252,3 +252,21 @@ def test_reentrant_checkpointing_still_trains_adapters_behind_a_frozen_embedding
     assert losses == pytest.approx(plain_losses, rel=1e-5, abs=1e-6) and moved == len(weights)
     for a, b in zip(weights, plain_weights):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_checkpointing_under_ddp_trains_the_same(tmp_path):
+    """Two processes (gloo): checkpointing under DDP, with the full strategy's unused-parameter search, ends with
+    the weights of the same run without it."""
+    from launch_helpers import DRIVER, REPO, launch_ddp, make_tiny_assets, max_weight_diff, offline_env, tiny_args
+
+    model, data = make_tiny_assets(tmp_path)
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    runs = "full@--gradient-checkpointing,full,lora@--gradient-checkpointing,lora"
+    launch_ddp(script, [str(tmp_path / "out"), runs, *tiny_args(model, data, max_steps=3, calibrate="false")],
+               env=offline_env(tmp_path / "cache"), cwd=REPO)
+    for strategy in ("full", "lora"):
+        with_it, without = tmp_path / "out" / f"{strategy}@--gradient-checkpointing", tmp_path / "out" / strategy
+        assert max_weight_diff(with_it / "model.safetensors", without / "model.safetensors") < 1e-6
+        summary = json.loads((with_it / "training_summary.json").read_text())
+        assert summary["hyperparameters"]["gradient_checkpointing"] is True and summary["hyperparameters"]["world_size"] == 2
