@@ -17,7 +17,6 @@ so a notebook's own settings survive; ``verbose=True`` shows the libraries' own 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import gc
 import importlib
 import inspect
@@ -33,6 +32,8 @@ from hf_transfer.config import (
     RunConfig,
     StrategyConfig,
     TrainConfig,
+    trainer_option_names,
+    unknown_names,
 )
 from hf_transfer.errors import ConfigError, HfTransferError
 
@@ -62,17 +63,13 @@ def __getattr__(name: str) -> Any:
 # ------------------------------------------------------------------------------------------------ checks
 
 def _check_keywords(given: Iterable[str], known: Iterable[str], *, function: str) -> None:
-    """Refuse unknown keyword arguments, naming the closest known ones (the fix for a typo)."""
+    """Refuse unknown keyword arguments, each with its fix (the closest known names, or the option that sets it)."""
     known = sorted(known)
-    unknown = sorted(set(given) - set(known))
-    if not unknown:
+    hints = unknown_names(given, known)
+    if not hints:
         return
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-        hints.append(f"{name!r} (did you mean {' or '.join(map(repr, close))}?)" if close else repr(name))
-    raise ConfigError(f"{function}() got unknown keyword argument(s) {', '.join(hints)}. It accepts: "
-                      f"{', '.join(known)}.")
+    accepts = ", ".join(known) if len(known) <= 60 else "the options `hf-transfer train --help` lists"
+    raise ConfigError(f"{function}() got unknown keyword argument(s) {', '.join(hints)}. It accepts: {accepts}.")
 
 
 def _plain(value: Any) -> Any:
@@ -113,12 +110,16 @@ def train(*, model: str | Path | None = None, data: str | Path | None = None, ou
     """Train ``model`` on ``data`` with ``strategy`` and write the run folder ``output_dir``.
 
     ``options`` are the other fields of ModelConfig/DataConfig/StrategyConfig/TrainConfig under their CLI
-    names (``max_steps=100``, ``mixed_precision="bf16"``, ``lora_r=8``, ...). ``config`` (a RunConfig, a
+    names (``max_steps=100``, ``mixed_precision="bf16"``, ``lora_r=8``, ...) and any transformers
+    ``TrainingArguments`` field hf_transfer does not set itself (``max_grad_norm=0.5``, ``optim="adamw_torch"``,
+    ``gradient_checkpointing=True``). ``config`` (a RunConfig, a
     mapping or a YAML file such as recipes/configs/lora.yaml) gives the starting values; every keyword
     overrides it. ``strategy`` defaults to the config's, else ``"lora"``. ``callbacks``: transformers
     ``TrainerCallback`` objects that join the run's own. Returns a RunResult (output_dir, metrics, summary).
     """
-    _check_keywords(options, FIELD_NAMES - {"model", "data", "output_dir", "strategy"}, function="train")
+    own = FIELD_NAMES - {"model", "data", "output_dir", "strategy"}
+    if not set(options) <= own:  # TrainingArguments fields pass through (reading them imports transformers)
+        _check_keywords(options, own | trainer_option_names(), function="train")
     values = _as_run_config(config)
     named = {"model": model, "data": data, "output_dir": output_dir, "strategy": strategy}
     values.update({key: _plain(value) for key, value in named.items() if value is not None})

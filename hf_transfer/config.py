@@ -4,12 +4,18 @@ Four groups, every field with help text: :class:`ModelConfig` (which checkpoint)
 (which images and labels), :class:`StrategyConfig` (what to train) and :class:`TrainConfig` (how).
 Field names are unique across groups, so a YAML file may be flat or sectioned (``model:``, ``data:``,
 ``strategy:``, ``train:``), and every field can be overridden on the command line (``--max-steps 10``).
+Every other transformers ``TrainingArguments`` field passes through as a Trainer option (``--max-grad-norm 0.5``),
+except the ones hf_transfer sets itself (:data:`TRAINER_CHOSEN`), which are refused with the option to use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -302,6 +308,10 @@ class TrainConfig:
                   "faster for EfficientNet-Lite0 but not for ConvNeXt (bench/RESULTS.md): try on. on/off force it."},
     )
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "Seconds a process waits for the others in a collective before it gives up: how soon a lost or hung machine is noticed (torch's default, 30 minutes)."},
+    )
     report_to: str = field(default="none", metadata={"help": "Experiment trackers (none, tensorboard, wandb, ...)."})
     examples_per_class: int = field(
         default=3, metadata={"help": "Validation images per class saved to OUT/examples (the Space shows them)."}
@@ -353,12 +363,15 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    """All four groups together, as one run needs them."""
+    """All four groups together, as one run needs them, plus the Trainer options set (:func:`trainer_option_names`)."""
 
     model: ModelConfig
     data: DataConfig
     strategy: StrategyConfig
     train: TrainConfig
+    # TrainingArguments fields hf_transfer does not curate, as set (CLI, YAML or Python); the rest keep
+    # transformers' defaults. Written under train: in run_config.yaml, so a replay gives the same arguments.
+    trainer_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> RunConfig:
         for group in (self.model, self.data, self.strategy, self.train):
@@ -366,7 +379,9 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        sections = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        sections["train"].update(self.trainer_options)
+        return sections
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -378,7 +393,8 @@ class RunConfig:
         for name, klass in zip(SECTIONS, GROUPS):
             names = {f.name for f in dataclasses.fields(klass)}
             groups[name] = klass(**{k: v for k, v in flat.items() if k in names})
-        return cls(**groups)
+        options = {k: plain_option(k, v) for k, v in flat.items() if k not in FIELD_NAMES}
+        return cls(**groups, trainer_options=options)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
@@ -389,19 +405,119 @@ GROUPS = (ModelConfig, DataConfig, StrategyConfig, TrainConfig)
 FIELD_NAMES = {f.name for group in GROUPS for f in dataclasses.fields(group)}
 
 
+# ---------------------------------------------------------------------------------------- Trainer options
+# Every transformers TrainingArguments field that hf_transfer does not curate above is passed through under its
+# own name (--max-grad-norm, optim: adamw_torch, train(gradient_checkpointing=True)), read off the installed
+# TrainingArguments, so a field added by transformers appears without an edit here. A curated field of the same
+# name wins (--output-dir, --push-to-hub and --data-seed mean hf_transfer's). The fields below are set by
+# hf_transfer itself (training/arguments.py; a test keeps the two in step) and are refused, naming the option
+# that sets them. A pass-through value overrides any other default hf_transfer chooses (save_steps follows
+# --eval-steps, dataloader_persistent_workers follows the worker count, ddp_find_unused_parameters the strategy).
+
+_HUB_PUSH = "the Trainer's own Hub push is off: hf_transfer pushes the finished run with --push-to-hub NAMESPACE/NAME " \
+            "(--hub-private; the token from `hf auth login` or HF_TOKEN)"
+_PREDICTIONS = "the run's metrics and calibration need every evaluation prediction, concatenated"
+TRAINER_CHOSEN: dict[str, str] = {
+    "fp16": "set by --mixed-precision: auto, no, bf16 or fp16",
+    "bf16": "set by --mixed-precision: auto, no, bf16 or fp16",
+    "warmup_steps": "set by --warmup-fraction (a share of the optimizer steps)",
+    "label_smoothing_factor": "use --label-smoothing (hf_transfer's loss applies it)",
+    "save_strategy": "follows --eval-strategy: each evaluation can keep the best checkpoint",
+    "load_best_model_at_end": "always on: the run keeps the best checkpoint by --metric-for-best-model",
+    "greater_is_better": "follows --metric-for-best-model (lower is better for loss only)",
+    "restore_callback_states_from_checkpoint": "always on: early stopping and the guardrails carry on after --resume",
+    "resume_from_checkpoint": "use --resume: it continues the run in --output-dir from its last checkpoint",
+    "remove_unused_columns": "always off: hf_transfer's transform turns the image column into pixel_values",
+    "label_names": "always ['labels']: choose the data's label column with --label-column",
+    "dataloader_pin_memory": "on with CUDA (pinned, non-blocking copies), off on CPU: --use-cpu decides",
+    "disable_tqdm": "hf_transfer draws one progress bar per phase; --verbose shows the Trainer's own output",
+    "log_level": "--verbose shows the libraries' logs",
+    "prediction_loss_only": _PREDICTIONS,
+    "eval_do_concat_batches": _PREDICTIONS,
+    "batch_eval_metrics": _PREDICTIONS,
+    "local_rank": "set by the launcher (accelerate launch, torchrun)",
+    **dict.fromkeys(("do_train", "do_eval", "do_predict"), "the Trainer does not read it: hf-transfer train always "
+                    "trains, evaluates on the validation split and reports on the test split when there is one"),
+    **dict.fromkeys(("hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push",
+                     "hub_revision"), _HUB_PUSH),
+}
+TRAINER_OPTIONS_HEADING = "Trainer options (transformers TrainingArguments, passed through; their defaults are transformers')"
+
+
+@functools.cache
+def trainer_options_class() -> type:
+    """A dataclass of the pass-through TrainingArguments fields: their types, defaults and help, for the parser."""
+    from transformers import TrainingArguments  # heavy: only when a run reads Trainer options
+
+    hints = typing.get_type_hints(TrainingArguments)
+    specs = []
+    for f in dataclasses.fields(TrainingArguments):
+        if f.init and f.name not in FIELD_NAMES and f.name not in TRAINER_CHOSEN:
+            default = {"default": f.default} if f.default_factory is dataclasses.MISSING else \
+                {"default_factory": f.default_factory}
+            shown = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            help_text = f"{f.metadata.get('help', '').rstrip()} (transformers' default: {shown!s:.60})".lstrip()
+            metadata = {**f.metadata, "help": help_text.replace("%", "%%").replace("%%%%", "%%")}  # nargs, const, ...
+            specs.append((f.name, hints[f.name], field(metadata=metadata, **default)))
+    options = dataclasses.make_dataclass("TrainerOptions", specs)
+    options.__module__ = __name__
+    options._argument_group_name = TRAINER_OPTIONS_HEADING  # HfArgumentParser's --help heading
+    return options
+
+
+def trainer_option_names() -> frozenset[str]:
+    """The TrainingArguments fields a run passes through (every one hf_transfer neither curates nor sets)."""
+    return frozenset(f.name for f in dataclasses.fields(trainer_options_class()))
+
+
+def plain_option(name: str, value: Any) -> Any:
+    """A Trainer option as run_config.yaml holds it: enums by value, JSON strings of dict fields as mappings."""
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{name} {value!r} is not valid JSON ({error}): write it as '{{\"key\": value}}'.") from error
+    return value
+
+
+def unknown_names(given: Iterable[str], known: Iterable[str], *, flag: bool = False) -> list[str]:
+    """Each name of ``given`` outside ``known``, with the fix: the option hf_transfer sets it with, or the closest
+    known names ("did you mean"). ``flag``: write names as command-line flags (--max-steps)."""
+    known = set(known)
+    spell = (lambda n: "--" + n.replace("_", "-")) if flag else repr
+    hints = []
+    for name in sorted(set(given) - known):
+        if name in TRAINER_CHOSEN:
+            hints.append(f"{spell(name)} ({TRAINER_CHOSEN[name]})")
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+        hints.append(f"{spell(name)} (did you mean {' or '.join(map(spell, close))}?)" if close else spell(name))
+    return hints
+
+
+def check_names(given: Iterable[str], *, what: str, flag: bool = False) -> None:
+    """Refuse names that are neither a config field nor a Trainer option, each with its fix (see unknown_names)."""
+    given = set(given)
+    if given <= FIELD_NAMES:  # the common case reads no transformers
+        return
+    hints = unknown_names(given, FIELD_NAMES | trainer_option_names(), flag=flag)
+    if hints:
+        raise ConfigError(f"Unknown {what}: {', '.join(hints)}. `hf-transfer train --help` lists them all.")
+
+
 def flatten_sections(values: dict[str, Any]) -> dict[str, Any]:
     """Accept a flat mapping or one sectioned as model/data/strategy/train; refuse unknown keys by name."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
         if key in SECTIONS and isinstance(value, dict):
-            flat.update(value)
+            flat.update({k.replace("-", "_"): v for k, v in value.items()})
         else:
             flat[key.replace("-", "_")] = value
-    unknown = sorted(set(flat) - FIELD_NAMES)
-    if unknown:
-        raise ConfigError(
-            f"Unknown config key(s) {unknown}. Known keys: {sorted(FIELD_NAMES)} (see `hf-transfer train --help`)."
-        )
+    check_names(flat, what="config key(s)")
     return flat
 
 
@@ -419,28 +535,39 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_parser():
-    """An HfArgumentParser over the four groups plus ``--config`` (YAML whose values become defaults)."""
+    """An HfArgumentParser over the four groups, the Trainer options, and ``--config`` (YAML whose values become
+    defaults). A Trainer option that is not given stays out of the parsed values (its default is transformers')."""
+    import argparse
+
     from transformers import HfArgumentParser
 
-    hf_parser = HfArgumentParser(GROUPS)
+    # No abbreviations: --fp16 must reach the refusal that names --mixed-precision, not become --fp16-full-eval.
+    hf_parser = HfArgumentParser((*GROUPS, trainer_options_class()), allow_abbrev=False)
     hf_parser.add_argument(
         "--config", default=None, help="YAML file of defaults (flat or sectioned); command-line flags override it."
     )
+    passed_through = trainer_option_names()
+    for action in hf_parser._actions:  # not set_defaults: argparse would parse its SUPPRESS marker as a value
+        if action.dest in passed_through:
+            action.default = argparse.SUPPRESS
     return hf_parser
 
 
 def parse_run_config(argv: list[str] | None = None) -> RunConfig:
     """Parse ``--config file.yaml`` then command-line overrides into a validated :class:`RunConfig`."""
+    import argparse
+
     parser = build_parser()
     config_path = _find_config_flag(argv)
     if config_path:
         parser.set_defaults(**flatten_sections(read_yaml(config_path)))
     namespace, extra = parser.parse_known_args(args=argv)
     if extra:
-        raise ConfigError(
-            f"Unknown option(s) {extra}. Run `hf-transfer train --help` for the list (spelling: --max-steps or --max_steps)."
-        )
-    values = vars(namespace)
+        flags = [arg.split("=", 1)[0].lstrip("-").replace("-", "_") for arg in extra if arg.startswith("--")]
+        hints = unknown_names(flags, FIELD_NAMES | trainer_option_names(), flag=True)
+        raise ConfigError(f"Unknown option(s) {extra}: {', '.join(hints) or 'not an option'}. Run `hf-transfer "
+                          "train --help` for the list (spelling: --max-steps or --max_steps).")
+    values = {key: value for key, value in vars(namespace).items() if value is not argparse.SUPPRESS}
     values.pop("config", None)
     return RunConfig.from_dict(values).validate()
 

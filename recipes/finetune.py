@@ -72,6 +72,8 @@ def train(run, callbacks=()):
     applied = training.apply_strategy(model, run.strategy, total_steps=total_steps)
     if training.wants_channels_last(run.train.channels_last, applied.model, on_cuda=args.device.type == "cuda"):
         training.to_channels_last(applied.model)  # NHWC: the layout cuDNN's fast conv kernels use (--channels-last)
+    # --gradient-checkpointing: recompute activations in the backward pass (memory for time); None when not asked.
+    checkpointing = training.prepare_checkpointing(applied, args, asked=training.wants_checkpointing(run))
     # What the next stages share: settings, data, processor, the adapted model.
     spec = data.PreprocessSpec.from_processor(processor, source=run.model.model)  # size, crop, mean/std
     data_path = data.resolve_data_path(run.data.data_path, device=args.device,  # who decodes images (--data-path)
@@ -81,6 +83,8 @@ def train(run, callbacks=()):
                              zero_shot=before, data_path=data_path)
     if training.is_main_process():
         training.announce(prep)  # what trains on what; writes run_config.yaml (replays the run), data_report.json
+        if checkpointing:
+            print(checkpointing, flush=True)
         training.check_negative_transfer(prep)  # --negative-transfer-check: do pretrained features beat random ones?
 
     # 4. The Trainer (accelerate underneath: DDP/FSDP, mixed precision, checkpoints) with per-image augmentation,

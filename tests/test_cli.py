@@ -29,6 +29,10 @@ def test_train_help_lists_config_fields():
     assert result.returncode == 0
     for flag in ("--model", "--data", "--strategy", "--output_dir", "--max_steps", "--shots_per_class", "--config"):
         assert flag in result.stdout
+    trainer_options = result.stdout.split("Trainer options (transformers TrainingArguments")[1]  # after the curated
+    for flag in ("--gradient_checkpointing", "--max_grad_norm", "--optim", "--auto_find_batch_size", "--save_steps"):
+        assert flag in trainer_options
+    assert "--fp16 " not in result.stdout and "--fp16_full_eval" in trainer_options  # refused: --mixed-precision
 
 
 def test_strategies_command(capsys):

@@ -36,7 +36,7 @@ def test_flat_yaml(tmp_path):
 def test_unknown_yaml_key_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("model: m\ndata: d\noutput_dir: o\nlearning_rat: 0.1\n")
-    with pytest.raises(ConfigError, match=r"Unknown config key\(s\) \['learning_rat'\]"):
+    with pytest.raises(ConfigError, match=r"Unknown config key\(s\): 'learning_rat' \(did you mean 'learning_rate'\?\)"):
         parse_run_config(["--config", str(config)])
 
 

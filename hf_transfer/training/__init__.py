@@ -43,6 +43,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "make_optimizer": "hf_transfer.training.optim",
     "wants_channels_last": "hf_transfer.training.model_step",
     "to_channels_last": "hf_transfer.training.model_step",
+    "prepare_checkpointing": "hf_transfer.training.checkpointing",
+    "wants_checkpointing": "hf_transfer.training.arguments",
     "PerSampleAugmentation": "hf_transfer.training.augmentation",
     "single_label_loss": "hf_transfer.training.loss",
     "save_model_folder": "hf_transfer.training.save",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from hf_transfer.config import HEAD_LR_FLOOR
+from hf_transfer.errors import ConfigError
 from hf_transfer.modeling.heads import in_head
 from hf_transfer.training.strategies import AppliedStrategy
 
@@ -69,5 +70,19 @@ def adamw_implementation(param_groups: list[dict[str, Any]]) -> dict[str, bool]:
     return {}
 
 
-def make_optimizer(param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8, **adamw_implementation(param_groups))
+def make_optimizer(param_groups: list[dict[str, Any]], args=None, model: nn.Module | None = None) -> torch.optim.Optimizer:
+    """hf_transfer's AdamW for ``args.optim``'s default (fused where :func:`adamw_implementation` says), with the
+    run's Adam betas and epsilon; any other ``--optim`` is transformers' choice of class and arguments, given the
+    same parameter groups (head floor, layer decay, no decay on biases and norms)."""
+    from transformers import Trainer, TrainingArguments
+
+    default = TrainingArguments.__dataclass_fields__["optim"].default
+    if args is None or (args.optim == default and not args.optim_args):
+        betas, eps = ((args.adam_beta1, args.adam_beta2), args.adam_epsilon) if args is not None else ((0.9, 0.999), 1e-8)
+        return torch.optim.AdamW(param_groups, betas=betas, eps=eps, **adamw_implementation(param_groups))
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    if "params" in kwargs or not isinstance(optimizer_class, type) or not issubclass(optimizer_class, torch.optim.Optimizer):
+        raise ConfigError(f"--optim {args.optim} builds its own parameter groups, which would drop hf_transfer's (the "
+                          "head's learning-rate floor, --layer-decay): use one that takes groups, e.g. adamw_torch, "
+                          "sgd, adagrad, rmsprop or adafactor.")
+    return optimizer_class(param_groups, **kwargs)

@@ -33,9 +33,15 @@ from hf_transfer.modeling.label_match import LabelMatch
 from hf_transfer.modeling.loading import load_model_and_match, load_processor
 from hf_transfer.run_folder import TrainingSummary
 from hf_transfer.training import cached_probe
-from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
+from hf_transfer.training.arguments import (
+    applied_trainer_options,
+    build_training_arguments,
+    estimate_total_steps,
+    wants_checkpointing,
+)
 from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
 from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, quiet_console, training_callbacks
+from hf_transfer.training.checkpointing import prepare_checkpointing
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
 from hf_transfer.training.kept_predictions import KeptPredictions
 from hf_transfer.training.loss import make_loss
@@ -127,6 +133,9 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
             if callbacks:
                 console.warn("the cached-feature linear probe runs no Trainer, so the Trainer callbacks passed will "
                              "not be called; pass --augment light for the Trainer path.")
+            if run.trainer_options:
+                console.warn(f"the cached-feature linear probe runs no Trainer, so the Trainer options "
+                             f"{', '.join(run.trainer_options)} have no effect; pass --augment light for the Trainer path.")
             final, summary = fit_cached_probe(prep)
             write(prep.applied.model, prep, final, summary)
             _wait_for_everyone()
@@ -176,6 +185,7 @@ def prepare(run: RunConfig) -> Prepared:
     applied = apply_strategy(model, run.strategy, total_steps=total_steps)
     if wants_channels_last(run.train.channels_last, applied.model, on_cuda=args.device.type == "cuda"):
         to_channels_last(applied.model)
+    checkpointing = prepare_checkpointing(applied, args, asked=wants_checkpointing(run))
     prep = Prepared(run=run, out=out, args=args, splits=splits, report=report, processor=processor,
                     spec=PreprocessSpec.from_processor(processor, source=run.model.model), applied=applied, total_steps=total_steps,
                     started=started, label_match=label_match, zero_shot=zero, route=route)
@@ -183,6 +193,8 @@ def prepare(run: RunConfig) -> Prepared:
                                        can_replicate=prep.spec.eval_geometry is not None)
     if is_main_process():
         announce(prep)
+        if checkpointing and not route.cached:
+            print(checkpointing, flush=True)
         check_negative_transfer(prep)
     return prep
 
@@ -387,7 +399,8 @@ def summarize(prep: Prepared, trainer: Trainer, train_output) -> TrainingSummary
     return _summary(prep, global_step=state.global_step, epochs=state.epoch,
                     best_checkpoint=state.best_model_checkpoint, train_loss=train_output.training_loss,
                     early_stopped=bool(state.global_step < state.max_steps),
-                    guardrails=prep.guardrails | guardrail_summary(trainer))
+                    guardrails=prep.guardrails | guardrail_summary(trainer),
+                    hyperparameters=_hyperparameters(prep) | applied_trainer_options(prep.run, trainer.args))
 
 
 def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:

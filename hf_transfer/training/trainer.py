@@ -50,7 +50,8 @@ class TransferTrainer(Trainer):
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
-            self.optimizer = make_optimizer(self._param_groups(self.model if model is None else model))
+            model = self.model if model is None else model
+            self.optimizer = make_optimizer(self._param_groups(model), self.args, model)
         return self.optimizer
 
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
