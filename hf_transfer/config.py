@@ -302,6 +302,10 @@ class TrainConfig:
                   "faster for EfficientNet-Lite0 but not for ConvNeXt (bench/RESULTS.md): try on. on/off force it."},
     )
     use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={"help": "Seconds a process waits for the others in a collective before it gives up: how soon a lost or hung machine is noticed (torch's default, 30 minutes)."},
+    )
     report_to: str = field(default="none", metadata={"help": "Experiment trackers (none, tensorboard, wandb, ...)."})
     examples_per_class: int = field(
         default=3, metadata={"help": "Validation images per class saved to OUT/examples (the Space shows them)."}

@@ -12,7 +12,7 @@ from hf_transfer import console, run_folder
 from hf_transfer.config import RunConfig
 from hf_transfer.data.workers import loader_workers
 from hf_transfer.errors import ConfigError
-from hf_transfer.training.distributed import world_size
+from hf_transfer.training.distributed import start_cpu_process_group, world_size
 from hf_transfer.training.model_step import tf32_setting
 from hf_transfer.training.strategies import Strategy
 
@@ -54,6 +54,7 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -
     # trainings) and bf16 (transformers refuses bf16 on a "GPU" setup it cannot find, though CPU autocast has it).
     no_cuda = not torch.cuda.is_available()
     use_cpu = t.use_cpu or (no_cuda and (world_size() > 1 or t.mixed_precision == "bf16"))
+    start_cpu_process_group(timeout_s=t.ddp_timeout, use_cpu=use_cpu)  # so that --ddp-timeout holds on CPU too
     return TrainingArguments(
         output_dir=str(out / run_folder.CHECKPOINTS_DIR),
         restore_callback_states_from_checkpoint=True,  # early stopping and guardrail counters survive --resume
@@ -91,6 +92,7 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -
         label_names=["labels"],
         report_to=t.report_to,
         use_cpu=use_cpu,
+        ddp_timeout=t.ddp_timeout,
         torch_compile=t.torch_compile,
         tf32=tf32_setting(t.tf32, use_cpu=use_cpu),  # None where no TF32 exists: the Trainer refuses True there
         ddp_find_unused_parameters=strategy.ddp_find_unused_parameters,
