@@ -19,11 +19,11 @@ recipes/linear_probe.py.
 import sys
 import time
 
-import torch
 from transformers import TrainerCallback
 
 from hf_transfer.config import parse_run_config
 from hf_transfer.training.distributed import is_main_process
+from hf_transfer.training.lost_peers import watch_peers
 from hf_transfer.training.run import run_training
 
 
@@ -53,12 +53,9 @@ def main(argv=None):
     # 2. Train. run_training goes through named stages: prepare (output folder, data splits, the checkpoint with
     #    a new head for your labels, the strategy) -> fit (Trainer, accelerate underneath: DDP/FSDP, mixed
     #    precision, checkpoints) -> final evaluation of the kept model -> summary -> save -> push (--push-to-hub).
-    try:
+    #    Several processes or machines: if one dies or hangs, the others stop with its rank and the resume command.
+    with watch_peers(run.train.output_dir):
         result = run_training(run, callbacks=[Throughput()])
-    finally:
-        # Tear the process group down explicitly: gloo/NCCL runs otherwise sometimes abort at exit.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
     # 3. Report: the honest numbers are on the held-out split (test if the data has one, else validation).
     if is_main_process():
