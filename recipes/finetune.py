@@ -54,7 +54,7 @@ def main(argv=None):
     #    a new head for your labels, the strategy) -> fit (Trainer, accelerate underneath: DDP/FSDP, mixed
     #    precision, checkpoints) -> final evaluation of the kept model -> summary -> save -> push (--push-to-hub).
     #    Several processes or machines: if one dies or hangs, the others stop with its rank and the resume command.
-    with watch_peers(run.train.output_dir):
+    with watch_peers(run.train):
         result = run_training(run, callbacks=[Throughput()])
 
     # 3. Report: the honest numbers are on the held-out split (test if the data has one, else validation).

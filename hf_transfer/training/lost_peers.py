@@ -21,23 +21,28 @@ from pathlib import Path
 import torch.distributed as dist
 
 from hf_transfer import run_folder
+from hf_transfer.config import TrainConfig
 from hf_transfer.errors import LostProcessError
 from hf_transfer.training.distributed import world_size
 
 CHECK_IN_S = 10.0  # how long the survivors wait for one another on the store before naming who is missing
 _CHECK_IN_KEY = "hf_transfer/still_here/{}"
+# How gloo and NCCL word a lost peer ("Connection reset by peer", "Timed out waiting 30000ms for recv operation",
+# "Application timeout caused pair closure", ...) when it reaches Python as a plain RuntimeError.
+_PEER_FAILURE_WORDS = ("gloo", "nccl", "peer", "pair", "connection", "socket", "timed out", "timeout")
 
 
 @contextmanager
-def watch_peers(output_dir: str | Path) -> Iterator[None]:
-    """Run the body; when another process is lost, raise a :class:`LostProcessError` naming it and the resume
-    command. Either way, tear the process group down on the way out (gloo/NCCL otherwise sometimes abort at exit)."""
+def watch_peers(train: TrainConfig) -> Iterator[None]:
+    """Run the body (``train``'s run); when another process is lost, raise a :class:`LostProcessError` naming it and
+    the resume command. Either way, tear the process group down on the way out (gloo/NCCL otherwise sometimes abort
+    at exit)."""
     try:
         yield
     except Exception as error:
         if world_size() <= 1 or not is_peer_failure(error):
             raise
-        raise LostProcessError(describe_loss(error, output_dir)) from error
+        raise LostProcessError(describe_loss(error, train)) from error
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
@@ -46,7 +51,8 @@ def watch_peers(output_dir: str | Path) -> Iterator[None]:
 def is_peer_failure(error: BaseException) -> bool:
     """torch's distributed errors, and gloo/NCCL errors raised as plain RuntimeErrors (from autograd's backward)."""
     text = str(error).lower()
-    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and ("gloo" in text or "nccl" in text))
+    return isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and
+                                                  any(word in text for word in _PEER_FAILURE_WORDS))
 
 
 def missing_ranks(*, wait_s: float = CHECK_IN_S) -> list[int] | None:
@@ -67,12 +73,12 @@ def missing_ranks(*, wait_s: float = CHECK_IN_S) -> list[int] | None:
         return None
 
 
-def describe_loss(error: BaseException, output_dir: str | Path) -> str:
+def describe_loss(error: BaseException, train: TrainConfig) -> str:
     """The message: who was lost and how it looked, what is kept, and the command that resumes."""
     rank, per_machine = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1")) or 1
     text = str(error).lower()
-    how = ("it did not answer within --ddp-timeout: hung, stopped or unreachable" if "timed out" in text or
-           "timeout" in text else "its connection closed: the process or its machine died")
+    how = (f"it did not answer within --ddp-timeout ({train.ddp_timeout} s): hung, stopped or unreachable"
+           if "timed out" in text or "timeout" in text else "its connection closed: the process or its machine died")
     missing = missing_ranks()
     if missing is None:
         who = "machine 0 (rank 0: its launcher holds the rendezvous store, which no longer answers)"
@@ -80,7 +86,7 @@ def describe_loss(error: BaseException, output_dir: str | Path) -> str:
         who = ", ".join(f"rank {r} (machine {r // per_machine})" for r in missing)
     else:
         who = "a connection between processes (every rank still answers)"
-    checkpoint = run_folder.latest_checkpoint(output_dir)
+    checkpoint = run_folder.latest_checkpoint(Path(train.output_dir).expanduser())
     kept = (f"the newest complete checkpoint, {checkpoint}, is kept" if checkpoint else
             "no checkpoint was complete yet, so --resume starts from the beginning")
     command = shlex.join(sys.argv) + ("" if "--resume" in sys.argv else " --resume")

@@ -479,5 +479,5 @@ def run_from_argv(argv: list[str] | None = None, *, callbacks: Sequence[TrainerC
     from hf_transfer.config import parse_run_config
 
     run = parse_run_config(argv)
-    with watch_peers(run.train.output_dir):  # a lost or hung machine: say which, and how to resume
+    with watch_peers(run.train):  # a lost or hung machine: say which, and how to resume
         return run_training(run, callbacks=callbacks)
