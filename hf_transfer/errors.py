@@ -47,6 +47,10 @@ class HubError(HfTransferError, RuntimeError):
     """Talking to the Hugging Face Hub failed (auth, permissions, network)."""
 
 
+class LostProcessError(HfTransferError, RuntimeError):
+    """Another process of a multi-process run died or stopped answering (a machine lost or hung)."""
+
+
 class HfTransferWarning(UserWarning):
     """Base class of the warnings hf_transfer issues: the run goes on, but something deserves a look."""
 

@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback, set_seed
 
 from hf_transfer import data, modeling, publish, training
@@ -104,13 +103,10 @@ def train(run, callbacks=()):
 
 def main(argv=None):
     run = training.resolve_defaults(training.parse_run_config(argv))  # --config YAML, then flags; typos name the fix
-    try:
-        with training.quiet(run.train.verbose):  # progress bars and warnings on stderr, results on stdout
-            result = train(run, callbacks=[Throughput()])
-    finally:
-        # Tear the process group down explicitly: gloo/NCCL runs otherwise sometimes abort at exit.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    # Several processes or machines: if one dies or hangs, the others stop with its rank and the resume command;
+    # at the end the process group is torn down (gloo/NCCL runs otherwise sometimes abort at exit).
+    with training.watch_peers(run.train), training.quiet(run.train.verbose):  # bars/warnings on stderr
+        result = train(run, callbacks=[Throughput()])
 
     # The honest numbers are on the held-out split (test if the data has one, else validation).
     if training.is_main_process():

@@ -19,6 +19,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "estimate_total_steps": "hf_transfer.training.arguments",
     "check_launch": "hf_transfer.training.distributed",
     "is_main_process": "hf_transfer.training.distributed",
+    "watch_peers": "hf_transfer.training.lost_peers",
     "quiet": "hf_transfer.console",
     # the stages of `hf-transfer train`
     "prepare_output_dir": _RUN,

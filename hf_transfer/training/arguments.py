@@ -13,7 +13,7 @@ from hf_transfer import console, run_folder
 from hf_transfer.config import RunConfig, plain_option
 from hf_transfer.data.workers import loader_workers
 from hf_transfer.errors import ConfigError
-from hf_transfer.training.distributed import world_size
+from hf_transfer.training.distributed import start_cpu_process_group, world_size
 from hf_transfer.training.model_step import tf32_setting
 from hf_transfer.training.strategies import Strategy
 
@@ -65,6 +65,7 @@ def build_training_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -
     """
     chosen = chosen_arguments(run, out, strategy=strategy)
     options = trainer_options(run, strategy=strategy, chosen=chosen)
+    start_cpu_process_group(timeout_s=run.train.ddp_timeout, use_cpu=chosen["use_cpu"])  # --ddp-timeout on CPU too
     try:
         return TrainingArguments(**(chosen | options))
     except (ValueError, TypeError) as error:
@@ -120,10 +121,10 @@ def chosen_arguments(run: RunConfig, out: Path, *, strategy: Strategy) -> dict[s
         label_names=["labels"],
         report_to=t.report_to,
         use_cpu=use_cpu,
+        ddp_timeout=t.ddp_timeout,
         torch_compile=t.torch_compile,
         tf32=tf32_setting(t.tf32, use_cpu=use_cpu),  # None where no TF32 exists: the Trainer refuses True there
         ddp_find_unused_parameters=strategy.ddp_find_unused_parameters,
-        ddp_timeout=t.ddp_timeout,
         **mixed_precision(t.mixed_precision, use_cpu=use_cpu),
     )
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 
+import torch.distributed as dist
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
@@ -32,6 +34,18 @@ def is_main_process() -> bool:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")
+
+
+def start_cpu_process_group(*, timeout_s: int, use_cpu: bool) -> None:
+    """Under a launcher, on CPU: start the gloo process group with the run's --ddp-timeout (accelerate reuses it).
+
+    transformers 5.25 hands ``ddp_timeout`` to accelerate only on GPUs; with ``use_cpu`` (or ACCELERATE_USE_CPU)
+    gloo would get torch's default of 30 minutes, and a hung process would go unnoticed that long.
+    """
+    on_cpu = use_cpu or _env_flag("ACCELERATE_USE_CPU")
+    launched = world_size() > 1 and "MASTER_ADDR" in os.environ  # torchrun / accelerate launch set it
+    if on_cpu and launched and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
 
 
 def check_launch(args: TrainingArguments) -> None:

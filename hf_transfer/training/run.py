@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
@@ -45,6 +44,7 @@ from hf_transfer.training.checkpointing import prepare_checkpointing
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
 from hf_transfer.training.kept_predictions import KeptPredictions
 from hf_transfer.training.loss import make_loss
+from hf_transfer.training.lost_peers import watch_peers
 from hf_transfer.training.mixing import make_mixer
 from hf_transfer.training.model_step import to_channels_last, wants_channels_last
 from hf_transfer.training.optim import build_param_groups
@@ -488,9 +488,5 @@ def run_from_argv(argv: list[str] | None = None, *, callbacks: Sequence[TrainerC
     from hf_transfer.config import parse_run_config
 
     run = parse_run_config(argv)
-    try:
+    with watch_peers(run.train):  # a lost or hung machine: say which, and how to resume
         return run_training(run, callbacks=callbacks)
-    finally:
-        # Tear the process group down explicitly: otherwise gloo/NCCL runs sometimes abort at exit.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
