@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from hf_transfer import __version__, console, run_folder
 from hf_transfer.config import RunConfig
+from hf_transfer.data import streaming
 from hf_transfer.data.gpu_path import DevicePreprocess, collate_batch, make_raw_batch_transform, resolve_data_path
 from hf_transfer.data.loading import DataReport, load_splits
 from hf_transfer.data.transforms import PreprocessSpec, make_batch_transform, make_item_transform
@@ -34,7 +36,7 @@ from hf_transfer.modeling.loading import load_model_and_match, load_processor
 from hf_transfer.run_folder import TrainingSummary
 from hf_transfer.training import cached_probe
 from hf_transfer.training.arguments import build_training_arguments, estimate_total_steps
-from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
+from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation, sample_rng
 from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, quiet_console, training_callbacks
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
 from hf_transfer.training.kept_predictions import KeptPredictions
@@ -73,6 +75,7 @@ class Prepared:
     zero_shot: dict[str, Any] | None = None  # accuracy of the model as initialised, when rows were reused
     route: cached_probe.Route = field(default_factory=lambda: cached_probe.Route(False))  # cached-feature probe?
     data_path: tuple[str, str] = ("cpu", "")  # ("cpu" | "gpu", why): --data-path as resolved on this machine
+    streaming: dict[str, Any] | None = None  # --streaming: shards and how they were split between processes
 
     @property
     def labels(self) -> list[str]:
@@ -142,6 +145,8 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
 
 def resolve_defaults(run: RunConfig) -> RunConfig:
     """``run`` with the strategy's defaults filled in (--augment): what config.yaml and the summary record."""
+    if run.data.streaming:
+        streaming.check_streaming_run(run)
     if run.data.augment is not None:
         return run
     augment = get_strategy(run.strategy.strategy).default_augment
@@ -165,21 +170,23 @@ def prepare(run: RunConfig) -> Prepared:
         if is_main_process():
             out = _prepare_output_dir(out, resume=run.train.resume, cached=wants_cache)
         set_seed(run.train.seed)  # the new head's initialisation depends on it
-        splits, report = load_splits(run.data)
+        splits, report = (streaming.load_stream if run.data.streaming else load_splits)(run.data)
         model, label_match = _load_model(run, report.label_names)
         processor = load_processor(run.model.model, revision=run.model.revision,
                                    trust_remote_code=run.model.trust_remote_code)
     route = cached_probe.probe_route(run, strategy, model)
     zero = None if route.cached else zero_shot(model, processor, splits["validation"], label_match, run=run,
                                                device=args.device)  # the cached path has it from the features
-    total_steps = estimate_total_steps(len(splits["train"]), run) if strategy.needs_total_steps else None
+    total_steps = (estimate_total_steps(streaming.num_examples(splits["train"]) or 0, run)
+                   if strategy.needs_total_steps else None)
     applied = apply_strategy(model, run.strategy, total_steps=total_steps)
     if wants_channels_last(run.train.channels_last, applied.model, on_cuda=args.device.type == "cuda"):
         to_channels_last(applied.model)
     prep = Prepared(run=run, out=out, args=args, splits=splits, report=report, processor=processor,
                     spec=PreprocessSpec.from_processor(processor, source=run.model.model), applied=applied, total_steps=total_steps,
                     started=started, label_match=label_match, zero_shot=zero, route=route)
-    prep.data_path = resolve_data_path(run.data.data_path, device=args.device, records=_sample_records(splits["train"]),
+    prep.data_path = resolve_data_path(run.data.data_path, device=args.device, records=_sample_records(
+                                           splits["validation" if run.data.streaming else "train"]),
                                        can_replicate=prep.spec.eval_geometry is not None)
     if is_main_process():
         _announce(prep)
@@ -286,13 +293,13 @@ def _check_negative_transfer(prep: Prepared) -> None:
 def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = ()) -> TransferTrainer:
     """The Trainer: per-sample augmented training data, the strategy's optimizer groups, loss and callbacks."""
     run, applied = prep.run, prep.applied
-    train_dataset = PerSampleAugmentation(prep.dataset("train", train=True), seed=run.train.seed)
+    train_dataset = _train_dataset(prep)
 
     def param_groups(model):
         return build_param_groups(model, applied, learning_rate=prep.learning_rate,
                                   weight_decay=run.train.weight_decay, layer_decay=run.strategy.layer_decay)
 
-    callbacks: list[TrainerCallback] = [AugmentationEpoch(train_dataset)]
+    callbacks: list[TrainerCallback] = [AugmentationEpoch(train_dataset)] if not run.data.streaming else []
     if run.train.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.train.early_stopping_patience))
     if run.strategy.head_only_steps > 0:
@@ -310,6 +317,23 @@ def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (
     if not console.is_verbose():
         quiet_console(trainer)  # one bar for training and one per evaluation instead of a dict per log step
     return trainer
+
+
+def _train_dataset(prep: Prepared):
+    """Training examples whose augmentation depends on their place in the data only (so a resumed run sees the same
+    pixels): the split with per-sample seeds, or with --streaming this process's resumable stream of shards."""
+    run = prep.run
+    if not run.data.streaming:
+        return PerSampleAugmentation(prep.dataset("train", train=True), seed=run.train.seed)
+    transform = make_batch_transform(prep.processor, train=True, spec=prep.spec, augment=run.data.augment,
+                                     num_labels=len(prep.labels), output="uint8")
+    stream, how = streaming.training_stream(
+        prep.splits["train"], transform=transform, label_names=prep.labels, cfg=run.data, seed=run.train.seed,
+        seeded=partial(sample_rng, run.train.seed), rank=prep.args.process_index, world=prep.args.world_size)
+    prep.streaming = {"shards": prep.splits["train"].num_shards, "split": how, "shuffle_buffer": run.data.shuffle_buffer}
+    if is_main_process():
+        print(how, flush=True)
+    return stream
 
 
 def fit(trainer: Trainer, prep: Prepared):
@@ -391,7 +415,8 @@ def summarize(prep: Prepared, trainer: Trainer, train_output) -> TrainingSummary
     return _summary(prep, global_step=state.global_step, epochs=state.epoch,
                     best_checkpoint=state.best_model_checkpoint, train_loss=train_output.training_loss,
                     early_stopped=bool(state.global_step < state.max_steps),
-                    guardrails=prep.guardrails | guardrail_summary(trainer))
+                    guardrails=prep.guardrails | guardrail_summary(trainer),
+                    streaming=streaming.stream_record(trainer.train_dataset, prep.streaming))
 
 
 def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:
@@ -406,7 +431,7 @@ def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:
         dataset=run.data.data, num_labels=len(prep.labels), label_names=prep.labels,
         problem_type="multi_label_classification" if run.data.multi_label else "single_label_classification",
         trainable_params=applied.trainable_params, total_params=applied.total_params,
-        train_samples=len(prep.splits["train"]), eval_samples=len(prep.splits[report_split]),
+        train_samples=streaming.num_examples(prep.splits["train"]), eval_samples=len(prep.splits[report_split]),
         shots_per_class=run.data.shots_per_class,
         train_runtime_s=round(time.time() - prep.started, 2), preprocessing=prep.spec.to_dict(),
         hf_transfer_version=__version__, zero_shot=prep.zero_shot, **fit,
