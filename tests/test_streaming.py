@@ -22,6 +22,8 @@ from hf_transfer.data import streaming
 from hf_transfer.errors import ConfigError, DataError
 from hf_transfer.training.augmentation import sample_rng
 
+pytest_plugins = ["hub_fixtures"]
+
 STREAM = ["--streaming", "--image-column", "jpg", "--label-column", "cls", "--labels", "ants,bees"]
 
 
@@ -218,24 +220,70 @@ run_from_argv(sys.argv[1:], callbacks=[Kill()])
 
 def test_ddp_stream_killed_and_resumed_ends_with_the_uninterrupted_weights(assets):
     root, model, shards = assets
-    (root / "killer.py").write_text(KILLER)
     env = offline_env(root / "cache")
+    killer = _write_killer(root)
 
     def args(out):
         return [*_train_args(model, shards, out, max_steps=8, per_device_train_batch_size=2), *STREAM]
 
     reference, out = root / "ddp_reference", root / "ddp_killed"
-    done = launch_ddp(root / "killer.py", args(reference), env=env, cwd=root, config=CPU_DDP)
+    done = launch_ddp(killer, args(reference), env=env, cwd=root, config=CPU_DDP)
     assert "4 training shard(s) over 2 processes: 2 whole shard(s) per process" in done.stdout
-    killed = launch_ddp(root / "killer.py", args(out), env=offline_env(root / "cache", KILL_AT_STEP="5"), cwd=root,
+    killed = launch_ddp(killer, args(out), env=offline_env(root / "cache", KILL_AT_STEP="5"), cwd=root,
                         check=False)
     assert killed.returncode != 0
     assert not (out / "model.safetensors").exists()
     assert (out / "checkpoints" / "checkpoint-4" / "stream_state_rank1.pt").is_file()
     assert not (out / "checkpoints" / "checkpoint-6").exists()
-    launch_ddp(root / "killer.py", [*args(out), "--resume"], env=env, cwd=root)
+    launch_ddp(killer, [*args(out), "--resume"], env=env, cwd=root)
 
     assert max_weight_diff(out / "model.safetensors", reference / "model.safetensors") < 1e-6
     assert_same_history(history(out), history(reference), rtol=1e-6)
     assert read_json(out / "metrics.json")["confusion_matrix"] == read_json(reference / "metrics.json")["confusion_matrix"]
     assert json.loads((out / "training_summary.json").read_text())["global_step"] == 8
+
+
+def test_uneven_shards_under_two_processes_train_with_every_process_reading_every_shard(assets):
+    """3 shards, 2 processes: split_dataset_by_node cannot give whole shards, so each process reads all three and
+    keeps every other example; the run says so and trains to its budget."""
+    root, model, _ = assets
+    shards = make_image_shards(root / "uneven", train_shards=3, per_shard=6)
+    out = root / "ddp_uneven"
+    done = launch_ddp(_write_killer(root), [*_train_args(model, shards, out, max_steps=3, eval_steps=3), *STREAM],
+                      env=offline_env(root / "cache"), cwd=root)
+    assert "3 training shard(s) over 2 processes: 3 shards do not divide among 2 processes, so every process " \
+           "reads every shard and keeps 1/2 of its examples" in done.stdout
+    summary = read_json(out / "training_summary.json")
+    assert summary["global_step"] == 3 and summary["hyperparameters"]["world_size"] == 2
+
+
+def _write_killer(root):
+    (root / "killer.py").write_text(KILLER)
+    return root / "killer.py"
+
+
+# ------------------------------------------------------------------------------------------------- from the Hub
+
+HUB_STREAM = """
+import itertools, json
+from hf_transfer.config import DataConfig
+from hf_transfer.data import streaming
+splits, report = streaming.load_stream(DataConfig(data={repo!r}, streaming=True, image_column="jpg",
+                                                  label_column="cls", labels="ants,bees"))
+rows = list(itertools.islice(splits["train"], 3))
+print(json.dumps({{"labels": report.label_names, "validation": len(splits["validation"]),
+                  "shards": splits["train"].num_shards, "first": [len(r["image"]["bytes"]) > 0 for r in rows]}}))
+"""
+
+
+def test_hub_webdataset_repo_streams(hub, hub_env, tmp_path):
+    from hubserver import ALICE_TOKEN, run_python
+    from huggingface_hub import HfApi
+
+    shards = make_image_shards(tmp_path / "shards", train_shards=2)
+    api = HfApi(endpoint=hub.url, token=ALICE_TOKEN)
+    api.create_repo("alice/ants-wds", repo_type="dataset")
+    api.upload_folder(folder_path=shards, repo_id="alice/ants-wds", repo_type="dataset")
+    env = {k: v for k, v in hub_env.items() if k != "HF_DATASETS_OFFLINE"}
+    loaded = json.loads(run_python(HUB_STREAM.format(repo="alice/ants-wds"), env).stdout.strip().splitlines()[-1])
+    assert loaded == {"labels": ["ants", "bees"], "validation": 6, "shards": 2, "first": [True, True, True]}
