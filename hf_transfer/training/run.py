@@ -4,8 +4,8 @@
 → build the trainer → fit → final evaluation → summary → save (calibrate, write) → push. A linear probe
 without augmentation takes :func:`fit_cached_probe` instead of the Trainer stages (one forward pass through
 the feature cache, the head fitted on the features: :mod:`hf_transfer.training.cached_probe`), then the same
-write and push. It works the same in
-one process and under ``accelerate launch`` / ``torchrun`` (DDP): the Trainer gathers evaluation predictions
+write and push. Streamed data (``--streaming``, :mod:`hf_transfer.data.streaming`) always takes the Trainer stages.
+It works the same in one process and under ``accelerate launch`` / ``torchrun`` (DDP): the Trainer gathers evaluation predictions
 without the distributed sampler's padded duplicates, and only the main process writes files.
 """
 
