@@ -147,7 +147,7 @@ class DataConfig:
     on_bad_image: Literal["error", "skip"] = field(
         default="error",
         metadata={"help": "What to do with corrupt, truncated or non-image files: stop with a list of them (error) "
-                  "or leave them out and report them (skip)."},
+                  "or leave them out and report them (skip). --streaming always skips and counts them."},
     )
     check_images: Optional[bool] = field(
         default=None,
@@ -167,6 +167,29 @@ class DataConfig:
                   "yet measured on a GPU): workers read bytes, the GPU decodes (nvJPEG) and augments whole batches "
                   "(needs CUDA). auto: cpu on every device until the gpu path has been measured."},
     )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the training split lazily, shard by shard, instead of listing (and checking) every "
+                  "image first: for Hub data sets and local shard folders (webdataset train-*.tar, parquet) as "
+                  "datasets.load_dataset(DATA, streaming=True) resolves them. Needs --max-steps; validation and "
+                  "test are read up to --max-eval-samples. docs/usage.md, Streaming."},
+    )
+    shuffle_buffer: int = field(
+        default=1000,
+        metadata={"help": "--streaming: examples read ahead and shuffled together (per process and loader worker); "
+                  "larger mixes better and holds more images in memory."},
+    )
+    labels: Optional[str] = field(
+        default=None,
+        metadata={"help": "--streaming: the class names in class-index order, comma-separated (ants,bees) or a file "
+                  "with one name per line; needed when the label column holds bare indices or strings, since "
+                  "streaming never reads the whole data to find them. Default: the data's ClassLabel names."},
+    )
+    max_eval_samples: int = field(
+        default=1000,
+        metadata={"help": "--streaming: validation and test examples read (into memory) at most, from the start of "
+                  "each split."},
+    )
     data_seed: int = field(default=42, metadata={"help": "Seed of the validation split and of shot sampling."})
     shots_seed: Optional[int] = field(
         default=None, metadata={"help": "Seed of the --shots-per-class draw (default: --data-seed)."}
@@ -179,6 +202,22 @@ class DataConfig:
             raise ConfigError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}.")
         if self.shots_per_class is not None and self.shots_per_class < 1:
             raise ConfigError(f"--shots-per-class must be at least 1, got {self.shots_per_class}.")
+        if self.streaming:
+            self._validate_streaming()
+        elif self.labels is not None:
+            raise ConfigError("--labels names the classes of streamed data; without --streaming the label set is read "
+                              "from the data itself. Drop --labels, or add --streaming.")
+
+    def _validate_streaming(self) -> None:
+        for name in ("shuffle_buffer", "max_eval_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+        refused = {"--shots-per-class": self.shots_per_class is not None, "--multi-label": self.multi_label,
+                   "--data-path gpu": self.data_path == "gpu", "--check-images": bool(self.check_images)}
+        for option, given in refused.items():
+            if given:  # each needs every training image up front, or is not built for a stream yet
+                raise ConfigError(f"{option} does not work with --streaming (the training images are never all "
+                                  f"listed or decoded up front). Drop {option.split()[0]}, or drop --streaming.")
 
 
 @dataclass

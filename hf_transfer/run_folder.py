@@ -322,6 +322,8 @@ class TrainingSummary(_Record):
     merge_max_abs_diff: float | None = _help("peft: largest logit difference adapter vs merged", omit_none=True)
     zero_shot: dict[str, Any] | None = _help("as metrics.json's: the model as initialised, before any training",
                                              omit_none=True)
+    streaming: dict[str, Any] | None = _help("--streaming: shards, how they were split between processes, "
+                                             "shuffle buffer, training images skipped as unreadable", omit_none=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.calibration, dict):  # as read from a file

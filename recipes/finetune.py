@@ -58,7 +58,8 @@ def train(run, callbacks=()):
         set_seed(run.train.seed)  # the new head's initialisation depends on it
 
         # 1. Data: train / validation (/ test) splits and the label names; unreadable images are left out, reported.
-        splits, report = data.load_splits(run.data)
+        #    With --streaming the training split is read shard by shard during training, never listed.
+        splits, report = (data.load_stream if run.data.streaming else data.load_splits)(run.data)
         # 2. The checkpoint with a new head for these labels (config.json names them). With --reuse-head-rows, labels
         #    the checkpoint already knows keep their rows: the model can be right before any training.
         model, match = training.load_model_for_run(run, report.label_names)
@@ -67,7 +68,8 @@ def train(run, callbacks=()):
     before = training.zero_shot(model, processor, splits["validation"], match, run=run, device=args.device)
 
     # 3. The strategy decides what trains: the head alone, everything, or a peft adapter and the head.
-    total_steps = training.estimate_total_steps(len(splits["train"]), run) if strategy.needs_total_steps else None
+    total_steps = (training.estimate_total_steps(data.num_examples(splits["train"]) or 0, run)
+                   if strategy.needs_total_steps else None)  # a stream's length is unknown: --max-steps decides
     applied = training.apply_strategy(model, run.strategy, total_steps=total_steps)
     if training.wants_channels_last(run.train.channels_last, applied.model, on_cuda=args.device.type == "cuda"):
         training.to_channels_last(applied.model)  # NHWC: the layout cuDNN's fast conv kernels use (--channels-last)

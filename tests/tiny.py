@@ -157,3 +157,47 @@ def quick_run_config(model: str | Path, data: str | Path, output_dir: str | Path
     }
     values.update(overrides)
     return RunConfig.from_dict(values).validate()
+
+
+def make_image_shards(root: Path, *, kind: str = "webdataset", classes=("ants", "bees"), train_shards: int = 4,
+                      per_shard: int = 8, validation: int = 6, size: int = 24, bad: dict[str, int] | None = None,
+                      seed: int = 0) -> Path:
+    """The suite's one shard maker: root/train-0000N.tar + validation-00000.tar (webdataset: ``key.jpg`` + ``key.cls``,
+    the class index, as the Hub's webdataset image sets store them) or the same as parquet files (``kind="parquet"``:
+    an ``image`` and a ClassLabel ``label`` column, so the class names travel with the data).
+
+    Classes alternate within each shard; ``bad={"train": i}`` writes the i-th training example's image as bytes that
+    are no JPEG (the same for "validation").
+    """
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    counts = {f"train-{s:05d}": per_shard for s in range(train_shards)} | {"validation-00000": validation}
+    number = {"train": 0, "validation": 0}
+    for name, count in counts.items():
+        split = name.split("-")[0]
+        rows = []
+        for _ in range(count):
+            label = number[split] % len(classes)
+            buffer = io.BytesIO()
+            _stripes(label, rng, size).save(buffer, "JPEG", quality=90)
+            data = b"not a jpeg at all" if (bad or {}).get(split) == number[split] else buffer.getvalue()
+            rows.append((f"{split}{number[split]:05d}", data, label))
+            number[split] += 1
+        if kind == "webdataset":
+            with tarfile.open(root / f"{name}.tar", "w") as tar:
+                for key, data, label in rows:
+                    for ext, payload in (("jpg", data), ("cls", str(label).encode())):
+                        info = tarfile.TarInfo(f"{key}.{ext}")
+                        info.size = len(payload)
+                        tar.addfile(info, io.BytesIO(payload))
+        else:
+            import datasets
+
+            features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(classes))})
+            datasets.Dataset.from_dict({"image": [{"bytes": d, "path": f"{k}.jpg"} for k, d, _ in rows],
+                                        "label": [label for _, _, label in rows]},
+                                       features=features).to_parquet(str(root / f"{name}.parquet"))
+    return root

@@ -8,6 +8,8 @@ from hf_transfer._exports import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "load_splits": "hf_transfer.data.loading",
     "DataReport": "hf_transfer.data.loading",
+    "load_stream": "hf_transfer.data.streaming",
+    "num_examples": "hf_transfer.data.streaming",
     "PreprocessSpec": "hf_transfer.data.transforms",
     "make_batch_transform": "hf_transfer.data.transforms",
     "collate": "hf_transfer.data.transforms",

@@ -59,17 +59,28 @@ class PerSampleAugmentation(torch.utils.data.Dataset):
             examples.append({key: values[0] for key, values in example.items()})
         return examples
 
-    @contextmanager
     def _seeded(self, index: int):
-        # torchvision draws from the default CPU generator; seeding it directly costs ~4 us (torch.manual_seed
-        # and fork_rng ~65 us, as they also reach for CUDA).
-        generator = torch.default_generator
-        state = generator.get_state()
-        generator.manual_seed(self.sample_seed(index))
-        try:
-            yield
-        finally:
-            generator.set_state(state)
+        return seeded_rng(self.sample_seed(index))
+
+
+def sample_rng(seed: int, *position: int):
+    """The augmentation RNG of the example at ``position`` (e.g. epoch, block, index) of a stream seeded ``seed``:
+    :func:`seeded_rng` of a seed mixed from them, the same wherever and whenever the example is prepared."""
+    return seeded_rng(_mix(seed, *position))
+
+
+@contextmanager
+def seeded_rng(seed: int):
+    """The default torch generator seeded ``seed`` inside the block, and as it was before outside it."""
+    # torchvision draws from the default CPU generator; seeding it directly costs ~4 us (torch.manual_seed
+    # and fork_rng ~65 us, as they also reach for CUDA).
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(state)
 
 
 def _rows_and_transform(dataset) -> tuple[Any, Any]:

@@ -68,6 +68,8 @@ def wants_cached_path(run: RunConfig, strategy: Strategy) -> Route:
     """What the settings ask for (before the model is loaded): a linear probe without augmentation or mixing."""
     if not strategy.frozen_backbone:
         return Route(False)
+    if run.data.streaming:
+        return Route(False, "linear probe: Trainer path (--streaming: features of a stream are not cached)")
     if run.data.augment != "none":
         return Route(False, f"linear probe: Trainer path (--augment {run.data.augment} changes the backbone's input "
                             "every epoch; --augment none embeds each image once)")

@@ -4,8 +4,8 @@
 → build the trainer → fit → final evaluation → summary → save (calibrate, write) → push. A linear probe
 without augmentation takes :func:`fit_cached_probe` instead of the Trainer stages (one forward pass through
 the feature cache, the head fitted on the features: :mod:`hf_transfer.training.cached_probe`), then the same
-write and push. It works the same in
-one process and under ``accelerate launch`` / ``torchrun`` (DDP): the Trainer gathers evaluation predictions
+write and push. Streamed data (``--streaming``, :mod:`hf_transfer.data.streaming`) always takes the Trainer stages.
+It works the same in one process and under ``accelerate launch`` / ``torchrun`` (DDP): the Trainer gathers evaluation predictions
 without the distributed sampler's padded duplicates, and only the main process writes files.
 """
 
@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 
 from hf_transfer import __version__, console, run_folder
 from hf_transfer.config import RunConfig
+from hf_transfer.data import streaming
 from hf_transfer.data.gpu_path import DevicePreprocess, collate_batch, make_raw_batch_transform, resolve_data_path
 from hf_transfer.data.loading import DataReport, load_splits
 from hf_transfer.data.transforms import PreprocessSpec, make_batch_transform, make_item_transform
@@ -38,7 +40,7 @@ from hf_transfer.training.arguments import (
     estimate_total_steps,
     wants_checkpointing,
 )
-from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation
+from hf_transfer.training.augmentation import AugmentationEpoch, PerSampleAugmentation, sample_rng
 from hf_transfer.training.callbacks import HeadOnlySteps, guardrail_summary, quiet_console, training_callbacks
 from hf_transfer.training.checkpointing import prepare_checkpointing
 from hf_transfer.training.distributed import check_launch, is_main_process, unsharded_model, world_size
@@ -79,6 +81,7 @@ class Prepared:
     zero_shot: dict[str, Any] | None = None  # accuracy of the model as initialised, when rows were reused
     route: cached_probe.Route = field(default_factory=lambda: cached_probe.Route(False))  # cached-feature probe?
     data_path: tuple[str, str] = ("cpu", "")  # ("cpu" | "gpu", why): --data-path as resolved on this machine
+    streaming: dict[str, Any] | None = None  # --streaming: shards and how they were split between processes
 
     @property
     def labels(self) -> list[str]:
@@ -151,6 +154,8 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
 
 def resolve_defaults(run: RunConfig) -> RunConfig:
     """``run`` with the strategy's defaults filled in (--augment): what config.yaml and the summary record."""
+    if run.data.streaming:
+        streaming.check_streaming_run(run)
     if run.data.augment is not None:
         return run
     augment = get_strategy(run.strategy.strategy).default_augment
@@ -174,14 +179,15 @@ def prepare(run: RunConfig) -> Prepared:
         if is_main_process():
             out = prepare_output_dir(out, resume=run.train.resume, cached=wants_cache)
         set_seed(run.train.seed)  # the new head's initialisation depends on it
-        splits, report = load_splits(run.data)
+        splits, report = (streaming.load_stream if run.data.streaming else load_splits)(run.data)
         model, label_match = load_model_for_run(run, report.label_names)
         processor = load_processor(run.model.model, revision=run.model.revision,
                                    trust_remote_code=run.model.trust_remote_code)
     route = cached_probe.probe_route(run, strategy, model)
     zero = None if route.cached else zero_shot(model, processor, splits["validation"], label_match, run=run,
                                                device=args.device)  # the cached path has it from the features
-    total_steps = estimate_total_steps(len(splits["train"]), run) if strategy.needs_total_steps else None
+    total_steps = (estimate_total_steps(streaming.num_examples(splits["train"]) or 0, run)
+                   if strategy.needs_total_steps else None)
     applied = apply_strategy(model, run.strategy, total_steps=total_steps)
     if wants_channels_last(run.train.channels_last, applied.model, on_cuda=args.device.type == "cuda"):
         to_channels_last(applied.model)
@@ -294,13 +300,13 @@ def check_negative_transfer(prep: Prepared) -> None:
 def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = ()) -> TransferTrainer:
     """The Trainer: per-sample augmented training data, the strategy's optimizer groups, loss and callbacks."""
     run, applied = prep.run, prep.applied
-    train_dataset = PerSampleAugmentation(prep.dataset("train", train=True), seed=run.train.seed)
+    train_dataset = _train_dataset(prep)
 
     def param_groups(model):
         return build_param_groups(model, applied, learning_rate=prep.learning_rate,
                                   weight_decay=run.train.weight_decay, layer_decay=run.strategy.layer_decay)
 
-    callbacks: list[TrainerCallback] = [AugmentationEpoch(train_dataset)]
+    callbacks: list[TrainerCallback] = [AugmentationEpoch(train_dataset)] if not run.data.streaming else []
     if run.train.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run.train.early_stopping_patience))
     if run.strategy.head_only_steps > 0:
@@ -318,6 +324,23 @@ def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (
     if not console.is_verbose():
         quiet_console(trainer)  # one bar for training and one per evaluation instead of a dict per log step
     return trainer
+
+
+def _train_dataset(prep: Prepared):
+    """Training examples whose augmentation depends on their place in the data only (so a resumed run sees the same
+    pixels): the split with per-sample seeds, or with --streaming this process's resumable stream of shards."""
+    run = prep.run
+    if not run.data.streaming:
+        return PerSampleAugmentation(prep.dataset("train", train=True), seed=run.train.seed)
+    transform = make_batch_transform(prep.processor, train=True, spec=prep.spec, augment=run.data.augment,
+                                     num_labels=len(prep.labels), output="uint8")
+    stream, how = streaming.training_stream(
+        prep.splits["train"], transform=transform, label_names=prep.labels, cfg=run.data, seed=run.train.seed,
+        seeded=partial(sample_rng, run.train.seed), rank=prep.args.process_index, world=prep.args.world_size)
+    prep.streaming = {"shards": prep.splits["train"].num_shards, "split": how, "shuffle_buffer": run.data.shuffle_buffer}
+    if is_main_process():
+        print(how, flush=True)
+    return stream
 
 
 def fit(trainer: Trainer, prep: Prepared):
@@ -400,7 +423,8 @@ def summarize(prep: Prepared, trainer: Trainer, train_output) -> TrainingSummary
                     best_checkpoint=state.best_model_checkpoint, train_loss=train_output.training_loss,
                     early_stopped=bool(state.global_step < state.max_steps),
                     guardrails=prep.guardrails | guardrail_summary(trainer),
-                    hyperparameters=_hyperparameters(prep) | applied_trainer_options(prep.run, trainer.args))
+                    hyperparameters=_hyperparameters(prep) | applied_trainer_options(prep.run, trainer.args),
+                    streaming=streaming.stream_record(trainer.train_dataset, prep.streaming))
 
 
 def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:
@@ -415,7 +439,7 @@ def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:
         dataset=run.data.data, num_labels=len(prep.labels), label_names=prep.labels,
         problem_type="multi_label_classification" if run.data.multi_label else "single_label_classification",
         trainable_params=applied.trainable_params, total_params=applied.total_params,
-        train_samples=len(prep.splits["train"]), eval_samples=len(prep.splits[report_split]),
+        train_samples=streaming.num_examples(prep.splits["train"]), eval_samples=len(prep.splits[report_split]),
         shots_per_class=run.data.shots_per_class,
         train_runtime_s=round(time.time() - prep.started, 2), preprocessing=prep.spec.to_dict(),
         hf_transfer_version=__version__, zero_shot=prep.zero_shot, **fit,

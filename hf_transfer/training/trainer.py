@@ -10,6 +10,7 @@ checkpoints, or a complete new one; never a folder that looks complete but is no
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,45 @@ class TransferTrainer(Trainer):
         self._train_batch_transform = train_batch_transform
         self._device_preprocess = device_preprocess
         self._staging_root: str | None = None
+        self._stream_loader = None  # the StatefulDataLoader of a resumable stream (--streaming)
+        self._resume_from: str | None = None
         super().__init__(*args, **kwargs)
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs):
+        self._resume_from = resume_from_checkpoint  # where get_resumed_dataloader finds the stream's state
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def get_train_dataloader(self):
+        """A resumable stream (``state_dict``) gets torchdata's ``StatefulDataLoader``, whose state every checkpoint
+        saves; it is not passed through ``accelerator.prepare``, which would shard it a second time (the stream is
+        already this process's share: ``split_dataset_by_node``). Everything else: the Trainer's loader."""
+        if not (isinstance(self.train_dataset, torch.utils.data.IterableDataset)
+                and hasattr(self.train_dataset, "state_dict")):
+            return super().get_train_dataloader()
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        with warnings.catch_warnings():  # torchdata 0.11 calls a torch function torch 2.14 deprecates: not ours
+            warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
+            self._stream_loader = StatefulDataLoader(
+                self.train_dataset, batch_size=self._train_batch_size, collate_fn=self.data_collator,
+                # a worker reads whole shards of this process's part: more workers than shards would idle
+                num_workers=min(self.args.dataloader_num_workers, getattr(self.train_dataset, "num_shards", 1 << 30)),
+                pin_memory=self.args.dataloader_pin_memory,
+                prefetch_factor=self.args.dataloader_prefetch_factor)
+        return self._stream_loader
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        # A stream continues from its saved state, never by reading and dropping the batches already trained on.
+        if dataloader is not self._stream_loader:
+            return super().get_resumed_dataloader(dataloader, num_batches)
+        state_file = Path(self._resume_from or "") / stream_state_file(self.args.process_index)
+        if not state_file.is_file():
+            raise CheckpointError(
+                f"{self._resume_from} holds no stream state ({state_file.name}): it was not written by a --streaming "
+                f"run with {self.args.world_size} process(es). Resume with the same --streaming settings and process "
+                "count, or start a new --output-dir.")
+        dataloader.load_state_dict(torch.load(state_file, weights_only=False))
+        return dataloader
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -132,6 +171,9 @@ class TransferTrainer(Trainer):
         self._staging_root = str(staging_root)
         try:
             super()._save_checkpoint(model, trial)
+            if self._stream_loader is not None:  # each process's place in its own shards
+                torch.save(self._stream_loader.state_dict(),
+                           staging_root / name / stream_state_file(self.args.process_index))
         finally:
             self._staging_root = None
         self.accelerator.wait_for_everyone()  # every process's files (rng_state_<rank>.pth, FSDP shards) are written
@@ -147,6 +189,11 @@ class TransferTrainer(Trainer):
             rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()  # nobody reads checkpoint-N before it is published
+
+
+def stream_state_file(rank: int) -> str:
+    """A checkpoint's file with the training stream's state of process ``rank`` (--streaming)."""
+    return f"stream_state_rank{rank}.pt"
 
 
 def mean_eval_loss(predictions, label_ids) -> float | None:
