@@ -20,8 +20,9 @@ from hf_transfer import run_folder
 from hf_transfer.config import DataConfig
 from hf_transfer.data.loading import load_splits
 from hf_transfer.evaluation.metrics import classification_metrics, format_metrics
+from hf_transfer.modeling.heads import single_linear_head
 from hf_transfer.modeling.loading import load_model_for_labels, load_processor
-from hf_transfer.training.cached_probe import embed_split, fit_head, head_linear, write_head
+from hf_transfer.training.cached_probe import embed_split, fit_head, write_head
 from hf_transfer.training.loss import single_label_loss
 
 
@@ -60,7 +61,7 @@ def main(args):
 def save(args, labels, head, metrics, out: Path) -> None:
     """The checkpoint with a new head for ``labels`` (config.json names them) holding the probe's weights."""
     model = load_model_for_labels(args.model, labels)
-    if head_linear(model) is None:
+    if single_linear_head(model) is None:
         raise SystemExit(f"{args.model}'s head is not one Linear layer: use recipes/finetune.py --strategy linear.")
     write_head(model, head)
     model.save_pretrained(out)

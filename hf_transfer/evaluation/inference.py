@@ -20,6 +20,7 @@ from hf_transfer import run_folder
 from hf_transfer.data.images import load_image
 from hf_transfer.data.transforms import PreprocessSpec
 from hf_transfer.errors import CheckpointError, CheckpointNotFoundError
+from hf_transfer.modeling.heads import head_linears
 from hf_transfer.modeling.loading import load_model_for_labels, pick_device, resolve_model
 
 # Files a trained repo may hold that inference (and the Space) uses; large training leftovers are skipped.
@@ -149,7 +150,7 @@ class _Forward:
     def __init__(self, model, head_inputs: bool):
         self.model = model
         self.captured: list[torch.Tensor] = []
-        self.hook = _capture_head_inputs(model, self.captured) if head_inputs else None
+        self.hook = head_linears(model)[0].capture_inputs(self.captured) if head_inputs else None
 
     def __call__(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         self.captured.clear()
@@ -322,14 +323,6 @@ class _Rows(torch.utils.data.Dataset):
         record = self.records.record(index)
         name = record.get("path") if isinstance(record, dict) else None
         return {key: values[0] for key, values in self.rows({"image": [record], "name": [name]}).items()}
-
-
-def _capture_head_inputs(model, captured: list[torch.Tensor]):
-    from hf_transfer.modeling.heads import find_head_names
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_submodule(find_head_names(model)[0])
-    return head.register_forward_hook(lambda _module, inputs, _out: captured.append(inputs[0].detach().flatten(1)))
 
 
 def _load_adapter(folder: Path):

@@ -39,7 +39,7 @@ from hf_transfer.config import RunConfig
 from hf_transfer.data.loading import DataReport
 from hf_transfer.errors import OutputDirError
 from hf_transfer.evaluation.metrics import classification_metrics
-from hf_transfer.modeling.heads import find_head_names
+from hf_transfer.modeling.heads import single_linear_head
 from hf_transfer.training.loss import balanced_class_weights, multi_label_loss, positive_weights, single_label_loss
 from hf_transfer.training.mixing import mixes
 from hf_transfer.training.strategies import Strategy
@@ -49,8 +49,6 @@ LBFGS_HISTORY = 20
 OPTIMIZER = "L-BFGS (full batch, strong Wolfe line search) over an L2 path chosen on validation"
 SPLITS = ("train", "validation", "test")
 LOWER_IS_BETTER = ("loss", "eval_loss")  # --metric-for-best-model values that pick the lowest
-# Modules that may sit in a head next to its one Linear without changing what a linear probe computes.
-PASSIVE_HEAD_MODULES = (nn.Flatten, nn.Dropout, nn.Identity)
 
 
 # ------------------------------------------------------------------------------------------------ route
@@ -80,26 +78,10 @@ def wants_cached_path(run: RunConfig, strategy: Strategy) -> Route:
 def probe_route(run: RunConfig, strategy: Strategy, model: nn.Module) -> Route:
     """:func:`wants_cached_path`, and a head the features can be fitted for (one Linear layer)."""
     route = wants_cached_path(run, strategy)
-    if route.cached and head_linear(model) is None:
+    if route.cached and single_linear_head(model) is None:
         return Route(False, f"linear probe: Trainer path ({type(model).__name__}'s head is not a single Linear layer, "
                             "so it cannot be fitted on cached features)")
     return route
-
-
-def head_linear(model: nn.Module) -> nn.Linear | None:
-    """The one Linear layer that maps the head's input to the logits, or None (several heads, a deeper head)."""
-    names = find_head_names(model)
-    if len(names) != 1:
-        return None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_submodule(names[0])
-    if isinstance(head, nn.Linear):
-        return head
-    leaves = [m for m in head.modules() if not list(m.children())]
-    linears = [m for m in leaves if isinstance(m, nn.Linear)]
-    if len(linears) != 1 or not all(isinstance(m, (nn.Linear, *PASSIVE_HEAD_MODULES)) for m in leaves):
-        return None
-    return linears[0]
 
 
 def prepare_output_dir(output_dir: str | Path, *, resume: bool) -> Path:
@@ -294,7 +276,7 @@ def head_prior(model: nn.Module, reused_rows) -> tuple[torch.Tensor, torch.Tenso
     rows = sorted(reused_rows)
     if not rows:
         return None
-    head = head_linear(model)
+    head = single_linear_head(model)
     weight = torch.zeros_like(head.weight, dtype=torch.float32)
     bias = torch.zeros(head.out_features, dtype=torch.float32)
     with torch.no_grad():
@@ -307,14 +289,14 @@ def head_prior(model: nn.Module, reused_rows) -> tuple[torch.Tensor, torch.Tenso
 @torch.no_grad()
 def head_logits(model: nn.Module, features: np.ndarray) -> np.ndarray:
     """Logits (N, C) float32 of the model's head as it is now, applied to its cached inputs ``features``."""
-    head = head_linear(model)
+    head = single_linear_head(model)
     return head(torch.as_tensor(features).to(head.weight)).float().cpu().numpy()
 
 
 @torch.no_grad()
 def write_head(model: nn.Module, fit: HeadFit) -> None:
     """Copy the fitted head into the model's head Linear (so the saved checkpoint computes :meth:`HeadFit.logits`)."""
-    head = head_linear(model)
+    head = single_linear_head(model)
     head.weight.copy_(fit.weight.to(head.weight))
     if head.bias is None:
         raise ValueError(f"{type(model).__name__}'s head has no bias; the cached-feature probe fits one.")
