@@ -237,6 +237,13 @@ def _prepare_output_dir(out: Path, *, resume: bool, cached: bool = False) -> Pat
     return out
 
 
+def _print_zero_shot(prep: Prepared) -> None:
+    """The model's validation accuracy as initialised, when head rows were reused (else nothing)."""
+    if prep.zero_shot:
+        print(f"zero-shot (before training, {len(prep.label_match.rows)} reused row(s)): validation accuracy "
+              f"{prep.zero_shot['accuracy']:.3f}", flush=True)
+
+
 def _announce(prep: Prepared) -> None:
     """Say what will be trained on what, and write the run's config and data report (main process)."""
     report, labels, out = prep.report, prep.labels, prep.out
@@ -248,9 +255,7 @@ def _announce(prep: Prepared) -> None:
           f"{' ...' if len(labels) > 10 else ''}", flush=True)
     if prep.label_match.describe():
         print(prep.label_match.describe(), flush=True)
-    if prep.zero_shot:
-        print(f"zero-shot (before training, {len(prep.label_match.rows)} reused row(s)): validation accuracy "
-              f"{prep.zero_shot['accuracy']:.3f}", flush=True)
+    _print_zero_shot(prep)
     if report.bad_images:
         print(f"left out {len(report.bad_images)} unreadable image(s); see {out / run_folder.DATA_REPORT_FILE}")
     prep.run.save_yaml(out / run_folder.CONFIG_FILE)
@@ -374,9 +379,7 @@ def fit_cached_probe(prep: Prepared) -> tuple[FinalEvaluation, TrainingSummary]:
         print(f"features: {sizes} images ({cache}, {embedded - started:.1f} s); head fit: L-BFGS, L2 {head.l2:g} "
               f"kept of {len(head.path)} strength(s), {head.iterations} iterations, {time.time() - embedded:.2f} s",
               flush=True)
-        if prep.zero_shot:
-            print(f"zero-shot (before training, {len(prep.label_match.rows)} reused row(s)): validation accuracy "
-                  f"{prep.zero_shot['accuracy']:.3f}", flush=True)
+        _print_zero_shot(prep)
     final = report({name: cached_probe.evaluation(head, features[name], loss) for name in ("validation", "test")
                     if name in features}, prep)
     summary = _summary(prep, global_step=head.iterations, epochs=float(head.passes), best_checkpoint=None,
