@@ -4,13 +4,12 @@
 #   2. pytest -m gpu (tests/test_gpu.py: every strategy trains with bf16 on CUDA, evaluates, predicts, reloads),
 #   3. python bench/bench.py --gpu (peer recipe vs ours, LoRA vs full, linear-probe feature pass, peak memory),
 #   4. bench/lora_targets.py and bench/model_step.py on the GPU (LoRA targets/dropout; channels_last, compile),
-# each stage under its own time limit, so a slow one cannot starve the rest; outputs under $OUT (8 files: the
-# device tool brings back at most 8).
+# each stage under its own time limit, so a slow one cannot starve the rest; outputs under $OUT (8 files).
 #
 # Usage:
 #   scripts/gpu_check.sh --fetch-wheels   # HERE (package registry reachable): fill .whl/ for Python 3.12
 #   OUT=/some/dir scripts/gpu_check.sh     # THERE, from the repository root, with .whl/ carried along
-# See bench/RESULTS.md ("GPU") for the device tool call that runs it.
+# See bench/RESULTS.md ("GPU") for how to run it and read its outputs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -30,7 +29,7 @@ fi
 
 mkdir -p "$OUT"
 START=$SECONDS
-BUDGET=${GPU_CHECK_SECONDS:-570}  # the device tool allows 600 s per command; keep a margin for the summary
+BUDGET=${GPU_CHECK_SECONDS:-570}  # ten minutes in all, with a margin for the summary
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 note() { echo "$*" | tee -a "$SUMMARY"; }
