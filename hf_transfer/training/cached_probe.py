@@ -37,11 +37,11 @@ from torch import nn
 from hf_transfer import run_folder
 from hf_transfer.config import RunConfig
 from hf_transfer.data.loading import DataReport
-from hf_transfer.errors import OutputDirError
 from hf_transfer.evaluation.metrics import classification_metrics
 from hf_transfer.modeling.heads import single_linear_head
 from hf_transfer.training.loss import balanced_class_weights, multi_label_loss, positive_weights, single_label_loss
 from hf_transfer.training.mixing import mixes
+from hf_transfer.training.resume import refuse_finished
 from hf_transfer.training.strategies import Strategy
 
 L2_PATH = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # L2 strengths tried, strong to weak (standardised features)
@@ -91,9 +91,7 @@ def prepare_output_dir(output_dir: str | Path, *, resume: bool) -> Path:
     out = Path(output_dir).expanduser()
     if not resume:
         return run_folder.prepare_output_dir(out, resume=False)
-    if (out / run_folder.METRICS_FILE).is_file():
-        raise OutputDirError(f"--resume: the run in {out} is finished (it has {run_folder.METRICS_FILE}); nothing to "
-                             "resume. Choose a new --output-dir to train again (the features come from the cache).")
+    refuse_finished(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
 

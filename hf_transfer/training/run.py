@@ -42,6 +42,7 @@ from hf_transfer.training.loss import make_loss
 from hf_transfer.training.mixing import make_mixer
 from hf_transfer.training.model_step import to_channels_last, wants_channels_last
 from hf_transfer.training.optim import build_param_groups
+from hf_transfer.training.resume import check_resume
 from hf_transfer.training.save import Evaluation, calibrate, save_run
 from hf_transfer.training.strategies import AppliedStrategy, apply_strategy, get_strategy
 from hf_transfer.training.trainer import TransferTrainer
@@ -163,6 +164,7 @@ def prepare(run: RunConfig) -> Prepared:
     # The main process checks the output folder and fills shared caches (embedded checkpoint/data) first.
     with args.main_process_first(local=False, desc="output folder, data and checkpoint"):
         if is_main_process():
+            check_resume(out, run)  # --resume: refuses a finished run or changed options
             out = _prepare_output_dir(out, resume=run.train.resume, cached=wants_cache)
         set_seed(run.train.seed)  # the new head's initialisation depends on it
         splits, report = load_splits(run.data)
