@@ -28,13 +28,22 @@ DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.png", "*.md", "*.yaml", f"{ru
                      f"{run_folder.ADAPTER_DIR}/**"]
 
 
+# What a model folder must hold, for the messages that reject one.
+NOT_A_MODEL_HINT = ("config.json + model.safetensors + preprocessor_config.json (a run folder written by "
+                    "`hf-transfer train`), or adapter_config.json (an adapter folder)")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def local_folder(model: str, *, revision: str | None = None) -> Path:
     """A local folder for ``model``: itself if it is a folder, else a snapshot of the Hub repo."""
     source = resolve_model(model, revision=revision)
     if Path(source).is_dir():
         return Path(source)
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         return Path(snapshot_download(source, revision=revision, allow_patterns=DOWNLOAD_PATTERNS))
@@ -43,6 +52,11 @@ def local_folder(model: str, *, revision: str | None = None) -> Path:
     except RepositoryNotFoundError as error:
         raise CheckpointNotFoundError(
             f"{model} was not found on the Hub (or is private: log in with `hf auth login` or set HF_TOKEN)."
+        ) from error
+    except LocalEntryNotFoundError as error:  # offline, or the Hub unreachable, and no cached copy
+        raise CheckpointNotFoundError(
+            f"{model}: no such folder, and the Hub repo {model!r} is neither reachable nor cached here. Pass a "
+            f"folder that holds {NOT_A_MODEL_HINT}, or go online."
         ) from error
 
 
@@ -74,11 +88,17 @@ class ImageClassifier:
         elif (folder / run_folder.MODEL_CONFIG_FILE).is_file():
             try:
                 loaded = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
-            except OSError as error:
-                raise CheckpointError(f"{model}: no loadable safetensors weights ({error}).") from error
+            except (OSError, ValueError) as error:  # no weights; a config.json that is no model's (no model_type)
+                raise CheckpointError(f"{model} holds no loadable image classifier ({_first_line(error)}): it should "
+                                      f"hold {NOT_A_MODEL_HINT}.") from error
         else:
-            raise CheckpointError(f"{model} holds neither config.json nor adapter_config.json: not a trained model.")
-        processor = AutoImageProcessor.from_pretrained(processor_source)
+            raise CheckpointError(f"{model} holds neither config.json nor adapter_config.json: not a trained model. "
+                                  f"Pass a folder that holds {NOT_A_MODEL_HINT}.")
+        try:
+            processor = AutoImageProcessor.from_pretrained(processor_source)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{processor_source} has no image processor ({_first_line(error)}): it should hold "
+                                  f"{run_folder.PROCESSOR_FILE} next to the model, as `hf-transfer train` writes it.") from error
         return cls(loaded.to(target), processor, source=model, folder=folder, device=target)
 
     def predict_proba(self, images: Sequence[Any], *, batch_size: int = 32) -> torch.Tensor:
