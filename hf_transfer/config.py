@@ -439,11 +439,15 @@ def flatten_sections(values: dict[str, Any]) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist. Pass a YAML file such as recipes/configs/lora.yaml.")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"Config file {path} {what}. Pass a YAML file such as recipes/configs/lora.yaml.")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"Config file {path} is not valid YAML: {error}") from error
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"Config file {path} is not valid YAML{where}: {problem}. Fix that line.") from error
     if not isinstance(values, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of keys to values, not {type(values).__name__}.")
     return values

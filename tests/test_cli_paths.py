@@ -39,6 +39,12 @@ CASES = [
     ("rank --models {model} --data {empty} --output-dir {out}", "Put each class's images in its own folder"),
     ("curve --model {no_weights} --data {images} --output-dir {out}", "has no image processor (preprocessor_config"),
     ("curve --model {model} --data {file} --output-dir {out}", "Use an image folder, a .csv or a .jsonl file"),
+    # a file where the output folder belongs: refused before the work, which would otherwise be lost at the end
+    ("rank --models {model} --data {images} --output-dir {file}", "is a file. Choose a folder path"),
+    ("curve --model {model} --data {images} --output-dir {file} --shots 1", "is a file. Choose a folder path"),
+    ("train --config {missing}", "does not exist. Pass a YAML file"),
+    ("train --config {empty}", "is a folder. Pass a YAML file"),
+    ("train --config {bad_yaml}", "is not valid YAML at line 2"),
 ]
 
 
@@ -55,10 +61,12 @@ def paths(tmp_path_factory, tiny_checkpoints, image_folder):
     (root / "no_weights" / "config.json").write_text((tiny_checkpoints("vit") / "config.json").read_text())
     (root / "broken.jsonl").write_text('{"image": "a.png", "label": "cat"}\n{"image": "b.png", "label": \n')
     (root / "broken.csv").write_text("image,label\na.png,cat\nb.png,dog,fish\n")
+    (root / "bad.yaml").write_text("strategy: lora\nmax_steps: : 3\nseed: 1\n")
     return {"model": tiny_checkpoints("vit"), "images": image_folder, "missing": root / "nowhere",
             "file": root / "notes.txt", "empty": root / "empty", "no_model": root / "no_model",
             "bad_config": root / "bad_config", "no_weights": root / "no_weights",
-            "broken_jsonl": root / "broken.jsonl", "broken_csv": root / "broken.csv", "out": root / "out"}
+            "broken_jsonl": root / "broken.jsonl", "broken_csv": root / "broken.csv", "bad_yaml": root / "bad.yaml",
+            "out": root / "out"}
 
 
 @pytest.mark.parametrize(("command", "fix"), CASES, ids=[c for c, _ in CASES])
