@@ -78,7 +78,7 @@ TARGETS = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Preset:
     image_size: int
     patch_size: int
@@ -110,11 +110,15 @@ PRESETS = {
     # A small ViT on 64x64 inputs decoded from 320x240 JPEGs: the training table in minutes on two cores.
     # One compute thread: on a shared 2-core machine two OpenMP threads stall whenever another process takes a core.
     # 40 timed steps (~5 s) per path and pass: 10 (~1 s) left each sample to whatever the VM did that second.
-    "cpu": Preset(64, 8, 96, 4, 3, 384, (320, 240), 240, 16, 2, 40, max(1, _cores() - 1), 3, 1,
-                  "embedded:efficientnet_lite0", "embedded:textures,embedded:lfw_faces", 144),
+    "cpu": Preset(image_size=64, patch_size=8, hidden_size=96, layers=4, heads=3, mlp=384, photo=(320, 240),
+                  images=240, batch_size=16, warmup=2, steps=40, tuned_workers=max(1, _cores() - 1), repeats=3,
+                  threads=1, linear_model="embedded:efficientnet_lite0",
+                  linear_data="embedded:textures,embedded:lfw_faces", decode_images=144),
     # ViT-B/16 at 224 from 800x600 JPEGs of ~140 KB (photo-sized), bf16, batch 128, as in the issue.
     # linear: the feature pass alone on the generated folder (no real pretrained ViT-B/16 on the GPU machine).
-    "gpu": Preset(224, 16, 768, 12, 12, 3072, (800, 600), 3500, 128, 3, 20, 12, 1, None, "bench", "", 256),
+    "gpu": Preset(image_size=224, patch_size=16, hidden_size=768, layers=12, heads=12, mlp=3072, photo=(800, 600),
+                  images=3500, batch_size=128, warmup=3, steps=20, tuned_workers=12, repeats=1, threads=None,
+                  linear_model="bench", linear_data="", decode_images=256),
 }
 
 

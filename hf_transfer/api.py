@@ -1,4 +1,7 @@
-"""The public Python API: what notebooks, recipes and the commands build on.
+"""The public Python API for notebooks and scripts: one call per task (train, evaluate, rank, curve, ...).
+
+The commands and the recipes do not go through this module: they call the same library functions it calls
+(``run_training``, ``evaluate_classifier``, ...), from settings parsed into the same config dataclasses.
 
 Keyword arguments mirror the command line (``--max-steps 10`` is ``max_steps=10``): every field of the four
 config dataclasses in :mod:`hf_transfer.config` is accepted, and a misspelt keyword is an error that names

@@ -107,6 +107,35 @@ def read_label_map(value: str | dict[str, Any] | None) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+# Numbers that mean something only in a range: field → (rule shown to the user, test). A value outside is refused,
+# never trained with (a negative learning rate would climb the loss without a word). Fields left None are defaults.
+def _at_least(low: float):
+    return f"at least {short_float(low)}", lambda v: v >= low
+
+
+POSITIVE = ("a positive number", lambda v: 0 < v < float("inf"))
+NON_NEGATIVE = ("0 or more", lambda v: 0 <= v < float("inf"))
+FRACTION = ("in [0, 1)", lambda v: 0 <= v < 1)
+RANGES = {
+    "learning_rate": POSITIVE, "num_train_epochs": NON_NEGATIVE, "max_steps": _at_least(-1),
+    "per_device_train_batch_size": _at_least(1), "per_device_eval_batch_size": _at_least(1),
+    "gradient_accumulation_steps": _at_least(1), "weight_decay": NON_NEGATIVE, "label_smoothing": FRACTION,
+    "eval_steps": _at_least(1), "logging_steps": _at_least(1), "save_total_limit": _at_least(1),
+    "early_stopping_patience": _at_least(0), "examples_per_class": _at_least(0), "dataloader_num_workers": _at_least(-1),
+    "lora_r": _at_least(1), "lora_alpha": POSITIVE, "lora_dropout": FRACTION,
+}
+
+
+def check_ranges(group: Any) -> None:
+    """Refuse any field of ``group`` outside its range in :data:`RANGES`, naming the option and the rule."""
+    for f in dataclasses.fields(group):
+        value = getattr(group, f.name)
+        if f.name in RANGES and value is not None:
+            rule, ok = RANGES[f.name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be {rule}, got {value!r}.")
+
+
 @dataclass
 class DataConfig:
     data: Optional[str] = field(
@@ -256,6 +285,7 @@ class StrategyConfig:
     )
 
     def validate(self) -> None:
+        check_ranges(self)
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ConfigError(f"--layer-decay must be in (0, 1], got {self.layer_decay}.")
         if self.head_only_steps < 0:
@@ -389,6 +419,7 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.output_dir:
             raise ConfigError("No output folder given: pass --output-dir <folder>.")
+        check_ranges(self)
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("Nothing to train: set --num-train-epochs > 0 or --max-steps > 0.")
         if not 0.0 <= self.warmup_fraction < 1.0:
@@ -563,11 +594,15 @@ def flatten_sections(values: dict[str, Any]) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist. Pass a YAML file such as recipes/configs/lora.yaml.")
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"Config file {path} {what}. Pass a YAML file such as recipes/configs/lora.yaml.")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"Config file {path} is not valid YAML: {error}") from error
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"Config file {path} is not valid YAML{where}: {problem}. Fix that line.") from error
     if not isinstance(values, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of keys to values, not {type(values).__name__}.")
     return values

@@ -48,12 +48,17 @@ DATA_REPORT_FILE = "data_report.json"
 CARD_FILE = "README.md"  # a pushed repo's model card; in adapter/, peft's stub card
 
 
+def refuse_file(path: str | Path, *, option: str = "--output-dir") -> None:
+    """A command that writes a folder refuses a file in its place before it starts, not after its work is done."""
+    if Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise OutputDirError(f"{option} {path} is a file. Choose a folder path.")
+
+
 def prepare_output_dir(output_dir: str | Path, *, resume: bool) -> Path:
     """Create ``output_dir`` for a new run, or check that there is a run to resume; never overwrite."""
     out = Path(output_dir).expanduser()
     existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"--output-dir {out} is a file. Choose a folder path.")
+    refuse_file(out)
     if resume:
         if not latest_checkpoint(out):
             raise OutputDirError(

@@ -54,6 +54,7 @@ def train(run, callbacks=()):
     # The main process checks the output folder and fills the shared caches (data, weights) first; the others wait.
     with args.main_process_first(local=False, desc="output folder, data and checkpoint"):
         if training.is_main_process():
+            training.check_resume(out, run)  # --resume: refuses a finished run, or options changed since it began
             out = training.prepare_output_dir(out, resume=run.train.resume)  # never overwrites another run
         set_seed(run.train.seed)  # the new head's initialisation depends on it
 

@@ -13,7 +13,7 @@
 # Usage:
 #   scripts/gpu_check.sh --fetch-wheels   # HERE (package registry reachable): fill .whl/ for Python 3.12
 #   OUT=/some/dir scripts/gpu_check.sh     # THERE, from the repository root, with .whl/ carried along
-# See bench/RESULTS.md ("GPU") for the device tool call that runs it.
+# See bench/RESULTS.md ("GPU") for how to run it and read its outputs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -33,9 +33,9 @@ fi
 
 mkdir -p "$OUT"
 START=$SECONDS
-BUDGET=${GPU_CHECK_SECONDS:-570}  # the device tool allows 600 s per command; keep a margin for the summary
+BUDGET=${GPU_CHECK_SECONDS:-570}  # ten minutes in all, with a margin for the summary
 SUMMARY="$OUT/summary.txt"
-ENVLOG="$OUT/bench.log"  # the environment's facts open the bench log (the device tool brings back 8 files)
+ENVLOG="$OUT/bench.log"  # the environment's facts open the bench log (8 files at most come back)
 : > "$SUMMARY"
 note() { echo "$*" | tee -a "$SUMMARY"; }
 left() { echo $(( BUDGET - (SECONDS - START) )); }

@@ -12,6 +12,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 
 from hf_transfer.config import RunConfig
 from hf_transfer.errors import CheckpointError, OutputDirError
+from hf_transfer.modeling.heads import single_linear_head
 from hf_transfer.training import cached_probe
 from hf_transfer.training.cached_probe import SplitFeatures, fit_head, probe_loss, wants_cached_path
 from hf_transfer.training.run import resolve_defaults, run_training
@@ -36,10 +37,10 @@ def test_which_runs_take_the_cached_path():
     assert wants_cached_path(_run(strategy="lora", augment="none"), lora) == cached_probe.Route(False)
     # The head must be one Linear layer (a Sequential of Flatten + Linear counts); a deeper head does not.
     resnet = build_model("resnet")
-    assert cached_probe.head_linear(resnet) is resnet.classifier[1]
+    assert single_linear_head(resnet) is resnet.classifier[1]
     deep = build_model("vit")
     deep.classifier = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
-    assert cached_probe.head_linear(deep) is None
+    assert single_linear_head(deep) is None
     route = cached_probe.probe_route(resolve_defaults(_run(strategy="linear")), linear, deep)
     assert not route.cached and "not a single Linear" in route.reason
     fit = cached_probe.HeadFit(weight=torch.zeros(3, 32), bias=torch.zeros(3), l2=1.0, iterations=1, passes=1,

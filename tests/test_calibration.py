@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_transfer.errors import DataError
+from hf_transfer.errors import CheckpointError, DataError
 from hf_transfer.evaluation.calibration import (
     calibrate_and_report,
     calibrate_trained_model,
@@ -95,12 +95,17 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model_and_folds_into
     lambda: expected_calibration_error(probs=np.eye(2), labels=[0, 1, 1]),
     lambda: expected_calibration_error(probs=np.eye(2), labels=np.array([0.0, 1.0])),
     lambda: fit_temperature(logits=np.eye(3), labels=[0, 1, 5]),
-    lambda: fold_temperature_into_head(torch.nn.Conv2d(1, 1, 1), 2.0),
     lambda: fold_temperature_into_head(torch.nn.Linear(2, 2), 0.0),
 ])
 def test_bad_input_raises_data_error(call):
     with pytest.raises(DataError):
         call()
+
+
+def test_a_head_that_is_not_linear_is_a_checkpoint_problem_not_a_data_one():
+    with pytest.raises(CheckpointError, match="--no-calibrate") as raised:
+        fold_temperature_into_head(torch.nn.Conv2d(1, 1, 1), 2.0)
+    assert not isinstance(raised.value, DataError)
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -207,17 +212,3 @@ def test_calibration_json_is_written_once_atomically_through_the_run_folder_sche
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-def test_top_losses_gallery_is_one_picture_of_the_k_worst_tiles(tmp_path):
-    from PIL import Image
-
-    from hf_transfer.evaluation.calibration import TILE, plot_top_losses
-
-    images = [Image.new("RGB", (300, 200 + 10 * i), (20 * i, 0, 0)) for i in range(5)]
-    probs = np.full((5, 2), 0.5)
-    long = "a label name far longer than any caption can hold"
-    path = plot_top_losses(images=images, probs=probs, labels=np.zeros(5, dtype=int), id2label={0: long, 1: "b"},
-                           path=tmp_path / "top.png", k=5)
-    with Image.open(path) as png:
-        width, height = png.size
-    assert width == 4 * (TILE + 80)  # 4 columns, one pixel per mosaic pixel
-    assert height > 2 * TILE  # 2 rows for 5 tiles

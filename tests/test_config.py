@@ -102,3 +102,30 @@ def test_short_float_writes_rates_as_people_do():
 
     assert [short_float(x) for x in (5e-5, 1e-3, 3e-3, 5e-4, 1.5e-3, 0.15, 0.0, 200.0)] == [
         "5e-5", "1e-3", "3e-3", "5e-4", "1.5e-3", "0.15", "0", "200"]
+
+
+@pytest.mark.parametrize(("option", "value", "rule"), [
+    ("--learning-rate", "-1", "a positive number"), ("--learning-rate", "0", "a positive number"),
+    ("--learning-rate", "nan", "a positive number"), ("--per-device-train-batch-size", "0", "at least 1"),
+    ("--per-device-eval-batch-size", "-4", "at least 1"), ("--gradient-accumulation-steps", "0", "at least 1"),
+    ("--weight-decay", "-0.1", "0 or more"), ("--num-train-epochs", "-2", "0 or more"),
+    ("--max-steps", "-5", "at least -1"), ("--label-smoothing", "1", "in [0, 1)"),
+    ("--label-smoothing", "-0.1", "in [0, 1)"), ("--eval-steps", "0", "at least 1"),
+    ("--save-total-limit", "0", "at least 1"), ("--lora-r", "0", "at least 1"), ("--lora-dropout", "1.5", "in [0, 1)"),
+])
+def test_nonsensical_numbers_are_refused_by_name(option, value, rule, capsys):
+    from hf_transfer.cli import main
+
+    with pytest.raises(ConfigError, match=rf"^{option} must be {rule.replace('[', '.').replace(')', '.')}, got"):
+        parse_run_config(["--model", "m", "--data", "d", "--output-dir", "o", option, value])
+    # the command line says so in one line, before any data or model is loaded
+    assert main(["train", "--model", "m", "--data", "d", "--output-dir", "o", option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {option} must be {rule}" in err
+
+
+def test_the_edges_of_each_range_are_accepted():
+    run = parse_run_config(["--model", "m", "--data", "d", "--output-dir", "o", "--learning-rate", "1e-9",
+                            "--weight-decay", "0", "--label-smoothing", "0.99", "--max-steps", "-1",
+                            "--num-train-epochs", "0.5", "--dataloader-num-workers", "-1", "--lora-dropout", "0"])
+    assert run.train.learning_rate == 1e-9 and run.train.max_steps == -1

@@ -265,3 +265,17 @@ def test_a_complete_processor_does_not_warn():
         warnings.simplefilter("error", PreprocessingWarning)
         spec = PreprocessSpec.from_processor(full, source="org/tiny")
     assert (spec.height, spec.width, spec.mean, spec.std) == (32, 48, (0.4,) * 3, (0.2,) * 3)
+
+
+@pytest.mark.parametrize(("name", "text", "where"), [
+    ("rows.jsonl", '{"image": "a.png", "label": "cat"}\nnot json at all\n{"image": "b.png", "label": "dog"}\n',
+     "line 2 is not valid JSON"),
+    ("rows.json", '[\n  {"image": "a.png", "label": "cat"},\n  {"image": "b.png" "label": "dog"}\n]\n',
+     "line 3 is not valid JSON"),
+])
+def test_a_table_with_a_broken_line_names_the_file_and_the_line(tmp_path, name, text, where):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError) as raised:
+        load_splits(DataConfig(data=str(tmp_path / name)))
+    message = str(raised.value)
+    assert str(tmp_path / name) in message and where in message and "Fix or delete that line" in message

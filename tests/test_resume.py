@@ -236,3 +236,69 @@ def test_a_batched_fetch_gives_the_same_examples_as_item_by_item(image_folder):
         assert not torch.equal(batched[0]["pixel_values"], batched[1]["pixel_values"])
     plain = PerSampleAugmentation(_Images(), seed=3)  # not a datasets split: item by item
     assert [x["labels"] for x in plain.__getitems__([2, 1])] == [2, 1]
+
+
+# ------------------------------------------------------------------------------ what --resume may continue
+
+QUICK = ("--strategy", "lora", "--max-steps", "2", "--per-device-train-batch-size", "8", "--dataloader-num-workers",
+         "0", "--eval-strategy", "steps", "--eval-steps", "2", "--save-total-limit", "1", "--learning-rate", "0.005",
+         "--calibrate", "false", "--examples-per-class", "0")
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_resume_refuses_a_finished_run_and_changed_options_by_name(tiny_checkpoints, image_folder, tmp_path, capsys):
+    from hf_transfer.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--model", str(tiny_checkpoints("vit")), "--data", str(image_folder), "--output-dir", str(out)]
+    assert main([*args, *QUICK]) == 0
+    capsys.readouterr()
+    # A finished lora run resumed as full: refused before transformers meets the lora checkpoint.
+    assert main([*args, *QUICK, "--resume", "--strategy", "full"]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("hf-transfer train: error: --resume:") and "is finished" in line and "new --output-dir" in line
+    # The same run, stopped before its end: another learning rate or strategy is named; the run is left as it was.
+    (out / run_folder.METRICS_FILE).unlink()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main([*args, *QUICK, "--resume", "--learning-rate", "0.01", "--strategy", "full"]) == 2
+    line = _error_line(capsys)
+    assert "--learning-rate 0.005 → 0.01" in line and "--strategy 'lora' → 'full'" in line
+    assert "Resume with the run's settings" in line
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_resume_allows_the_options_that_do_not_change_what_is_computed(tmp_path):
+    from tiny import quick_run_config
+
+    from hf_transfer.errors import ConfigError
+    from hf_transfer.training.resume import MAY_CHANGE_ON_RESUME, check_resume
+
+    first = quick_run_config("m", "d", tmp_path)
+    first.save_yaml(tmp_path / run_folder.CONFIG_FILE)
+    same = quick_run_config("m", "d", tmp_path, resume=True, verbose=True, dataloader_num_workers=2, report_to="all",
+                            per_device_eval_batch_size=4, push_to_hub="me/model", hub_private=True)
+    check_resume(tmp_path, same)  # nothing refused
+    assert {"verbose", "dataloader_num_workers", "report_to", "push_to_hub"} <= set(MAY_CHANGE_ON_RESUME)
+    with pytest.raises(ConfigError, match=r"--per-device-train-batch-size 8 → 4") as raised:
+        check_resume(tmp_path, quick_run_config("m", "d", tmp_path, resume=True, per_device_train_batch_size=4))
+    assert "--seed" not in str(raised.value)
+    check_resume(tmp_path, quick_run_config("m", "d", tmp_path, per_device_train_batch_size=4))  # no --resume: no check
+
+
+def test_resume_of_a_stream_keeps_its_loader_workers_but_may_change_the_ddp_timeout(tmp_path):
+    """A stream's place is saved per loader worker: their count cannot change on resume, the collective timeout can."""
+    from tiny import quick_run_config
+
+    from hf_transfer.errors import ConfigError
+    from hf_transfer.training.resume import check_resume
+
+    stream = {"streaming": True, "labels": "ants,bees"}
+    quick_run_config("m", "d", tmp_path, **stream).save_yaml(tmp_path / run_folder.CONFIG_FILE)
+    check_resume(tmp_path, quick_run_config("m", "d", tmp_path, resume=True, ddp_timeout=60, **stream))
+    with pytest.raises(ConfigError, match=r"--dataloader-num-workers 0 → 2"):
+        check_resume(tmp_path, quick_run_config("m", "d", tmp_path, resume=True, dataloader_num_workers=2, **stream))

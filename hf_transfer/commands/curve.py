@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hf_transfer import run_folder
 from hf_transfer.commands._data_options import add_data_options, data_config_from
 
 
@@ -32,6 +33,7 @@ def run(args, extra) -> int:
 
     from hf_transfer.experiments.curve import learning_curve, verdicts, write_curve
 
+    run_folder.refuse_file(args.output_dir)  # before the work, which would be lost
     data = data_config_from(args)
     curve = learning_curve(data=data, model=args.model, shots=args.shots, seeds=args.seeds, c_reg=args.c_reg,
                            cache_dir=args.cache_dir, batch_size=args.batch_size, lora_shots=args.lora_shots,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hf_transfer import run_folder
 from hf_transfer.commands._data_options import add_data_options, data_config_from
 
 
@@ -32,6 +33,7 @@ def register(subparsers) -> None:
 def run(args, extra) -> int:
     from hf_transfer.transferability.rank import format_table, rank_models, write_ranking
 
+    run_folder.refuse_file(args.output_dir)  # before the work, which would be lost
     data = data_config_from(args)
     ranking = rank_models(data=data, models=args.models, sample_size=args.sample_size, seed=args.seed,
                           rank_by=args.rank_by, baseline=not args.no_baseline, cache_dir=args.cache_dir,

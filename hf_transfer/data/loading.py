@@ -99,7 +99,8 @@ def _load_raw(cfg: DataConfig):
     except ValueError as error:
         raise DataError(f"--data {spec}: {error}. If the data set has configurations, pass --data-config-name.") from error
     except ConnectionError as error:
-        raise DataNotFoundError(f"--data {spec}: the Hub could not be reached ({error}). Use a local folder offline.") from error
+        raise DataNotFoundError(f"--data {spec}: no such local file or folder, and the Hub could not be reached ({error}). "
+                                "Check the path, or go online for a Hub data set.") from error
     if not isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.DatasetDict({cfg.train_split: loaded})
     return loaded, False
@@ -157,7 +158,14 @@ def _load_table(path: Path, cfg: DataConfig):
 
     kind = "json" if path.suffix.lower() in (".json", ".jsonl") else "csv"
     kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-    table = datasets.load_dataset(kind, data_files={"train": str(path)}, **kwargs)["train"]
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a parse failure is logged with its traceback first
+    try:
+        table = datasets.load_dataset(kind, data_files={"train": str(path)}, **kwargs)["train"]
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+        raise DataError(f"--data {path}: {_unreadable_row(path, error)}. Fix or delete that line.") from error
+    finally:
+        datasets.logging.set_verbosity(verbosity)
     _require_columns(table.column_names, cfg, source=str(path))
     base = path.parent
 
@@ -175,6 +183,24 @@ def _load_table(path: Path, cfg: DataConfig):
                         f"relative to {base}. Fix them, or pass --on-bad-image skip to leave those rows out.")
     table = table.cast_column(cfg.image_column, datasets.Image(decode=False))
     return datasets.DatasetDict({"train": table})
+
+
+def _unreadable_row(path: Path, error: Exception) -> str:
+    """Where a table file cannot be parsed: the first line that is not JSON (JSON Lines, or one JSON array), else
+    the parser's own words (pandas names the CSV line)."""
+    import json
+
+    if path.suffix.lower() in (".json", ".jsonl"):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        documents = [(1, text)] if text.lstrip().startswith("[") else enumerate(text.splitlines(), start=1)
+        for number, document in documents:
+            try:
+                if document.strip():
+                    json.loads(document)
+            except ValueError as bad:
+                line = number + bad.lineno - 1
+                return f"line {line} is not valid JSON ({bad.msg}): {text.splitlines()[line - 1].strip()[:80]!r}"
+    return f"cannot be read as {path.suffix.lstrip('.').upper()} ({str(error.__cause__ or error).strip()})"
 
 
 # ------------------------------------------------------------------------------------------ columns/labels

@@ -1,4 +1,4 @@
-"""Calibration: expected calibration error, temperature scaling, reliability diagram, top-losses gallery.
+"""Calibration: expected calibration error, temperature scaling, reliability diagram.
 
 Temperature scaling (Guo et al. 2017) divides the logits by one scalar T > 0 fitted on validation
 logits by minimising the negative log-likelihood; it never changes the argmax, so accuracy is unchanged.
@@ -8,6 +8,7 @@ logits / T = (W / T) h + (b / T). :func:`fold_temperature_into_head` divides the
 by T in place before the model is saved; every consumer of the saved folder (``pipeline()``, the Space,
 ``inference.load_classifier``) then gets calibrated scores with no extra code. T is also written to
 ``calibration.json`` for the record (:class:`hf_transfer.run_folder.Calibration`, written once, atomically).
+The top-losses gallery drawn alongside lives in :mod:`hf_transfer.evaluation.gallery`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_transfer.errors import DataError
+from hf_transfer.errors import CheckpointError, DataError
+from hf_transfer.evaluation.gallery import LazyImages, plot_top_losses
 from hf_transfer.run_folder import RELIABILITY_FILE, TOP_LOSSES_FILE, Calibration
 
 __all__ = [
@@ -27,9 +29,7 @@ __all__ = [
     "calibrate_trained_model",
     "fold_temperature_into_head",
     "fold_temperature_into_model",
-    "head_linears",
     "plot_reliability_diagram",
-    "plot_top_losses",
     "softmax",
 ]
 
@@ -115,8 +115,8 @@ def fold_temperature_into_head(head, temperature: float) -> None:
     import torch
 
     if not isinstance(head, torch.nn.Linear):
-        raise DataError(f"temperature folding needs a torch.nn.Linear classifier head, got {type(head).__name__}; "
-                        "merge any adapter into the model first (peft's merge_and_unload).")
+        raise CheckpointError(f"temperature folding needs a torch.nn.Linear classifier head, got "
+                              f"{type(head).__name__}; pass --no-calibrate to keep the model's own scores.")
     if not (temperature > 0 and math.isfinite(temperature)):
         raise DataError(f"temperature must be a positive finite number, got {temperature}.")
     with torch.no_grad():
@@ -125,59 +125,15 @@ def fold_temperature_into_head(head, temperature: float) -> None:
             head.bias.div_(temperature)
 
 
-def head_linears(model) -> dict[str, object]:
-    """The Linear layer(s) that produce the logits: {qualified name: torch.nn.Linear}.
-
-    Unwraps a PeftModel; under a peft ``modules_to_save`` wrapper, returns the trained copies (the ones
-    that are saved in the adapter and merged into the model). A Sequential head (ResNet's
-    ``Flatten, Linear``) gives its last Linear. Several heads (DeiT's cls + distillation heads, whose
-    logits are averaged) are all returned: dividing each by T divides the average by T.
-    """
-    import torch
-
-    from hf_transfer.modeling.heads import find_head_names
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    found: dict[str, object] = {}
-    for name in find_head_names(model):
-        module = base.get_submodule(name)
-        copies = getattr(module, "modules_to_save", None)
-        candidates = ({f"{name}.modules_to_save.{k}": v for k, v in copies.items()} if copies is not None
-                      else {name: module})
-        for cname, cand in candidates.items():
-            if isinstance(cand, torch.nn.Linear):
-                found[cname] = cand
-                continue
-            inner = [(n, m) for n, m in cand.named_modules() if isinstance(m, torch.nn.Linear)]
-            if inner:
-                found[f"{cname}.{inner[-1][0]}"] = inner[-1][1]
-    if not found:
-        raise DataError(f"no Linear classification head found in {type(base).__name__}; temperature scaling "
-                        "cannot be folded into it. Pass --no-calibrate.")
-    return found
-
-
 def fold_temperature_into_model(model, temperature: float) -> list[str]:
-    """Fold T into every head Linear of `model` (see :func:`head_linears`); returns the folded names."""
+    """Fold T into every layer that makes logits (:func:`hf_transfer.modeling.heads.head_linears`: the trained
+    copy under peft; DeiT's two heads, whose averaged logits are then divided by T); returns the folded names."""
+    from hf_transfer.modeling.heads import head_linears  # torch: imported only by the callers that fold
+
     heads = head_linears(model)
-    for head in heads.values():
-        fold_temperature_into_head(head, temperature)
-    return list(heads)
-
-
-class _LazyImages:
-    """Images of a datasets split, decoded only when indexed (the gallery needs a dozen, not all)."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        from hf_transfer.data.images import load_image
-
-        return load_image(self.dataset[int(i)]["image"])
+    for head in heads:
+        fold_temperature_into_head(head.module, temperature)
+    return [head.name for head in heads]
 
 
 MIN_CALIBRATION_SAMPLES = 30
@@ -193,7 +149,7 @@ def calibrate_trained_model(*, model, validation_logits, validation_labels, vali
     parameter fitted on a handful of images does more harm than good): the model is left as it is, and
     the reliability diagram and top-losses gallery are still written."""
     id2label = dict(enumerate(label_names))
-    images = _LazyImages(validation_dataset) if validation_dataset is not None else None
+    images = LazyImages(validation_dataset) if validation_dataset is not None else None
     z, y = _check(validation_logits, validation_labels, name="validation_logits")
     out = Path(output_dir)
     if y.size < min_samples:
@@ -263,61 +219,6 @@ def plot_reliability_diagram(*, probs_before, labels, path: str | Path, probs_af
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-TILE = 180  # px of each gallery image's longer side
-
-
-def plot_top_losses(*, images, probs, labels, id2label: dict[int, str], path: str | Path, k: int = 12) -> Path:
-    """Write a gallery PNG of the `k` examples with the highest loss -log p(true label).
-
-    images: sequence of N PIL images (same order as probs); probs: (N, C); labels: (N,) integer ids.
-    Each tile is titled 'true / predicted (p)' and the loss. The tiles are pasted into one picture drawn on one
-    axes (twelve axes cost a second of layout and rendering per run on a small CPU).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    p, y = _check(probs, labels, name="probs")
-    if len(images) != p.shape[0]:
-        raise DataError(f"got {len(images)} images for {p.shape[0]} rows of probs; pass the same examples.")
-    loss = -np.log(np.maximum(p[np.arange(y.size), y], 1e-12))
-    order = np.argsort(-loss, kind="stable")[: max(1, min(k, y.size))]
-    cols = min(4, order.size)
-    rows = math.ceil(order.size / cols)
-    caption, pad = 62, 8  # px above each tile for its three caption lines, px between tiles
-    cell_w, cell_h = TILE + 80, TILE + caption + pad  # wider than the image: room for the captions
-    mosaic = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
-    for n, i in enumerate(order):
-        image = images[i].convert("RGB")
-        image.thumbnail((TILE, TILE), Image.Resampling.BILINEAR)
-        x = (n % cols) * cell_w + (cell_w - image.width) // 2
-        y0 = (n // cols) * cell_h + caption + (TILE - image.height) // 2
-        mosaic.paste(image, (x, y0))
-    dpi, title_in = 100, 0.4  # one mosaic pixel per output pixel, and a strip for the title
-    fig = plt.figure(figsize=(mosaic.width / dpi, mosaic.height / dpi + title_in), dpi=dpi)
-    ax = fig.add_axes((0, 0, 1, mosaic.height / (mosaic.height + title_in * dpi)))
-    ax.imshow(np.asarray(mosaic), interpolation="antialiased")
-    ax.axis("off")
-    for n, i in enumerate(order):
-        pred = int(p[i].argmax())
-        ax.text((n % cols) * cell_w + cell_w / 2, (n // cols) * cell_h + 4,
-                f"true: {_short(id2label[int(y[i])])}\npred: {_short(id2label[pred])} ({p[i, pred]:.2f})\n"
-                f"loss {loss[i]:.2f}",
-                ha="center", va="top", fontsize=8, color="black" if pred == y[i] else "darkred")
-    fig.suptitle("Top losses (validation)", fontsize=10)
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _short(name: str, limit: int = 28) -> str:
-    name = str(name)
-    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -20,11 +20,21 @@ from hf_transfer import run_folder
 from hf_transfer.data.images import load_image
 from hf_transfer.data.transforms import PreprocessSpec
 from hf_transfer.errors import CheckpointError, CheckpointNotFoundError
+from hf_transfer.modeling.heads import head_linears
 from hf_transfer.modeling.loading import load_model_for_labels, pick_device, resolve_model
 
 # Files a trained repo may hold that inference (and the Space) uses; large training leftovers are skipped.
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.png", "*.md", "*.yaml", f"{run_folder.EXAMPLES_DIR}/**",
                      f"{run_folder.ADAPTER_DIR}/**"]
+
+
+# What a model folder must hold, for the messages that reject one.
+NOT_A_MODEL_HINT = ("config.json + model.safetensors + preprocessor_config.json (a run folder written by "
+                    "`hf-transfer train`), or adapter_config.json (an adapter folder)")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def local_folder(model: str, *, revision: str | None = None) -> Path:
@@ -33,7 +43,7 @@ def local_folder(model: str, *, revision: str | None = None) -> Path:
     if Path(source).is_dir():
         return Path(source)
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         return Path(snapshot_download(source, revision=revision, allow_patterns=DOWNLOAD_PATTERNS))
@@ -42,6 +52,11 @@ def local_folder(model: str, *, revision: str | None = None) -> Path:
     except RepositoryNotFoundError as error:
         raise CheckpointNotFoundError(
             f"{model} was not found on the Hub (or is private: log in with `hf auth login` or set HF_TOKEN)."
+        ) from error
+    except LocalEntryNotFoundError as error:  # offline, or the Hub unreachable, and no cached copy
+        raise CheckpointNotFoundError(
+            f"{model}: no such folder, and the Hub repo {model!r} is neither reachable nor cached here. Pass a "
+            f"folder that holds {NOT_A_MODEL_HINT}, or go online."
         ) from error
 
 
@@ -73,11 +88,17 @@ class ImageClassifier:
         elif (folder / run_folder.MODEL_CONFIG_FILE).is_file():
             try:
                 loaded = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
-            except OSError as error:
-                raise CheckpointError(f"{model}: no loadable safetensors weights ({error}).") from error
+            except (OSError, ValueError) as error:  # no weights; a config.json that is no model's (no model_type)
+                raise CheckpointError(f"{model} holds no loadable image classifier ({_first_line(error)}): it should "
+                                      f"hold {NOT_A_MODEL_HINT}.") from error
         else:
-            raise CheckpointError(f"{model} holds neither config.json nor adapter_config.json: not a trained model.")
-        processor = AutoImageProcessor.from_pretrained(processor_source)
+            raise CheckpointError(f"{model} holds neither config.json nor adapter_config.json: not a trained model. "
+                                  f"Pass a folder that holds {NOT_A_MODEL_HINT}.")
+        try:
+            processor = AutoImageProcessor.from_pretrained(processor_source)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{processor_source} has no image processor ({_first_line(error)}): it should hold "
+                                  f"{run_folder.PROCESSOR_FILE} next to the model, as `hf-transfer train` writes it.") from error
         return cls(loaded.to(target), processor, source=model, folder=folder, device=target)
 
     def predict_proba(self, images: Sequence[Any], *, batch_size: int = 32) -> torch.Tensor:
@@ -149,7 +170,7 @@ class _Forward:
     def __init__(self, model, head_inputs: bool):
         self.model = model
         self.captured: list[torch.Tensor] = []
-        self.hook = _capture_head_inputs(model, self.captured) if head_inputs else None
+        self.hook = head_linears(model)[0].capture_inputs(self.captured) if head_inputs else None
 
     def __call__(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         self.captured.clear()
@@ -321,14 +342,6 @@ class _Rows(torch.utils.data.Dataset):
         record = self.records.record(index)
         name = record.get("path") if isinstance(record, dict) else None
         return {key: values[0] for key, values in self.rows({"image": [record], "name": [name]}).items()}
-
-
-def _capture_head_inputs(model, captured: list[torch.Tensor]):
-    from hf_transfer.modeling.heads import find_head_names
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_submodule(find_head_names(model)[0])
-    return head.register_forward_hook(lambda _module, inputs, _out: captured.append(inputs[0].detach().flatten(1)))
 
 
 def _load_adapter(folder: Path):

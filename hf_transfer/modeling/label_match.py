@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hf_transfer.errors import ConfigError
-from hf_transfer.modeling.heads import find_head_names, in_head
+from hf_transfer.modeling.heads import head_linears
 
 
 @dataclass
@@ -152,10 +152,10 @@ def match_labels(labels: Sequence[str], id2label: Mapping[int, str], *,
 
 
 def head_row_parameters(model: nn.Module, num_labels: int) -> dict[str, nn.Parameter]:
-    """The head's parameters with one row per class (Linear/Conv weight and bias; DeiT's two heads), by name."""
-    heads = find_head_names(model)
-    return {name: p for name, p in model.named_parameters()
-            if in_head(name, heads) and p.dim() >= 1 and p.shape[0] == num_labels}
+    """The parameters of the layers that make the logits with one row per class (Linear / 1x1 Conv2d weight and
+    bias; both of DeiT's heads), by name (:func:`hf_transfer.modeling.heads.head_linears`)."""
+    return {name: p for head in head_linears(model) for name, p in head.row_parameters().items()
+            if p.dim() >= 1 and p.shape[0] == num_labels}
 
 
 def copy_rows(model: nn.Module, source: Mapping[str, torch.Tensor], match: LabelMatch) -> list[str]:

@@ -50,16 +50,21 @@ def resolve_model(spec: str | os.PathLike, *, revision: str | None = None) -> st
     return spec
 
 
-def _load_config(source: str, *, spec: str, revision: str | None, trust_remote_code: bool, **kwargs: Any):
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-    from transformers import AutoConfig
-
+def _require_config_file(source: str, *, spec: str) -> None:
+    """A local folder without config.json is no checkpoint: say so before transformers' own long error."""
     if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
         found = ", ".join(sorted(p.name for p in Path(source).iterdir())[:8]) or "nothing"
         raise CheckpointError(
             f"--model {spec} has no usable config.json (found: {found}): it is not a transformers/timm checkpoint "
             "folder. Point --model at a folder written by save_pretrained (config.json + model.safetensors)."
         )
+
+
+def _load_config(source: str, *, spec: str, revision: str | None, trust_remote_code: bool, **kwargs: Any):
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from transformers import AutoConfig
+
+    _require_config_file(source, spec=spec)
     try:
         return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as error:
@@ -289,12 +294,15 @@ def load_processor(spec: str, *, revision: str | None = None, trust_remote_code:
     from transformers import AutoImageProcessor
 
     source = resolve_model(spec, revision=revision)
+    _require_config_file(source, spec=spec)
     try:
         return AutoImageProcessor.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
+        said = (f"no such file in {source}" if Path(source).is_dir() else
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
         raise CheckpointError(
             f"--model {spec} has no image processor (preprocessor_config.json): its input size and normalisation "
-            f"are unknown ({error}). Use a checkpoint published with its processor."
+            f"are unknown ({said}). Use a checkpoint published with its processor."
         ) from error
 
 

@@ -168,7 +168,8 @@ def plan_model_files(run_dir: str | Path, *, adapter_only: bool = False, include
     """``{path in repo: local file}`` for a push of ``run_dir``; raises HubError naming what is missing."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise HubError(f"--model-dir {run_dir} does not exist. Pass the --output-dir of a finished `hf-transfer train` run.")
+        what = "is a file, not a folder" if run_dir.exists() else "does not exist"
+        raise HubError(f"--model-dir {run_dir} {what}. Pass the --output-dir of a finished `hf-transfer train` run.")
     weights_dir = run_dir / run_folder.ADAPTER_DIR if adapter_only else run_dir
     patterns = ADAPTER_FILES if adapter_only else MODEL_FILES
     found = sorted(weights_dir.iterdir()) if weights_dir.is_dir() else []

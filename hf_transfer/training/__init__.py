@@ -22,6 +22,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "watch_peers": "hf_transfer.training.lost_peers",
     "quiet": "hf_transfer.console",
     # the stages of `hf-transfer train`
+    "check_resume": "hf_transfer.training.resume",
     "prepare_output_dir": _RUN,
     "load_model_for_run": _RUN,
     "Prepared": _RUN,

@@ -37,11 +37,12 @@ from torch import nn
 from hf_transfer import run_folder
 from hf_transfer.config import RunConfig
 from hf_transfer.data.loading import DataReport
-from hf_transfer.errors import CheckpointError, OutputDirError
+from hf_transfer.errors import CheckpointError
 from hf_transfer.evaluation.metrics import classification_metrics
-from hf_transfer.modeling.heads import find_head_names
+from hf_transfer.modeling.heads import single_linear_head
 from hf_transfer.training.loss import balanced_class_weights, multi_label_loss, positive_weights, single_label_loss
 from hf_transfer.training.mixing import mixes
+from hf_transfer.training.resume import refuse_finished
 from hf_transfer.training.strategies import Strategy
 
 L2_PATH = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # L2 strengths tried, strong to weak (standardised features)
@@ -49,8 +50,6 @@ LBFGS_HISTORY = 20
 OPTIMIZER = "L-BFGS (full batch, strong Wolfe line search) over an L2 path chosen on validation"
 SPLITS = ("train", "validation", "test")
 LOWER_IS_BETTER = ("loss", "eval_loss")  # --metric-for-best-model values that pick the lowest
-# Modules that may sit in a head next to its one Linear without changing what a linear probe computes.
-PASSIVE_HEAD_MODULES = (nn.Flatten, nn.Dropout, nn.Identity)
 
 
 # ------------------------------------------------------------------------------------------------ route
@@ -82,26 +81,10 @@ def wants_cached_path(run: RunConfig, strategy: Strategy) -> Route:
 def probe_route(run: RunConfig, strategy: Strategy, model: nn.Module) -> Route:
     """:func:`wants_cached_path`, and a head the features can be fitted for (one Linear layer)."""
     route = wants_cached_path(run, strategy)
-    if route.cached and head_linear(model) is None:
+    if route.cached and single_linear_head(model) is None:
         return Route(False, f"linear probe: Trainer path ({type(model).__name__}'s head is not a single Linear layer, "
                             "so it cannot be fitted on cached features)")
     return route
-
-
-def head_linear(model: nn.Module) -> nn.Linear | None:
-    """The one Linear layer that maps the head's input to the logits, or None (several heads, a deeper head)."""
-    names = find_head_names(model)
-    if len(names) != 1:
-        return None
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_submodule(names[0])
-    if isinstance(head, nn.Linear):
-        return head
-    leaves = [m for m in head.modules() if not list(m.children())]
-    linears = [m for m in leaves if isinstance(m, nn.Linear)]
-    if len(linears) != 1 or not all(isinstance(m, (nn.Linear, *PASSIVE_HEAD_MODULES)) for m in leaves):
-        return None
-    return linears[0]
 
 
 def prepare_output_dir(output_dir: str | Path, *, resume: bool) -> Path:
@@ -111,9 +94,7 @@ def prepare_output_dir(output_dir: str | Path, *, resume: bool) -> Path:
     out = Path(output_dir).expanduser()
     if not resume:
         return run_folder.prepare_output_dir(out, resume=False)
-    if (out / run_folder.METRICS_FILE).is_file():
-        raise OutputDirError(f"--resume: the run in {out} is finished (it has {run_folder.METRICS_FILE}); nothing to "
-                             "resume. Choose a new --output-dir to train again (the features come from the cache).")
+    refuse_finished(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -296,7 +277,7 @@ def head_prior(model: nn.Module, reused_rows) -> tuple[torch.Tensor, torch.Tenso
     rows = sorted(reused_rows)
     if not rows:
         return None
-    head = head_linear(model)
+    head = single_linear_head(model)
     weight = torch.zeros_like(head.weight, dtype=torch.float32)
     bias = torch.zeros(head.out_features, dtype=torch.float32)
     with torch.no_grad():
@@ -309,14 +290,14 @@ def head_prior(model: nn.Module, reused_rows) -> tuple[torch.Tensor, torch.Tenso
 @torch.no_grad()
 def head_logits(model: nn.Module, features: np.ndarray) -> np.ndarray:
     """Logits (N, C) float32 of the model's head as it is now, applied to its cached inputs ``features``."""
-    head = head_linear(model)
+    head = single_linear_head(model)
     return head(torch.as_tensor(features).to(head.weight)).float().cpu().numpy()
 
 
 @torch.no_grad()
 def write_head(model: nn.Module, fit: HeadFit) -> None:
     """Copy the fitted head into the model's head Linear (so the saved checkpoint computes :meth:`HeadFit.logits`)."""
-    head = head_linear(model)
+    head = single_linear_head(model)
     if head is None:
         raise CheckpointError(f"{type(model).__name__}'s head is not one Linear layer, so a head fitted on features "
                               "cannot be written into it: train it with --strategy linear --augment light (the Trainer).")

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel, TrainingArguments
 
 from hf_transfer.errors import ConfigError
-from hf_transfer.modeling.heads import find_head_names, in_head
+from hf_transfer.modeling.heads import find_head_names, in_head, unwrap
 from hf_transfer.training.strategies import AppliedStrategy
 
 
@@ -37,7 +37,7 @@ def prepare_checkpointing(applied: AppliedStrategy, args: TrainingArguments, *, 
         return (f"gradient checkpointing: off for {applied.strategy.name} (the frozen backbone keeps no activations "
                 "for a backward pass, so checkpointing it would only recompute them)")
     model = applied.model
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap(model)
     how = "the model's own"
     if not getattr(base, "supports_gradient_checkpointing", False):
         how = f"each of {make_checkpointable(base)} stage block(s)"

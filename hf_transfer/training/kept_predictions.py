@@ -3,9 +3,8 @@
 The Trainer evaluates the model on validation at every evaluation step and, with ``load_best_model_at_end``,
 reloads the best checkpoint when training ends: the weights that the final evaluation then predicts with are
 the very weights whose validation logits were computed at that step. :class:`KeptPredictions` remembers those
-logits (the best step's and the latest step's only), so the run's final evaluation predicts on test alone.
-Measured on ``train --model embedded:efficientnet_lite0 --data embedded:textures --strategy full
---num-train-epochs 1`` (2 cores): the final evaluation's validation pass was ~8-10% of the run (CHANGELOG 0.3.0).
+logits (the best step's and the latest step's only), so the run's final evaluation predicts on test alone: on a
+small CPU run a second validation pass is a noticeable share of the whole run.
 
 A resumed run whose best step was evaluated by the earlier process has no logits for it: the final
 evaluation then predicts on validation as before.

@@ -50,6 +50,7 @@ from hf_transfer.training.lost_peers import watch_peers
 from hf_transfer.training.mixing import make_mixer
 from hf_transfer.training.model_step import to_channels_last, wants_channels_last
 from hf_transfer.training.optim import build_param_groups
+from hf_transfer.training.resume import check_resume
 from hf_transfer.training.save import Evaluation, calibrate, save_run
 from hf_transfer.training.strategies import AppliedStrategy, apply_strategy, get_strategy
 from hf_transfer.training.trainer import TransferTrainer
@@ -177,6 +178,7 @@ def prepare(run: RunConfig) -> Prepared:
     # The main process checks the output folder and fills shared caches (embedded checkpoint/data) first.
     with args.main_process_first(local=False, desc="output folder, data and checkpoint"):
         if is_main_process():
+            check_resume(out, run)  # --resume: refuses a finished run or changed options
             out = prepare_output_dir(out, resume=run.train.resume, cached=wants_cache)
         set_seed(run.train.seed)  # the new head's initialisation depends on it
         splits, report = (streaming.load_stream if run.data.streaming else load_splits)(run.data)
@@ -251,6 +253,13 @@ def prepare_output_dir(out: Path, *, resume: bool, cached: bool = False) -> Path
     return out
 
 
+def _print_zero_shot(prep: Prepared) -> None:
+    """The model's validation accuracy as initialised, when head rows were reused (else nothing)."""
+    if prep.zero_shot:
+        print(f"zero-shot (before training, {len(prep.label_match.rows)} reused row(s)): validation accuracy "
+              f"{prep.zero_shot['accuracy']:.3f}", flush=True)
+
+
 def announce(prep: Prepared) -> None:
     """Say what will be trained on what, and write the run's config and data report (main process)."""
     report, labels, out = prep.report, prep.labels, prep.out
@@ -262,9 +271,7 @@ def announce(prep: Prepared) -> None:
           f"{' ...' if len(labels) > 10 else ''}", flush=True)
     if prep.label_match.describe():
         print(prep.label_match.describe(), flush=True)
-    if prep.zero_shot:
-        print(f"zero-shot (before training, {len(prep.label_match.rows)} reused row(s)): validation accuracy "
-              f"{prep.zero_shot['accuracy']:.3f}", flush=True)
+    _print_zero_shot(prep)
     if report.bad_images:
         print(f"left out {len(report.bad_images)} unreadable image(s); see {out / run_folder.DATA_REPORT_FILE}")
     prep.run.save_yaml(out / run_folder.CONFIG_FILE)
@@ -405,9 +412,7 @@ def fit_cached_probe(prep: Prepared) -> tuple[FinalEvaluation, TrainingSummary]:
         print(f"features: {sizes} images ({cache}, {embedded - started:.1f} s); head fit: L-BFGS, L2 {head.l2:g} "
               f"kept of {len(head.path)} strength(s), {head.iterations} iterations, {time.time() - embedded:.2f} s",
               flush=True)
-        if prep.zero_shot:
-            print(f"zero-shot (before training, {len(prep.label_match.rows)} reused row(s)): validation accuracy "
-                  f"{prep.zero_shot['accuracy']:.3f}", flush=True)
+        _print_zero_shot(prep)
     final = report({name: cached_probe.evaluation(head, features[name], loss) for name in ("validation", "test")
                     if name in features}, prep)
     summary = _summary(prep, global_step=head.iterations, epochs=float(head.passes), best_checkpoint=None,
