@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hf_transfer.experiments.compare import render_markdown
+from hf_transfer.experiments.compare.report import render_markdown
 
 RESULTS = Path(__file__).resolve().parent
 PAGE = RESULTS.parent / "compare.md"
