@@ -26,6 +26,11 @@ that no cell uses for selection (each run keeps its best checkpoint on the valid
 test split, the compare holds one out, stratified, and says so. Finished cells are saved one by one: a stopped
 compare continues with `--resume`.
 
+`--parallel N` runs N cells at once: on GPUs each cell gets its own device (`CUDA_VISIBLE_DEVICES`; more cells than
+visible GPUs are refused), on CPU each gets `cores // N` torch threads. Every cell keeps its own process, seeds and
+data, so the results are those of a serial run (tests/test_compare.py checks it); only the seconds and images/s
+columns then share the machine.
+
 ```
 hf-transfer compare --data embedded:lfw_faces --models embedded:efficientnet_lite0 \\
     --strategies linear full lora dora loha ia3 --shots 5 10 all --seeds 3 \\
