@@ -207,7 +207,9 @@ def test_parallel_cells_get_their_own_gpus_or_a_share_of_the_cores():
     assert cell_resources(dataclasses.replace(settings, parallel=8), env={"OMP_NUM_THREADS": "2"}, gpus=[]) \
         == [{"OMP_NUM_THREADS": "1"}] * 8
     on_gpus = cell_resources(settings, env={"OMP_NUM_THREADS": "4"}, gpus=["0", "1", "2"])
-    assert [r["CUDA_VISIBLE_DEVICES"] for r in on_gpus] == ["0", "1"]
+    assert on_gpus == [{"OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": "0"}, {"OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": "1"}]
+    serial = cell_resources(dataclasses.replace(settings, parallel=1), env={}, gpus=["0", "1"])
+    assert serial == [{"CUDA_VISIBLE_DEVICES": "0"}]  # one device per cell, torch's own thread count
     launched = cell_resources(settings, env={"WORLD_SIZE": "2", "OMP_NUM_THREADS": "4"}, gpus=list("0123"))
     assert [r["CUDA_VISIBLE_DEVICES"] for r in launched] == ["0,1", "2,3"]  # one per process of each cell
     with pytest.raises(ConfigError, match=r"--parallel 2 needs 2 GPU\(s\), 1 per cell, but 1 is visible.*--use-cpu"):

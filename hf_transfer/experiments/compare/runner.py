@@ -94,11 +94,11 @@ def visible_gpus(env: dict[str, str] | None = None) -> list[str]:
 def cell_resources(settings: CompareSettings, env: dict[str, str] | None = None,
                    gpus: list[str] | None = None) -> list[dict[str, str]]:
     """The environment of each of the ``parallel`` cells that run at once: its own GPUs (``CUDA_VISIBLE_DEVICES``:
-    one per process of the cell) or, on CPU, its share of the cores (``OMP_NUM_THREADS``: cores // parallel)."""
+    one per process of the cell) and its share of torch's threads (``OMP_NUM_THREADS``: threads // parallel, the
+    default threads when one cell runs at a time)."""
     env = os.environ if env is None else env
     n = settings.parallel
-    cores = int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else len(os.sched_getaffinity(0))
-    threads = {"OMP_NUM_THREADS": str(max(1, cores // n))}
+    threads = {} if n == 1 else {"OMP_NUM_THREADS": str(max(1, _thread_budget(env) // n))}
     gpus = ([] if _uses_cpu(settings) else visible_gpus(env)) if gpus is None else gpus
     if not gpus:
         return [dict(threads) for _ in range(n)]
@@ -110,6 +110,15 @@ def cell_resources(settings: CompareSettings, env: dict[str, str] | None = None,
                           f"--parallel to {max(1, len(gpus) // max(per_cell, 1))}, or pass --use-cpu to split the "
                           "CPU cores between the cells instead.")
     return [threads | {"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per_cell:(i + 1) * per_cell])} for i in range(n)]
+
+
+def _thread_budget(env) -> int:
+    """The threads one process would use: ``OMP_NUM_THREADS``, else torch's default (the physical cores)."""
+    if env.get("OMP_NUM_THREADS", "").isdigit():
+        return int(env["OMP_NUM_THREADS"])
+    import torch
+
+    return torch.get_num_threads()
 
 
 class CellRunner:
