@@ -83,7 +83,7 @@ class CompareSettings:
             raise ConfigError(f"{owned}: the compare sets these for every cell; use its own options (--models, "
                               "--strategies, --shots, --seeds, --num-train-epochs/--max-steps, --data-seed).")
         if self.train_options:
-            _check_train_options(self.train_options)
+            _check_train_options(self)
         return self
 
     @property
@@ -96,14 +96,16 @@ class CompareSettings:
                 "test_fraction": self.test_fraction}
 
 
-def _check_train_options(options: list[str]) -> None:
-    """Refuse, before anything runs, the options that neither compare nor train knows (a typo would fail every cell)."""
-    from hf_transfer.config import build_parser
+def _check_train_options(settings: CompareSettings) -> None:
+    """Refuse, before anything runs, train options that every cell would refuse (train's own parser and checks)."""
+    from hf_transfer.config import parse_run_config
 
-    _, unknown = build_parser().parse_known_args(["--model", "m", "--data", "d", "--output-dir", "o", *options])
-    if unknown:
-        raise ConfigError(f"Unknown option(s) {unknown}. `hf-transfer compare --help` lists the compare's options; "
-                          "every other option goes to each cell's train and must be one of `hf-transfer train --help`.")
+    try:
+        parse_run_config(["--model", settings.models[0], "--data", settings.data.data, "--output-dir", "unused",
+                          "--strategy", settings.strategies[0], *settings.train_options])
+    except ConfigError as error:
+        raise ConfigError(f"`hf-transfer compare --help` lists the compare's own options; the others go to every "
+                          f"cell's train, which refuses these: {error}") from error
 
 
 def _known_strategy(name: str) -> str:
