@@ -64,10 +64,22 @@ def forked_cell(argv: list[str], log: str, env: dict[str, str]) -> None:
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:
         traceback.print_exc()
-    finally:  # now, as a forked child should: no wait for threads a library left behind
+    finally:  # now, with no wait for threads a library left behind
+        _release_process_resources()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _release_process_resources() -> None:
+    """multiprocessing's own exit steps for a child: its finalizers free the semaphores the cell made (tqdm's lock),
+    which the resource tracker the cells share would otherwise report as leaked when the compare ends."""
+    from multiprocessing import util
+
+    try:
+        util._exit_function()
+    except Exception:  # noqa: BLE001 - the cell's result is written: nothing here may change its exit code
+        traceback.print_exc()
 
 
 def _is_main() -> bool:
