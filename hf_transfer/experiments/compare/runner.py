@@ -135,7 +135,7 @@ class CellRunner:
             self.slots.put(slot)
         if self.command is None:
             self.context = multiprocessing.get_context("forkserver")
-            self.context.set_forkserver_preload(list(PRELOAD))
+            self.context.set_forkserver_preload([*PRELOAD, forked_cell.__module__])  # and the cell's own module
             # the server imports while the checkpoints are checked; a cell's clock starts once it is forked
             multiprocessing.forkserver.ensure_running()
 
