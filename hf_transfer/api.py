@@ -246,15 +246,16 @@ def compare(*, models: Sequence[str | Path], data: DataConfig | str | Path, outp
     in its own process; the compare.json payload (also written, with compare.md and compare.png, to ``output_dir``).
 
     ``options`` are DataConfig fields (``data_seed=7``, ``image_column="img"``), which set the data, and the other
-    train fields (``lora_r=8``, ``use_cpu=True``, ``per_device_train_batch_size=16``), which go to every cell's train
-    as ``--lora-r 8``. ``progress`` gets one line per finished cell (default: stderr).
+    train fields and passed-through ``TrainingArguments`` fields (``lora_r=8``, ``use_cpu=True``, ``max_grad_norm=0.5``),
+    which go to every cell's train as ``--lora-r 8``. ``progress`` gets one line per finished cell (default: stderr).
     """
     from hf_transfer.experiments.compare.grid import compare as run_compare
     from hf_transfer.experiments.compare.plan import DEFAULT_TEST_FRACTION, OWNED_OPTIONS, CompareSettings
 
     owned = {o[2:].replace("-", "_") for o in OWNED_OPTIONS} - {"data_seed"}  # the data seed is the data's
-    own = [name for name in inspect.signature(compare).parameters if name != "options"]
-    _check_keywords(options, (FIELD_NAMES - owned) | set(own), function="compare")
+    known = (FIELD_NAMES - owned) | {name for name in inspect.signature(compare).parameters if name != "options"}
+    if not set(options) <= known:  # TrainingArguments fields pass through (reading them imports transformers)
+        _check_keywords(options, known | trainer_option_names(), function="compare")
     settings = CompareSettings(
         data=_data_config(data, {k: v for k, v in options.items() if k in DATA_FIELDS}, function="compare"),
         models=[str(m) for m in models], strategies=list(strategies), shots=list(shots), seeds=seeds,

@@ -53,6 +53,8 @@ def test_a_misspelt_keyword_is_an_error_that_names_the_field(tmp_path):
         hf_transfer.compare(models=["m"], data="d", output_dir=tmp_path / "out", parallell=2)
     with pytest.raises(ConfigError, match="'strategy' \\(did you mean 'strategies'"):  # the compare sets it per cell
         hf_transfer.compare(models=["m"], data="d", output_dir=tmp_path / "out", strategy="lora")
+    with pytest.raises(ConfigError, match="'max_grad_nrom' \\(did you mean 'max_grad_norm'"):  # a Trainer option
+        hf_transfer.compare(models=["m"], data="d", output_dir=tmp_path / "out", max_grad_nrom=0.5)
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
