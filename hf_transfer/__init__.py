@@ -34,6 +34,7 @@ __all__ = [
     # choose: checkpoints and strategies before training
     "rank",
     "curve",
+    "compare",
     "list_strategies",
     # configuration (the same dataclasses as the CLI and the YAML recipes)
     "RunConfig",

@@ -1,4 +1,4 @@
-"""The public Python API for notebooks and scripts: one call per task (train, evaluate, rank, curve, ...).
+"""The public Python API for notebooks and scripts: one call per task (train, evaluate, rank, curve, compare, ...).
 
 The commands and the recipes do not go through this module: they call the same library functions it calls
 (``run_training``, ``evaluate_classifier``, ...), from settings parsed into the same config dataclasses.
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     from hf_transfer.transferability.rank import Ranking
 
 __all__ = ["ConfigError", "DataConfig", "HfTransferError", "ImageClassifier", "ModelConfig", "RunConfig",
-           "RunResult", "StrategyConfig", "TrainConfig", "curve", "evaluate", "list_strategies", "load_classifier",
-           "load_metric", "rank", "train"]
+           "RunResult", "StrategyConfig", "TrainConfig", "compare", "curve", "evaluate", "list_strategies",
+           "load_classifier", "load_metric", "rank", "train"]
 
 # Re-exported from modules that import torch: resolved on first use, so `from hf_transfer import RunConfig`
 # stays light.
@@ -237,3 +237,52 @@ def curve(*, model: str | Path, data: DataConfig | str | Path, output_dir: str |
     if output_dir is not None:
         write_curve(result, output_dir)
     return result
+
+
+def compare(*, models: Sequence[str | Path], data: DataConfig | str | Path, output_dir: str | Path,
+            strategies: Sequence[str] = ("linear", "full", "lora"), shots: Sequence[int | str] = (5, 10, "all"),
+            seeds: int = 3, max_steps: int | None = None, num_train_epochs: float | None = None,
+            test_fraction: float | None = None, parallel: int = 1, launcher: str | None = None,
+            zero_shot: bool = True, keep_runs: bool = False, resume: bool = False, progress: Any = None,
+            verbose: bool = False, **options: Any) -> dict[str, Any]:
+    """Which strategy for this data (as ``hf-transfer compare``): every strategy x model x shots x seed cell trained
+    in its own process; the compare.json payload (also written, with compare.md and compare.png, to ``output_dir``).
+
+    ``options`` are DataConfig fields (``data_seed=7``, ``image_column="img"``), which set the data, and the other
+    train fields and passed-through ``TrainingArguments`` fields (``lora_r=8``, ``use_cpu=True``, ``max_grad_norm=0.5``),
+    which go to every cell's train as ``--lora-r 8``. ``progress`` gets one line per finished cell (default: stderr).
+    """
+    from hf_transfer.experiments.compare.grid import compare as run_compare
+    from hf_transfer.experiments.compare.plan import DEFAULT_TEST_FRACTION, OWNED_OPTIONS, CompareSettings
+
+    owned = {o[2:].replace("-", "_") for o in OWNED_OPTIONS} - {"data_seed"}  # the data seed is the data's
+    known = (FIELD_NAMES - owned) | {name for name in inspect.signature(compare).parameters if name != "options"}
+    if not set(options) <= known:  # TrainingArguments fields pass through (reading them imports transformers)
+        _check_keywords(options, known | trainer_option_names(), function="compare")
+    settings = CompareSettings(
+        data=_data_config(data, {k: v for k, v in options.items() if k in DATA_FIELDS}, function="compare"),
+        models=[str(m) for m in models], strategies=list(strategies), shots=list(shots), seeds=seeds,
+        max_steps=max_steps, num_train_epochs=num_train_epochs,
+        train_options=_train_flags({k: v for k, v in options.items() if k not in DATA_FIELDS}),
+        test_fraction=DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction, parallel=parallel,
+        launcher=launcher, keep_runs=keep_runs, zero_shot=zero_shot)
+    with console.quiet(verbose):
+        return run_compare(settings, output_dir, resume=resume, progress=progress or _print_to_stderr)
+
+
+def _train_flags(options: Mapping[str, Any]) -> list[str]:
+    """Keyword options as train's command line: ``lora_r=8`` is ``--lora-r 8``, a list gives several values."""
+    flags: list[str] = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        flags += [f"--{name.replace('_', '-')}", *(str(_plain(v)).lower() if isinstance(v, bool) else str(_plain(v))
+                                                    for v in values)]
+    return flags
+
+
+def _print_to_stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)

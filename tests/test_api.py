@@ -16,7 +16,7 @@ from hf_transfer import ConfigError, HfTransferError, RunConfig
 def test_import_hf_transfer_is_light_and_the_api_resolves_lazily():
     code = ("import sys, hf_transfer\n"
             "light = [m for m in ('torch', 'transformers', 'accelerate', 'datasets') if m in sys.modules]\n"
-            "from hf_transfer import train, RunConfig, ConfigError, list_strategies, curve, rank, evaluate\n"
+            "from hf_transfer import train, RunConfig, ConfigError, list_strategies, curve, rank, evaluate, compare\n"
             "after = [m for m in ('torch', 'transformers', 'accelerate', 'datasets') if m in sys.modules]\n"
             "print(light, after, hf_transfer.__version__)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -49,6 +49,12 @@ def test_a_misspelt_keyword_is_an_error_that_names_the_field(tmp_path):
         hf_transfer.rank(models=["m"], data="d", sample=10)
     with pytest.raises(ConfigError, match="'seed' \\(did you mean 'seeds'"):
         hf_transfer.curve(model="m", data="d", seed=1)
+    with pytest.raises(ConfigError, match="'parallell' \\(did you mean 'parallel'"):  # compare's own keyword
+        hf_transfer.compare(models=["m"], data="d", output_dir=tmp_path / "out", parallell=2)
+    with pytest.raises(ConfigError, match="'strategy' \\(did you mean 'strategies'"):  # the compare sets it per cell
+        hf_transfer.compare(models=["m"], data="d", output_dir=tmp_path / "out", strategy="lora")
+    with pytest.raises(ConfigError, match="'max_grad_nrom' \\(did you mean 'max_grad_norm'"):  # a Trainer option
+        hf_transfer.compare(models=["m"], data="d", output_dir=tmp_path / "out", max_grad_nrom=0.5)
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 

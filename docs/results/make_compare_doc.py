@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hf_transfer.experiments.compare import render_markdown
+from hf_transfer.experiments.compare.report import render_markdown
 
 RESULTS = Path(__file__).resolve().parent
 PAGE = RESULTS.parent / "compare.md"
@@ -25,6 +25,11 @@ with the same budget, each strategy at its own default learning rate, and tests 
 that no cell uses for selection (each run keeps its best checkpoint on the validation split). When the data has no
 test split, the compare holds one out, stratified, and says so. Finished cells are saved one by one: a stopped
 compare continues with `--resume`.
+
+`--parallel N` runs N cells at once: on GPUs each cell gets its own device (`CUDA_VISIBLE_DEVICES`; more cells than
+visible GPUs are refused), on CPU each gets `cores // N` torch threads. Every cell keeps its own process, seeds and
+data, so the results are those of a serial run (tests/test_compare.py checks it); only the seconds and images/s
+columns then share the machine.
 
 ```
 hf-transfer compare --data embedded:lfw_faces --models embedded:efficientnet_lite0 \\

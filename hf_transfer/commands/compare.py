@@ -6,7 +6,7 @@ from hf_transfer.commands._data_options import add_data_options, data_config_fro
 
 
 def register(subparsers) -> None:
-    from hf_transfer.experiments.compare import DEFAULT_MAX_STEPS, DEFAULT_TEST_FRACTION
+    from hf_transfer.experiments.compare.plan import DEFAULT_MAX_STEPS, DEFAULT_TEST_FRACTION
 
     parser = subparsers.add_parser(
         "compare", help="Which strategy for my data? Train every strategy x checkpoint x shot count x seed and compare.",
@@ -32,7 +32,10 @@ def register(subparsers) -> None:
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
                         help=f"Share of each class held out as the test split when the data has none "
                              f"(default {DEFAULT_TEST_FRACTION}).")
-    parser.add_argument("--jobs", type=int, default=1, help="Cells run at the same time (default 1: timings stay fair).")
+    parser.add_argument("--parallel", "--jobs", dest="parallel", type=int, default=1, metavar="N",
+                        help="Cells run at once (default 1: timings stay fair), each on its own GPU (more than the "
+                             "visible GPUs are refused) or, on CPU, with cores // N torch threads. The results are "
+                             "those of a serial run. --jobs is the old name.")
     parser.add_argument("--launcher", default=None,
                         help='Command prefix that starts each cell, e.g. "accelerate launch --num_processes 2". Default: '
                              "python; under `accelerate launch` with several processes, accelerate launch with as many.")
@@ -51,14 +54,15 @@ def run(args, extra) -> int:
     import shlex
     import sys
 
-    from hf_transfer.experiments.compare import CompareSettings, compare
+    from hf_transfer.experiments.compare.grid import compare
+    from hf_transfer.experiments.compare.plan import CompareSettings
 
     if int(os.environ.get("RANK", "0") or 0) != 0:  # under accelerate launch: the main process runs the grid
         return 0
     settings = CompareSettings(
         data=dataclasses.replace(data_config_from(args), data_seed=args.data_seed), models=args.models,
         strategies=args.strategies, shots=args.shots, seeds=args.seeds, num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps, train_options=list(extra), test_fraction=args.test_fraction, jobs=args.jobs,
+        max_steps=args.max_steps, train_options=list(extra), test_fraction=args.test_fraction, parallel=args.parallel,
         launcher=args.launcher, keep_runs=args.keep_runs, zero_shot=args.zero_shot,
     )
     command = "hf-transfer " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["compare"] else ["compare", "..."])

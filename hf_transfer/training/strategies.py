@@ -9,6 +9,7 @@ always trained and saved (``modules_to_save``). A method that cannot apply says 
 
 from __future__ import annotations
 
+import difflib
 import json
 import types
 from collections.abc import Callable
@@ -81,9 +82,12 @@ def register(strategy: Strategy) -> Strategy:
 
 
 def get_strategy(name: str) -> Strategy:
+    """The registry entry of ``name``; an unknown name is an error that names the closest one."""
     key = name.lower().strip()
     if key not in REGISTRY:
-        raise StrategyError(f"Unknown strategy {name!r}. Choose one of: {', '.join(REGISTRY)} "
+        close = difflib.get_close_matches(key, list(REGISTRY), n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise StrategyError(f"Unknown strategy {name!r}.{hint} Choose one of: {', '.join(REGISTRY)} "
                             "(`hf-transfer strategies` describes them).")
     return REGISTRY[key]
 
