@@ -21,7 +21,7 @@ from hf_transfer import cache
 from hf_transfer.config import DataConfig
 from hf_transfer.data import bundled
 from hf_transfer.data.images import MAX_IMAGE_PIXELS, image_files, load_image
-from hf_transfer.data.sampling import is_multi_label, shot_indices, stratified_split
+from hf_transfer.data.sampling import column, is_multi_label, shot_indices, stratified_split
 from hf_transfer.errors import BadImageError, DataError, DataNotFoundError, DataWarning
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
@@ -242,7 +242,7 @@ def _encode_labels(raw, cfg: DataConfig):
         return raw
     if isinstance(feature, datasets.Sequence) or (hasattr(datasets, "List") and isinstance(feature, datasets.List)):
         raise DataError("The label column holds lists: this is multi-label data. Pass --multi-label.")
-    values = [v for ds in raw.values() for v in ds["label"]]
+    values = [v for ds in raw.values() for v in column(ds, "label")]
     if any(v is None for v in values):
         raise DataError("Some rows have no label. Remove them or give them a label.")
     if all(isinstance(v, (int, np.integer)) for v in values):
@@ -271,7 +271,7 @@ def _encode_multi_label(raw, cfg: DataConfig):
     inner = getattr(feature, "feature", None)
     if isinstance(inner, datasets.ClassLabel):
         return raw
-    names = sorted({n for ds in raw.values() for cell in ds["label"] for n in split_cell(cell)})
+    names = sorted({n for ds in raw.values() for cell in column(ds, "label") for n in split_cell(cell)})
     target = datasets.Sequence(datasets.ClassLabel(names=names))
     return datasets.DatasetDict({
         k: v.map(lambda b: {"label": [split_cell(c) for c in b["label"]]}, batched=True,
@@ -288,7 +288,7 @@ def label_names_of(ds) -> list[str]:
 
 def class_counts(ds) -> dict[str, int]:
     names = label_names_of(ds)
-    labels = ds["label"]
+    labels = column(ds, "label")
     if is_multi_label(ds):
         counts = Counter(i for row in labels for i in row)
     else:
@@ -331,7 +331,7 @@ def sample_shots(ds, shots: int, *, seed: int):
     """Keep ``shots`` training examples per class (seeded, :func:`shot_indices`); refuse if a class has fewer."""
     if is_multi_label(ds):
         raise DataError("--shots-per-class needs single-label data; multi-label rows belong to several classes.")
-    return ds.select(shot_indices(ds["label"], shots, seed=seed, label_names=label_names_of(ds)).tolist())
+    return ds.select(shot_indices(column(ds, "label"), shots, seed=seed, label_names=label_names_of(ds)).tolist())
 
 
 def _check_classes(splits, label_names: list[str], cfg: DataConfig) -> None:
@@ -369,7 +369,7 @@ def _warn_absent_classes(splits, label_names: list[str], cfg: DataConfig) -> Non
 
 def _drop_bad_images(ds, split: str, cfg: DataConfig):
     """Check each image once; on bad ones either stop with the list or drop them (``--on-bad-image``)."""
-    records = ds["image"]
+    records = column(ds, "image")
     names = [(record or {}).get("path") or f"{split}[{index}]" for index, record in enumerate(records)]
     reasons = check_images(records, names)
     bad = [{"split": split, "file": str(names[i]), "reason": reason} for i, reason in enumerate(reasons) if reason]
@@ -382,13 +382,17 @@ def _drop_bad_images(ds, split: str, cfg: DataConfig):
     return (ds.select([i for i, reason in enumerate(reasons) if not reason]) if bad else ds), bad
 
 
-# The up-front check, made cheap (measured in CHANGELOG 0.3.0): a JPEG is decoded at 1/8 scale (libjpeg's DCT
-# scaling still entropy-decodes every byte, so it fails on exactly the truncated files a full decode fails on,
-# 2-3x faster), other formats fully; over a thread pool (Pillow releases the GIL while decoding); and a file
-# that passed once is remembered by identity (path, size, mtime, inode), so a second run on the same folder
-# reads no pixels at all. Files that fail are never remembered: they are checked, and reported, every run.
-CHECK_VERSION = 1  # bump when the check changes: older cache entries are then ignored
+# The up-front check, made cheap. Most files are settled without decoding a pixel: a JPEG whose header parses and
+# whose last bytes are the end-of-image marker, a PNG whose chunk checksums all match (PIL's verify(): it reads
+# the chunks, it does not inflate them). That is what truncation and damaged bytes break, the usual ways image
+# files go bad. Anything else (no end marker, a bad checksum, other formats) gets the decode: a JPEG at 1/8 scale
+# (libjpeg's DCT scaling still entropy-decodes every byte, so it fails on exactly the files a full decode fails
+# on), other formats fully, so a file is only ever reported bad by a decode. Over a thread pool, and a file that
+# passed once is remembered by identity (path, size, mtime, inode): a second run on the same folder opens none.
+# Files that fail are never remembered: they are checked, and reported, every run.
+CHECK_VERSION = 2  # bump when the check changes: older cache entries are then ignored
 JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"
 
 
 def check_images(records, names, *, workers: int | None = None, use_cache: bool = True) -> list[str | None]:
@@ -415,6 +419,8 @@ def check_images(records, names, *, workers: int | None = None, use_cache: bool 
 
 
 def _check_one(record, name: str) -> str | None:
+    if _sound_without_decoding(record):
+        return None
     try:
         small = _open_jpeg_small(record)
         if small is None:
@@ -425,6 +431,30 @@ def _check_one(record, name: str) -> str | None:
     except BadImageError as error:
         return str(error)
     return None
+
+
+def _sound_without_decoding(record) -> bool:
+    """True when a JPEG or PNG file looks whole from its structure alone (see above); False means "decode it"."""
+    from PIL import Image
+
+    path = (record or {}).get("path") if not (record or {}).get("bytes") else None
+    if not path:
+        return False
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if not 0 < width * height <= MAX_IMAGE_PIXELS:
+                return False
+            if image.format == "PNG":
+                image.verify()  # every chunk's CRC, up to IEND; raises on damage or truncation
+                return True
+            if image.format != "JPEG":
+                return False
+        with open(path, "rb") as handle:
+            handle.seek(-2, os.SEEK_END)
+            return handle.read(2) == JPEG_END
+    except Exception:  # noqa: BLE001 - the decode gives the readable reason
+        return False
 
 
 def _open_jpeg_small(record):
@@ -455,10 +485,11 @@ def _file_identity(record) -> str | None:
     if record.get("bytes") or not record.get("path"):
         return None
     try:
-        stat = Path(record["path"]).stat()
+        stat = os.stat(record["path"])
     except OSError:
         return None
-    return f"{Path(record['path']).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    # abspath, not resolve(): resolve stats every folder of the path, per file (the inode already tells links apart)
+    return f"{os.path.abspath(record['path'])}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
 
 
 def _check_cache_file(identities: list[str | None]) -> Path | None:
