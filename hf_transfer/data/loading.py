@@ -116,9 +116,12 @@ def _load_folder(folder: Path):
         raise DataError(f"--data {folder}: no class sub-folders. Put each class's images in its own folder: "
                         f"{folder}/<class name>/*.jpg")
     roots = split_dirs if split_dirs else [folder]
+    listed = {root: [str(f) for f in image_files(root)] for root in roots}  # one walk per root, files as strings
     for root in roots:
         class_dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        empty = sorted(p.name for p in class_dirs if not _has_images(p))
+        prefix = len(str(root)) + 1
+        holding = {f[prefix:].split(os.sep, 1)[0] for f in listed[root]}  # first folder under root of each file
+        empty = sorted(p.name for p in class_dirs if p.name not in holding)
         if empty:
             raise DataError(f"--data {folder}: class folder(s) {empty} under {root} hold no images. Add images to "
                             "them or delete them.")
@@ -128,28 +131,23 @@ def _load_folder(folder: Path):
         data_files = {}
         for p in split_dirs:
             name = "validation" if p.name.lower() in VALIDATION_NAMES else p.name.lower()
-            data_files[name] = [str(f) for f in image_files(p)]
+            data_files[name] = listed[p]
         return _folder_dataset(data_files, folder)
-    return _folder_dataset({"train": [str(f) for f in image_files(folder)]}, folder)
+    return _folder_dataset({"train": listed[folder]}, folder)
 
 
 def _folder_dataset(data_files: dict[str, list[str]], root: Path):
     """Build splits from file lists; the class is the file's parent folder name (sorted into a ClassLabel)."""
     import datasets
 
-    names = sorted({Path(f).parent.name for files in data_files.values() for f in files})
+    classes = {split: [os.path.basename(os.path.dirname(f)) for f in files] for split, files in data_files.items()}
+    names = sorted({name for split in classes.values() for name in split})
     features = datasets.Features({"image": datasets.Image(decode=False), "label": datasets.ClassLabel(names=names)})
     out = {}
     for split, files in data_files.items():
         out[split] = datasets.Dataset.from_dict(
-            {"image": [{"path": f, "bytes": None} for f in files], "label": [Path(f).parent.name for f in files]},
-            features=features,
-        )
+            {"image": [{"path": f, "bytes": None} for f in files], "label": classes[split]}, features=features)
     return datasets.DatasetDict(out)
-
-
-def _has_images(folder: Path) -> bool:
-    return bool(image_files(folder))
 
 
 def _load_table(path: Path, cfg: DataConfig):
@@ -393,6 +391,7 @@ def _drop_bad_images(ds, split: str, cfg: DataConfig):
 CHECK_VERSION = 2  # bump when the check changes: older cache entries are then ignored
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_END = b"\xff\xd9"
+CHECK_CHUNK = 256  # files per thread-pool task
 
 
 def check_images(records, names, *, workers: int | None = None, use_cache: bool = True) -> list[str | None]:
@@ -407,9 +406,13 @@ def check_images(records, names, *, workers: int | None = None, use_cache: bool 
     todo = [i for i, identity in enumerate(identities) if identity is None or identity not in known]
     reasons: list[str | None] = [None] * len(records)
     if todo:
-        with ThreadPoolExecutor(max_workers=min(workers or available_cores(), len(todo))) as pool:
-            for i, reason in zip(todo, pool.map(lambda i: _check_one(records[i], names[i]), todo), strict=True):
-                reasons[i] = reason
+        # chunks, not one task per file: a future per file cost more than the check of a file itself
+        chunks = [todo[start:start + CHECK_CHUNK] for start in range(0, len(todo), CHECK_CHUNK)]
+        with ThreadPoolExecutor(max_workers=min(workers or available_cores(), len(chunks))) as pool:
+            for chunk, found in zip(chunks, pool.map(lambda c: [_check_one(records[i], names[i]) for i in c], chunks),
+                                    strict=True):
+                for i, reason in zip(chunk, found, strict=True):
+                    reasons[i] = reason
     if cache_file and todo:
         now = {identity for identity, reason in zip(identities, reasons, strict=True) if identity and not reason}
         paths = {identity.split("|")[0] for identity in identities if identity}
