@@ -110,6 +110,7 @@ def test_scale_bench_runs_end_to_end_at_a_toy_size(tmp_path):
         assert 0 < row["imports_s"] < row["first_step_s"] and row["images_per_s"] > 0 and row["peak_rss_mib"] > 100
         assert row["stages_s"]["load_splits"] > 0 and row["stages_s"]["build_trainer"] > 0
     assert large["ms_per_extra_image"] == round(1000 * (large["first_step_s"] - small["first_step_s"]) / 24, 3)
+    assert large["after_imports_s"] == round(large["first_step_s"] - large["python_start_s"] - large["imports_s"], 2)
     streaming = report["scaling"]["24"]["streaming"]
     assert "first_step_s" in streaming or "no --streaming" in streaming["skipped"]
     whole = report["whole"]
