@@ -263,7 +263,8 @@ def run_probe(work: Path, images: int, checkpoint: Path, args, *, streaming: boo
              "--per-device-train-batch-size", args.batch_size]
     if streaming:
         train += ["--data", webdataset_shards(work, folder, images), "--streaming", "--image-column", "jpg",
-                  "--label-column", "cls", "--labels", ",".join(CLASSES)]
+                  "--label-column", "cls", "--labels", ",".join(CLASSES),
+                  "--eval-strategy", "steps", "--eval-steps", 10**6]  # a stream has no epochs to evaluate at
     else:
         train += ["--data", folder]
     command = [sys.executable, __file__, "--probe", out, "--warmup", args.warmup, "--batch-size", args.batch_size,
