@@ -50,7 +50,7 @@ PHOTO_CLASSES = {"cat": "chelsea", "coffee": "coffee", "astronaut": "astronaut",
 SMALL_JPEG = (96, 72)
 PHOTO_SIZE = (320, 240)
 # the probe's start-up stages: names looked up in hf_transfer.training.run when it calls them
-STAGES = ("build_training_arguments", "load_splits", "_load_model", "load_processor", "zero_shot", "apply_strategy",
+STAGES = ("build_training_arguments", "load_splits", "load_model_for_run", "load_processor", "zero_shot", "apply_strategy",
           "resolve_data_path", "build_trainer")
 
 
@@ -403,15 +403,18 @@ def format_markdown(report: dict) -> str:
                          f"| {_cell(mem, 'peak_rss_mib')} | {_cell(mem, 'images_per_s')} | "
                          f"{_cell(stream, 'first_step_s')} | {_cell(stream, 'peak_rss_mib')} | "
                          f"{_cell(stream, 'images_per_s')} |")
+        # the stages this report's runs timed, in call order (the measured checkout may name them differently)
+        stages_run = list(dict.fromkeys(k for row in report["scaling"].values()
+                                        for k in row["in_memory"].get("stages_s", {})))
         lines += ["", "**Start-up stages, in memory (s): interpreter start, imports, then the stages of "
                   "`hf_transfer.training.run` before the first step**", "",
-                  "| images | python | imports | " + " | ".join(STAGES) + " |",
-                  "|---:|---:|---:|" + "---:|" * len(STAGES)]
+                  "| images | python | imports | " + " | ".join(stages_run) + " |",
+                  "|---:|---:|---:|" + "---:|" * len(stages_run)]
         for row in report["scaling"].values():
             mem = row["in_memory"]
             stages = mem.get("stages_s", {})
             lines.append(f"| {row['images']:,} | {_cell(mem, 'python_start_s')} | {_cell(mem, 'imports_s')} | "
-                         + " | ".join(str(stages.get(s, "-")) for s in STAGES) + " |")
+                         + " | ".join(str(stages.get(s, "-")) for s in stages_run) + " |")
         notes = {v.get("skipped") or v.get("error") for row in report["scaling"].values()
                  for v in (row["in_memory"], row["streaming"]) if "skipped" in v or "error" in v}
         lines += [""] + [f"- {note}" for note in sorted(n[:300] for n in notes)]
