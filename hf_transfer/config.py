@@ -180,8 +180,9 @@ class DataConfig:
     )
     check_images: Optional[bool] = field(
         default=None,
-        metadata={"help": "Decode every image once before training to find bad files early. Default: on for "
-                  "local data, off for Hub data sets."},
+        metadata={"help": "Check every image once before training to find bad files early (JPEG/PNG: header, "
+                  "end marker, checksums; a decode only where those leave doubt). Default: on for local data, off "
+                  "for Hub data sets."},
     )
     augment: Optional[Literal["none", "light", "strong"]] = field(
         default=None,

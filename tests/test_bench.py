@@ -82,3 +82,41 @@ def test_results_md_tables_are_the_ones_generated_from_cpu_json():
     assert start in text and end in text
     assert text.split(start, 1)[1].split(end, 1)[0].strip() == bench.format_markdown(report).strip()
     assert report["mode"] == "cpu" and not report["errors"] and set(report["sections"]) == set(bench.SECTIONS)
+
+
+def _scale_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hf_transfer_scale_bench", REPO / "bench" / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    return scale
+
+
+def test_scale_bench_runs_end_to_end_at_a_toy_size(tmp_path):
+    """bench/scale.py at two toy sizes and a few photos: every column is a number this run measured (or says why
+    it is empty), the per-image slope comes from the two first-step times, and the tables are the JSON's."""
+    out, tables = tmp_path / "scale.json", tmp_path / "RESULTS.md"
+    scale = _scale_module()
+    tables.write_text(f"before\n{scale.MARKERS[0]}\nold\n{scale.MARKERS[1]}\nafter\n")
+    run([sys.executable, REPO / "bench" / "scale.py", "--sizes", "24,48", "--warmup", "1", "--steps", "2",
+         "--batch-size", "4", "--photos", "16", "--epochs", "1", "--repeats", "1", "--work", tmp_path / "work",
+         "--json", out, "--markdown", tables, "--time-budget", "500"],
+        env=offline_env(tmp_path / "cache"), cwd=tmp_path, timeout=600)
+    report = read_json(out)
+    assert report["machine"]["load_average_at_start"] and report["code"].startswith(str(REPO))
+    small, large = report["scaling"]["24"]["in_memory"], report["scaling"]["48"]["in_memory"]
+    for row in (small, large):
+        assert 0 < row["imports_s"] < row["first_step_s"] and row["images_per_s"] > 0 and row["peak_rss_mib"] > 100
+        assert row["stages_s"]["load_splits"] > 0 and row["stages_s"]["build_trainer"] > 0
+    assert large["ms_per_extra_image"] == round(1000 * (large["first_step_s"] - small["first_step_s"]) / 24, 3)
+    assert large["after_imports_s"] == round(large["first_step_s"] - large["python_start_s"] - large["imports_s"], 2)
+    streaming = report["scaling"]["24"]["streaming"]
+    assert "first_step_s" in streaming or "no --streaming" in streaming["skipped"]
+    whole = report["whole"]
+    for name in ("ours", "peer"):
+        assert len(whole[name]["wall_s_runs"]) == 1 and whole[name]["wall_s"] > 0, whole["runs"]
+    assert whole["ours_over_peer"] == round(whole["ours"]["wall_s"] / whole["peer"]["wall_s"], 3)
+    text = tables.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "\nold\n" not in text
+    assert report["command"] in text and f"{whole['ours_over_peer']}x" in text

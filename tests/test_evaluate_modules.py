@@ -103,7 +103,7 @@ def test_accuracy_and_f1_take_class_ids_too():
 
 
 def test_classification_metrics_are_the_modules_numbers_and_sklearns(scored):
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, top_k_accuracy_score
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
     logits, labels = scored
     metrics = classification_metrics(logits, labels, NAMES, top_k=(2, 3))
@@ -121,6 +121,13 @@ def test_classification_metrics_are_the_modules_numbers_and_sklearns(scored):
     _, _, sk_f1, _ = precision_recall_fscore_support(labels, predicted, labels=range(5), zero_division=0)
     assert metrics["accuracy"] == accuracy_score(labels, predicted)
     assert metrics["macro_f1"] == pytest.approx(float(np.mean(sk_f1[:4])), abs=1e-15)   # over the 4 classes present
+    # computed in numpy (no sklearn import in a training process), the same per-class numbers and matrix
+    sk = precision_recall_fscore_support(labels, predicted, labels=range(5), zero_division=0)
+    for i, name in enumerate(NAMES):
+        row = metrics["per_class"][name]
+        assert [row["precision"], row["recall"], row["f1"]] == pytest.approx([sk[0][i], sk[1][i], sk[2][i]], abs=1e-15)
+        assert row["support"] == sk[3][i]
+    assert metrics["confusion_matrix"] == confusion_matrix(labels, predicted, labels=range(5)).tolist()
 
 
 @pytest.mark.parametrize("n_bins", [1, 4, 15])

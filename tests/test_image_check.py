@@ -109,3 +109,50 @@ def test_load_splits_stops_on_the_truncated_jpeg_or_leaves_it_out(folder):
     assert [os.path.basename(b["file"]) for b in report.bad_images] == ["truncated.jpg"]
     assert sum(len(s) for s in splits.values()) == 8
     assert np.all([r["path"] != str(folder / "a" / "truncated.jpg") for s in splits.values() for r in s["image"]])
+
+
+def _count_pixel_decodes(monkeypatch) -> list[str]:
+    """Every pixel decode PIL does from here on (ImageFile.load), by file name: a counting wrapper, not a stub."""
+    from PIL import ImageFile
+
+    decoded: list[str] = []
+    original = ImageFile.ImageFile.load
+
+    def load(self):
+        decoded.append(os.path.basename(getattr(self, "filename", "") or "<bytes>"))
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return decoded
+
+
+def test_sound_files_are_checked_without_decoding_a_pixel(folder, monkeypatch):
+    records, files = _records(folder)
+    decoded = _count_pixel_decodes(monkeypatch)
+    reasons = loading.check_images(records, files, use_cache=False)
+    assert {os.path.basename(f) for f, reason in zip(files, reasons, strict=True) if reason} == {"truncated.jpg",
+                                                                                                "corrupt.png"}
+    # only the files whose structure is broken reach the decode (which names the reason)
+    assert sorted(set(decoded)) == ["corrupt.png", "truncated.jpg"]
+
+
+def test_a_jpeg_cut_at_any_point_is_still_found(folder):
+    jpeg = (folder / "a" / "0.jpg").read_bytes()
+    cuts = [folder / "a" / f"cut_{fraction}.jpg" for fraction in (30, 60, 90, 99)]
+    for path, fraction in zip(cuts, (30, 60, 90, 99), strict=True):
+        path.write_bytes(jpeg[: len(jpeg) * fraction // 100])
+    records = [{"path": str(p), "bytes": None} for p in cuts]
+    reasons = loading.check_images(records, [str(p) for p in cuts], use_cache=False)
+    assert all(reasons) and all(_full_decode_fails(str(p)) for p in cuts)
+
+
+def test_load_splits_decodes_no_pixel_of_a_sound_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "photos"
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            _photo(4 * c + i).save(root / name / f"{i}.jpg", quality=90)
+    decoded = _count_pixel_decodes(monkeypatch)
+    splits, report = loading.load_splits(DataConfig(data=str(root), check_images=True))
+    assert decoded == [] and report.bad_images == [] and sum(len(s) for s in splits.values()) == 8

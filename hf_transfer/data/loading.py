@@ -21,7 +21,7 @@ from hf_transfer import cache
 from hf_transfer.config import DataConfig
 from hf_transfer.data import bundled
 from hf_transfer.data.images import MAX_IMAGE_PIXELS, image_files, load_image
-from hf_transfer.data.sampling import is_multi_label, shot_indices, stratified_split
+from hf_transfer.data.sampling import column, is_multi_label, shot_indices, stratified_split
 from hf_transfer.errors import BadImageError, DataError, DataNotFoundError, DataWarning
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
@@ -116,9 +116,12 @@ def _load_folder(folder: Path):
         raise DataError(f"--data {folder}: no class sub-folders. Put each class's images in its own folder: "
                         f"{folder}/<class name>/*.jpg")
     roots = split_dirs if split_dirs else [folder]
+    listed = {root: [str(f) for f in image_files(root)] for root in roots}  # one walk per root, files as strings
     for root in roots:
         class_dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        empty = sorted(p.name for p in class_dirs if not _has_images(p))
+        prefix = len(str(root)) + 1
+        holding = {f[prefix:].split(os.sep, 1)[0] for f in listed[root]}  # first folder under root of each file
+        empty = sorted(p.name for p in class_dirs if p.name not in holding)
         if empty:
             raise DataError(f"--data {folder}: class folder(s) {empty} under {root} hold no images. Add images to "
                             "them or delete them.")
@@ -128,28 +131,23 @@ def _load_folder(folder: Path):
         data_files = {}
         for p in split_dirs:
             name = "validation" if p.name.lower() in VALIDATION_NAMES else p.name.lower()
-            data_files[name] = [str(f) for f in image_files(p)]
+            data_files[name] = listed[p]
         return _folder_dataset(data_files, folder)
-    return _folder_dataset({"train": [str(f) for f in image_files(folder)]}, folder)
+    return _folder_dataset({"train": listed[folder]}, folder)
 
 
 def _folder_dataset(data_files: dict[str, list[str]], root: Path):
     """Build splits from file lists; the class is the file's parent folder name (sorted into a ClassLabel)."""
     import datasets
 
-    names = sorted({Path(f).parent.name for files in data_files.values() for f in files})
+    classes = {split: [os.path.basename(os.path.dirname(f)) for f in files] for split, files in data_files.items()}
+    names = sorted({name for split in classes.values() for name in split})
     features = datasets.Features({"image": datasets.Image(decode=False), "label": datasets.ClassLabel(names=names)})
     out = {}
     for split, files in data_files.items():
         out[split] = datasets.Dataset.from_dict(
-            {"image": [{"path": f, "bytes": None} for f in files], "label": [Path(f).parent.name for f in files]},
-            features=features,
-        )
+            {"image": [{"path": f, "bytes": None} for f in files], "label": classes[split]}, features=features)
     return datasets.DatasetDict(out)
-
-
-def _has_images(folder: Path) -> bool:
-    return bool(image_files(folder))
 
 
 def _load_table(path: Path, cfg: DataConfig):
@@ -242,7 +240,7 @@ def _encode_labels(raw, cfg: DataConfig):
         return raw
     if isinstance(feature, datasets.Sequence) or (hasattr(datasets, "List") and isinstance(feature, datasets.List)):
         raise DataError("The label column holds lists: this is multi-label data. Pass --multi-label.")
-    values = [v for ds in raw.values() for v in ds["label"]]
+    values = [v for ds in raw.values() for v in column(ds, "label")]
     if any(v is None for v in values):
         raise DataError("Some rows have no label. Remove them or give them a label.")
     if all(isinstance(v, (int, np.integer)) for v in values):
@@ -271,7 +269,7 @@ def _encode_multi_label(raw, cfg: DataConfig):
     inner = getattr(feature, "feature", None)
     if isinstance(inner, datasets.ClassLabel):
         return raw
-    names = sorted({n for ds in raw.values() for cell in ds["label"] for n in split_cell(cell)})
+    names = sorted({n for ds in raw.values() for cell in column(ds, "label") for n in split_cell(cell)})
     target = datasets.Sequence(datasets.ClassLabel(names=names))
     return datasets.DatasetDict({
         k: v.map(lambda b: {"label": [split_cell(c) for c in b["label"]]}, batched=True,
@@ -288,7 +286,7 @@ def label_names_of(ds) -> list[str]:
 
 def class_counts(ds) -> dict[str, int]:
     names = label_names_of(ds)
-    labels = ds["label"]
+    labels = column(ds, "label")
     if is_multi_label(ds):
         counts = Counter(i for row in labels for i in row)
     else:
@@ -331,7 +329,7 @@ def sample_shots(ds, shots: int, *, seed: int):
     """Keep ``shots`` training examples per class (seeded, :func:`shot_indices`); refuse if a class has fewer."""
     if is_multi_label(ds):
         raise DataError("--shots-per-class needs single-label data; multi-label rows belong to several classes.")
-    return ds.select(shot_indices(ds["label"], shots, seed=seed, label_names=label_names_of(ds)).tolist())
+    return ds.select(shot_indices(column(ds, "label"), shots, seed=seed, label_names=label_names_of(ds)).tolist())
 
 
 def _check_classes(splits, label_names: list[str], cfg: DataConfig) -> None:
@@ -369,7 +367,7 @@ def _warn_absent_classes(splits, label_names: list[str], cfg: DataConfig) -> Non
 
 def _drop_bad_images(ds, split: str, cfg: DataConfig):
     """Check each image once; on bad ones either stop with the list or drop them (``--on-bad-image``)."""
-    records = ds["image"]
+    records = column(ds, "image")
     names = [(record or {}).get("path") or f"{split}[{index}]" for index, record in enumerate(records)]
     reasons = check_images(records, names)
     bad = [{"split": split, "file": str(names[i]), "reason": reason} for i, reason in enumerate(reasons) if reason]
@@ -382,13 +380,18 @@ def _drop_bad_images(ds, split: str, cfg: DataConfig):
     return (ds.select([i for i, reason in enumerate(reasons) if not reason]) if bad else ds), bad
 
 
-# The up-front check, made cheap (measured in CHANGELOG 0.3.0): a JPEG is decoded at 1/8 scale (libjpeg's DCT
-# scaling still entropy-decodes every byte, so it fails on exactly the truncated files a full decode fails on,
-# 2-3x faster), other formats fully; over a thread pool (Pillow releases the GIL while decoding); and a file
-# that passed once is remembered by identity (path, size, mtime, inode), so a second run on the same folder
-# reads no pixels at all. Files that fail are never remembered: they are checked, and reported, every run.
-CHECK_VERSION = 1  # bump when the check changes: older cache entries are then ignored
+# The up-front check, made cheap. Most files are settled without decoding a pixel: a JPEG whose header parses and
+# whose last bytes are the end-of-image marker, a PNG whose chunk checksums all match (PIL's verify(): it reads
+# the chunks, it does not inflate them). That is what truncation and damaged bytes break, the usual ways image
+# files go bad. Anything else (no end marker, a bad checksum, other formats) gets the decode: a JPEG at 1/8 scale
+# (libjpeg's DCT scaling still entropy-decodes every byte, so it fails on exactly the files a full decode fails
+# on), other formats fully, so a file is only ever reported bad by a decode. Over a thread pool, and a file that
+# passed once is remembered by identity (path, size, mtime, inode): a second run on the same folder opens none.
+# Files that fail are never remembered: they are checked, and reported, every run.
+CHECK_VERSION = 2  # bump when the check changes: older cache entries are then ignored
 JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"
+CHECK_CHUNK = 256  # files per thread-pool task
 
 
 def check_images(records, names, *, workers: int | None = None, use_cache: bool = True) -> list[str | None]:
@@ -403,9 +406,13 @@ def check_images(records, names, *, workers: int | None = None, use_cache: bool 
     todo = [i for i, identity in enumerate(identities) if identity is None or identity not in known]
     reasons: list[str | None] = [None] * len(records)
     if todo:
-        with ThreadPoolExecutor(max_workers=min(workers or available_cores(), len(todo))) as pool:
-            for i, reason in zip(todo, pool.map(lambda i: _check_one(records[i], names[i]), todo), strict=True):
-                reasons[i] = reason
+        # chunks, not one task per file: a future per file cost more than the check of a file itself
+        chunks = [todo[start:start + CHECK_CHUNK] for start in range(0, len(todo), CHECK_CHUNK)]
+        with ThreadPoolExecutor(max_workers=min(workers or available_cores(), len(chunks))) as pool:
+            for chunk, found in zip(chunks, pool.map(lambda c: [_check_one(records[i], names[i]) for i in c], chunks),
+                                    strict=True):
+                for i, reason in zip(chunk, found, strict=True):
+                    reasons[i] = reason
     if cache_file and todo:
         now = {identity for identity, reason in zip(identities, reasons, strict=True) if identity and not reason}
         paths = {identity.split("|")[0] for identity in identities if identity}
@@ -415,6 +422,8 @@ def check_images(records, names, *, workers: int | None = None, use_cache: bool 
 
 
 def _check_one(record, name: str) -> str | None:
+    if _sound_without_decoding(record):
+        return None
     try:
         small = _open_jpeg_small(record)
         if small is None:
@@ -425,6 +434,30 @@ def _check_one(record, name: str) -> str | None:
     except BadImageError as error:
         return str(error)
     return None
+
+
+def _sound_without_decoding(record) -> bool:
+    """True when a JPEG or PNG file looks whole from its structure alone (see above); False means "decode it"."""
+    from PIL import Image
+
+    path = (record or {}).get("path") if not (record or {}).get("bytes") else None
+    if not path:
+        return False
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if not 0 < width * height <= MAX_IMAGE_PIXELS:
+                return False
+            if image.format == "PNG":
+                image.verify()  # every chunk's CRC, up to IEND; raises on damage or truncation
+                return True
+            if image.format != "JPEG":
+                return False
+        with open(path, "rb") as handle:
+            handle.seek(-2, os.SEEK_END)
+            return handle.read(2) == JPEG_END
+    except Exception:  # noqa: BLE001 - the decode gives the readable reason
+        return False
 
 
 def _open_jpeg_small(record):
@@ -455,10 +488,11 @@ def _file_identity(record) -> str | None:
     if record.get("bytes") or not record.get("path"):
         return None
     try:
-        stat = Path(record["path"]).stat()
+        stat = os.stat(record["path"])
     except OSError:
         return None
-    return f"{Path(record['path']).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    # abspath, not resolve(): resolve stats every folder of the path, per file (the inode already tells links apart)
+    return f"{os.path.abspath(record['path'])}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
 
 
 def _check_cache_file(identities: list[str | None]) -> Path | None:

@@ -4,8 +4,8 @@ Single-label numbers are those of hf_transfer's own evaluate metric modules
 (:mod:`hf_transfer.evaluation.metric_modules`: accuracy, f1, top_k_accuracy), computed by the numpy core they
 share (``metric_modules/scoring.py``), so metrics.json holds exactly what ``hf_transfer.load_metric(...)`` gives a
 user without importing ``evaluate`` in every training process. They ship in the package and load offline
-(``evaluate.load("accuracy")`` would download its script from the Hub). The confusion matrix and the
-multi-label numbers come from scikit-learn.
+(``evaluate.load("accuracy")`` would download its script from the Hub). The multi-label numbers come
+from scikit-learn.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ def _present(support: np.ndarray) -> list[int]:
 def _single_label_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str],
                           top_k: Sequence[int]) -> dict[str, Any]:
     """The metric modules' numbers, from their shared numpy core (no ``evaluate`` import in a training process)."""
-    from sklearn.metrics import confusion_matrix
-
     from hf_transfer.evaluation.metric_modules import scoring
 
     labels, predicted = labels.astype(np.int64), logits.argmax(axis=1)
@@ -51,7 +49,7 @@ def _single_label_metrics(logits: np.ndarray, labels: np.ndarray, names: list[st
         "absent_classes": f1["absent_classes"],
         "top_k_accuracy": {str(k): scoring.top_k_accuracy(logits, labels, k=k) for k in top_k if 1 < k < len(names)},
         "per_class": f1["per_class"],
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(names))).tolist(),
+        "confusion_matrix": scoring.confusion_matrix(predicted, labels, len(names)).tolist(),
         "num_samples": int(len(labels)),
     }
 

@@ -224,6 +224,7 @@ def zero_shot(model: nn.Module, processor, validation, match: LabelMatch, *, run
     """
     if not match.rows or not is_main_process():
         return None
+    from hf_transfer.data.sampling import column
     from hf_transfer.data.transforms import encode_target
     from hf_transfer.evaluation.inference import predict_logits
 
@@ -232,7 +233,7 @@ def zero_shot(model: nn.Module, processor, validation, match: LabelMatch, *, run
                             batch_size=run.train.per_device_eval_batch_size)
     model.to(home)
     names, multi = [model.config.id2label[i] for i in range(model.config.num_labels)], run.data.multi_label
-    truth = np.stack([np.asarray(encode_target(y, multi_label=multi, num_labels=len(names))) for y in validation["label"]])
+    truth = np.stack([np.asarray(encode_target(y, multi_label=multi, num_labels=len(names))) for y in column(validation, "label")])
     return zero_shot_record(logits, truth, names, match, multi_label=multi)
 
 
