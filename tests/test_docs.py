@@ -146,6 +146,21 @@ def test_layers_hold():
     assert proc.returncode == 0, f"lint-imports found imports against the layers:\n{proc.stdout}\n{proc.stderr}"
 
 
+MAX_FUNCTION_LINES = 60  # a function you can read at once; docs/ARCHITECTURE.md states the rule
+
+
+def test_no_function_is_longer_than_a_screen():
+    """Every function and method in the library, decorators and docstring included, fits in 60 lines."""
+    too_long = []
+    for path in sorted((ROOT / "hf_transfer").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not too_long, "split these into named steps: " + "; ".join(too_long)
+
+
 def _pyproject_layers() -> list[str]:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
