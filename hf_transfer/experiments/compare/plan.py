@@ -256,22 +256,27 @@ def train_argv(settings: CompareSettings, cell_data: DataConfig, cell: dict[str,
     return [*argv, *settings.train_options]
 
 
-def check_output_dir(out: Path, settings: CompareSettings, *, resume: bool) -> bool:
-    """Refuse a folder that holds something else (or, with --resume, another compare); True when created now."""
+def check_output_dir(out: Path, settings, *, resume: bool, plan_file: str = PLAN_FILE, kind: str = "compare") -> bool:
+    """Refuse a folder that holds something else (or, with --resume, another ``kind`` of run, or this one with other
+    settings: named); True when created now. ``settings.footing()`` is what must not change (auto reuses this)."""
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"--output-dir {out} is a file. Choose a folder path.")
     existing = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    plan = read_json(out / PLAN_FILE)
+    plan = read_json(out / plan_file)
     if resume:
         if plan is None:
-            raise OutputDirError(f"--resume: {out} holds no compare to continue ({PLAN_FILE} is missing). Drop --resume "
+            raise OutputDirError(f"--resume: {out} holds no {kind} to continue ({plan_file} is missing). Drop --resume "
                                  "to start one there (only if the folder is empty).")
-        if plan.get("footing") != json.loads(json.dumps(settings.footing())):
-            raise ConfigError(f"--resume: the data, budget or train options differ from the compare in {out}: its cells "
-                              f"were run with {plan.get('footing')}. Rerun with those settings, or use a new --output-dir.")
+        footing = json.loads(json.dumps(settings.footing()))
+        if plan.get("footing") != footing:
+            was = plan.get("footing") or {}
+            changed = sorted(k for k in {*was, *footing} if was.get(k) != footing.get(k))
+            raise ConfigError(f"--resume: {', '.join(changed)} differ from the {kind} in {out}: it was run with "
+                              f"{ {k: was.get(k) for k in changed} }. Rerun with those settings, or use a new "
+                              "--output-dir.")
         return False
     if existing:
-        raise OutputDirError(f"--output-dir {out} already holds files ({', '.join(existing[:6])}). A compare is never "
+        raise OutputDirError(f"--output-dir {out} already holds files ({', '.join(existing[:6])}). A {kind} is never "
                              "overwritten: pass --resume to continue it, or choose a new --output-dir.")
     out.mkdir(parents=True, exist_ok=True)
     return True
