@@ -35,6 +35,7 @@ __all__ = [
     "rank",
     "curve",
     "compare",
+    "auto",
     "list_strategies",
     # configuration (the same dataclasses as the CLI and the YAML recipes)
     "RunConfig",

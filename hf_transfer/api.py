@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from hf_transfer.transferability.rank import Ranking
 
 __all__ = ["ConfigError", "DataConfig", "HfTransferError", "ImageClassifier", "ModelConfig", "RunConfig",
-           "RunResult", "StrategyConfig", "TrainConfig", "compare", "curve", "evaluate", "list_strategies",
+           "RunResult", "StrategyConfig", "TrainConfig", "auto", "compare", "curve", "evaluate", "list_strategies",
            "load_classifier", "load_metric", "rank", "train"]
 
 # Re-exported from modules that import torch: resolved on first use, so `from hf_transfer import RunConfig`
@@ -268,6 +268,36 @@ def compare(*, models: Sequence[str | Path], data: DataConfig | str | Path, outp
         launcher=launcher, keep_runs=keep_runs, zero_shot=zero_shot)
     with console.quiet(verbose):
         return run_compare(settings, output_dir, resume=resume, progress=progress or _print_to_stderr)
+
+
+def auto(*, data: DataConfig | str | Path, output_dir: str | Path, candidates: Sequence[str | Path] | None = None,
+         resume: bool = False, stop_after: str | None = None, progress: Any = None, verbose: bool = False,
+         **options: Any) -> dict[str, Any]:
+    """From labelled images to a trained (and published) model, every choice explained (as ``hf-transfer auto``);
+    the auto.json payload (also written, with auto.md, to ``output_dir``; ``payload["final_model"]`` is the run folder).
+
+    ``options`` are the fields of :class:`hf_transfer.experiments.auto.settings.AutoSettings` (``top_k=2``,
+    ``budget=30`` minutes, ``push_to_hub="you/pets"``, ``space=True``, ...), DataConfig fields (``data_seed=7``),
+    and train fields or ``TrainingArguments`` fields, which go to every training run (``use_cpu=True``). ``candidates``
+    default to the curated list (docs/auto.md). ``stop_after``: a stage name (``"rank"``, ``"plan"``, ...).
+    """
+    from hf_transfer.experiments.auto.pipeline import auto as run_auto
+    from hf_transfer.experiments.auto.settings import AutoSettings, option_fields
+
+    own = {f.name for f in option_fields()}
+    known = FIELD_NAMES | own | {name for name in inspect.signature(auto).parameters if name != "options"}
+    if not set(options) <= known:  # TrainingArguments fields pass through (reading them imports transformers)
+        _check_keywords(options, known | trainer_option_names(), function="auto")
+    chosen = {k: v for k, v in options.items() if k in own}
+    if candidates is not None:
+        chosen["candidates"] = [str(c) for c in candidates]
+    settings = AutoSettings(
+        data=_data_config(data, {k: v for k, v in options.items() if k in DATA_FIELDS}, function="auto"),
+        train_options=_train_flags({k: v for k, v in options.items() if k not in DATA_FIELDS and k not in own}),
+        **chosen)
+    with console.quiet(verbose):
+        return run_auto(settings, output_dir, resume=resume, stop_after=stop_after,
+                        progress=progress or _print_to_stderr)
 
 
 def _train_flags(options: Mapping[str, Any]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hf_transfer.experiments.auto.stages import COMPARE_DIR, RANK_DIR, AutoContext, place
@@ -12,7 +13,7 @@ AUTO_JSON, AUTO_MD = "auto.json", "auto.md"
 
 def build_payload(ctx: AutoContext, *, command: str | None) -> dict[str, Any]:
     records = ctx.records
-    return {"command": command, "settings": ctx.settings.footing(), "stages": records,
+    return {"command": command, "settings": dataclasses.asdict(ctx.settings), "stages": records,
             "stages_done": list(records), "cuts": records.get("plan", {}).get("cuts", []),
             "choice": {k: records["pick"][k] for k in ("model", "strategy", "reason")} if "pick" in records else None,
             "final_model": records.get("final", {}).get("final_model"),
@@ -92,10 +93,14 @@ def _plan(r: dict, s: dict) -> list[str]:
                 ("– (cached-feature probe)" if m["step_s"] is None else f"{m['step_s']:.3f}")
             lines.append(f"| {model} | {strategy} | {step} | {1000 * rec['forward_s_per_image']:.1f} | "
                          f"{rec['load_s']:.1f} |")
-    budget = "no --budget" if s["budget"] is None else f"--budget {s['budget']:g} min"
+    budget = "no --budget" if plan["budget"] is None else f"--budget {plan['budget']:g} min"
     lines += ["", f"- plan: {plan['said']} ({budget})"]
     if plan["cuts"]:
         lines.append(f"- **cut to fit the budget**: {'; '.join(plan['cuts'])}")
+    if "final" in r:
+        took = r["compare"]["seconds"] + r["final"]["seconds"]
+        lines.append(f"- the compare and the final training took {took / 60:.1f} min (estimated "
+                     f"{plan['estimate_s'] / 60:.1f} min)")
     if plan["unusable"]:
         lines.append(f"- strategies that apply to none of the candidates: {', '.join(plan['unusable'])}")
     return lines

@@ -96,8 +96,9 @@ class AutoSettings:
         return self.final_max_steps or self.max_steps
 
     def footing(self) -> dict[str, Any]:
-        """What must not change between an auto run and its --resume: every option."""
-        return dataclasses.asdict(self)
+        """What must not change between an auto run and its --resume: every option but the budget (a run refused for
+        too small a budget resumes with a larger one; a plan already made keeps the budget it was made for)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "budget"}
 
 
 def option_fields() -> list[dataclasses.Field]:

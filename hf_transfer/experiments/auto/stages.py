@@ -160,7 +160,7 @@ def plan_stage(ctx: AutoContext) -> dict[str, Any]:
         said += f" of {max(left or 0, 0) / 60:.1f} min left of the {s.budget:g} min budget"
     said += f"; cut: {'; '.join(cuts)}" if cuts else ("" if s.budget is None else "; no cut needed")
     return {"throughput": table, "wanted": dataclasses.asdict(wanted), "plan": dataclasses.asdict(plan), "cuts": cuts,
-            "estimate_s": round(estimate, 1), "seconds_left": left, "unusable": unusable, "said": said}
+            "estimate_s": round(estimate, 1), "budget": s.budget, "seconds_left": left, "unusable": unusable, "said": said}
 
 
 # ---------------------------------------------------------------------------------------------- compare
