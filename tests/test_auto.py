@@ -48,8 +48,8 @@ def test_auto_killed_mid_compare_resumes_then_pushes_the_model_and_its_space(wor
                                                                             capsys):
     root, data = world
     out = root / "e2e"
-    argv = _argv(world, out, "--top-k", "1", "--strategies", "linear", "full", "--seeds", "2", "--max-steps", "2",
-                 "--push-to-hub", "alice/auto-pets", "--space")
+    # the cheapest grid that still picks across candidates: both kept, the cached-feature probe, two seeds
+    argv = _argv(world, out, "--strategies", "linear", "--seeds", "2", "--push-to-hub", "alice/auto-pets", "--space")
     proc = subprocess.Popen([sys.executable, "-m", "hf_transfer.cli", *argv], env=hub_env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     cells = out / "compare" / "cells"
@@ -77,16 +77,17 @@ def test_auto_killed_mid_compare_resumes_then_pushes_the_model_and_its_space(wor
 
     report = json.loads((out / "auto.json").read_text())
     assert report["stages_done"] == [s.name for s in STAGES]
-    assert report["choice"]["model"] == str(root / "informed")  # first by LogME, the only one kept (top 1)
+    assert report["choice"] == {"model": str(root / "informed"), "strategy": "linear", "reason": report["choice"]["reason"]}
     final = Path(report["final_model"])
     assert (final / "model.safetensors").is_file() and (final / "README.md").is_file()
     assert report["test"]["split"] == "test" and report["test"]["accuracy"] >= 0.6
     assert json.loads((final / "metrics.json").read_text())["split"] == "test"
     md = (out / "auto.md").read_text()
     reason = report["choice"]["reason"]
-    assert reason.startswith("informed: LogME ") and ", first of 2; " in reason and "→ informed with " in reason
-    assert f"**Choice:** {reason}." in md
-    assert f"| 2 | {root / 'random'} | " in md and md.split(f"| 2 | {root / 'random'} | ")[1].split("\n")[0].endswith("| no |")
+    # compare's rule over both candidates' rows: the informed checkpoint's probe beats the random one's
+    assert reason.startswith("informed: LogME ") and ", first of 2; informed · linear " in reason
+    assert "random · linear" in reason and reason.endswith("→ informed with linear")
+    assert f"**Choice:** {reason}." in md and f"| 2 | {root / 'random'} | " in md
     for text in ("held out by auto", "Measured throughput", "test accuracy", "alice/auto-pets"):
         assert text in md, text
     model_files = hub.state.files("alice/auto-pets")
@@ -101,7 +102,7 @@ def test_budget_cut_is_measured_said_and_fits_and_a_larger_budget_resumes(world,
     argv = _argv(world, out, "--strategies", "linear", "lora", "--seeds", "3", "--max-steps", "100000",
                  "--stop-after", "plan")
     assert main([*argv, "--budget", "0.001"]) == 2  # nothing fits in 0.06 s: refused with the budget it would need
-    assert "Raise --budget to at least" in capsys.readouterr().err
+    assert "Raise --budget by at least" in capsys.readouterr().err
     assert main([*argv, "--budget", "3", "--resume"]) == 0  # the budget may change on resume
     printed = capsys.readouterr().out
     record = json.loads((out / STAGES_DIR / "plan.json").read_text())
@@ -150,12 +151,15 @@ def test_auto_ranks_the_same_below_and_above_the_feature_width_and_skips_uncache
     assert [c["model"] for c in payload["stages"]["rank"]["candidates"]] == orders[9]
 
 
-def test_auto_refuses_space_without_push_and_an_unknown_stage(world, tmp_path, capsys):
+def test_auto_refuses_space_without_push_and_an_unknown_stage_and_leaves_other_ranks_idle(world, tmp_path, capsys,
+                                                                                           monkeypatch):
     assert main(_argv(world, tmp_path / "a", "--space")) == 2
     assert "--push-to-hub" in capsys.readouterr().err
     assert main(_argv(world, tmp_path / "b", "--stop-after", "rnak")) == 2
     assert "not a stage" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    monkeypatch.setenv("RANK", "1")  # under `accelerate launch`, as compare: the main process runs auto, the rest return
+    assert main(_argv(world, tmp_path / "c")) == 0 and not (tmp_path / "c").exists()
 
 
 def test_logme_at_n_below_d_is_the_exact_evidence_and_does_not_move_with_the_feature_scale():

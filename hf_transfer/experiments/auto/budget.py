@@ -5,8 +5,8 @@ and timed on a few batches of random pixels at the checkpoint's own input size: 
 ``MEASURED_STEPS`` optimizer steps (forward, backward, AdamW), and a forward pass without gradients. A cell of the
 compare then costs about: the model's load time + a fixed overhead + its steps x seconds per step + a forward pass
 over the validation and test images (a frozen-backbone strategy instead embeds every split once, the cached-feature
-linear probe). The final training is estimated as the costliest (candidate, strategy) pair, as the pick is not
-known yet.
+linear probe; its later seeds and the final training read the feature cache). The final training is estimated as
+the costliest (candidate, strategy) pair, as the pick is not known yet.
 
 When the estimate exceeds what is left of ``--budget``, the plan is cut in this order, each cut said: seeds down to
 two (the recommendation needs a spread), the lowest-ranked candidates, the costliest strategies, then the steps per
@@ -132,13 +132,15 @@ def _step_seconds(model, pixels, num_labels: int) -> float:
 
 # ------------------------------------------------------------------------------------------------ estimate
 
-def cell_seconds(model: dict[str, Any], strategy: str, steps: int, sizes: dict[str, int]) -> float:
-    """Estimated seconds of one training process of ``strategy`` on ``model`` (its measured record)."""
+def cell_seconds(model: dict[str, Any], strategy: str, steps: int, sizes: dict[str, int], *,
+                 features_cached: bool = False) -> float:
+    """Estimated seconds of one training process of ``strategy`` on ``model`` (its measured record).
+    ``features_cached``: a frozen-backbone run after the first finds every split in the feature cache."""
     step_s = model["strategies"][strategy]["step_s"]
     evaluated = sizes.get("validation", 0) + sizes.get("test", 0)
     fixed = model["load_s"] + CELL_OVERHEAD_S
-    if step_s is None:  # the cached probe embeds every split once
-        return fixed + model["forward_s_per_image"] * (sizes.get("train", 0) + evaluated)
+    if step_s is None:  # the cached probe embeds every split once, then reads the feature cache
+        return fixed + (0.0 if features_cached else model["forward_s_per_image"] * (sizes.get("train", 0) + evaluated))
     return fixed + steps * step_s + model["forward_s_per_image"] * evaluated
 
 
@@ -154,8 +156,10 @@ def plan_seconds(plan: Plan, table: dict[str, Any], sizes: dict[str, int]) -> fl
         record = table[model]
         checks += 2 * (record["load_s"] + record["forward_s_per_image"] * min(CHECK_IMAGES, sizes.get("train", 0)))
         for strategy in _usable(table, model, plan.strategies):
-            cells += plan.seeds * cell_seconds(record, strategy, plan.max_steps, sizes)
-            final = max(final, cell_seconds(record, strategy, plan.final_steps, sizes))
+            first = cell_seconds(record, strategy, plan.max_steps, sizes)
+            cells += first + (plan.seeds - 1) * cell_seconds(record, strategy, plan.max_steps, sizes,
+                                                             features_cached=True)
+            final = max(final, cell_seconds(record, strategy, plan.final_steps, sizes, features_cached=True))
     return checks + cells + final
 
 
@@ -187,9 +191,9 @@ def fit_plan(plan: Plan, table: dict[str, Any], sizes: dict[str, int], seconds_l
         cuts.append(said)
     if cost(plan) > seconds_left:
         raise BudgetError(f"--budget: the smallest plan ({plan.describe()}) is estimated at {cost(plan) / 60:.1f} min, "
-                          f"but {max(seconds_left, 0) / 60:.1f} min are left. Raise --budget to at least "
-                          f"{math.ceil((cost(plan) - seconds_left) / 60 + 0.5) + 1} more minutes, or give fewer "
-                          "--candidates / a smaller --sample-size.")
+                          f"but {max(seconds_left, 0) / 60:.1f} min are left. Raise --budget by at least "
+                          f"{math.ceil((cost(plan) - seconds_left) / 60)} min (the same command with --resume and "
+                          "the larger --budget keeps the stages done), or give fewer --candidates.")
     return plan, cuts, cost(plan)
 
 

@@ -86,9 +86,9 @@ class AutoSettings:
             raise ConfigError("--space serves the pushed model: add --push-to-hub NAMESPACE/NAME.")
         if not self.strategies:
             raise ConfigError("--strategies needs at least one strategy, e.g. --strategies linear lora.")
-        from hf_transfer.experiments.compare.plan import _known_strategy
+        from hf_transfer.experiments.compare.plan import known_strategy
 
-        self.strategies = [_known_strategy(s) for s in dict.fromkeys(self.strategies)]
+        self.strategies = [known_strategy(s) for s in dict.fromkeys(self.strategies)]
         return self
 
     @property

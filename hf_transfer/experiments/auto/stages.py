@@ -229,7 +229,7 @@ def pick_stage(ctx: AutoContext) -> dict[str, Any]:
 def final_stage(ctx: AutoContext) -> dict[str, Any]:
     """Train the pick on all training images, in its own process as a compare cell (same launcher rules); the run
     folder is kept."""
-    from hf_transfer.experiments.compare.grid import _stopped_by_signals
+    from hf_transfer.experiments.compare.grid import stopped_by_signals
     from hf_transfer.experiments.compare.plan import RUNS_DIR, cell_id
     from hf_transfer.experiments.compare.runner import CellRunner, cell_resources
 
@@ -240,7 +240,7 @@ def final_stage(ctx: AutoContext) -> dict[str, Any]:
     cell = {"id": cell_id(pick["model"], pick["strategy"], "all", 0), "model": pick["model"],
             "strategy": pick["strategy"], "shots": "all", "seed": 0}
     runner = CellRunner(settings, out, ctx.data, cell_resources(settings))
-    with _stopped_by_signals(runner, out):
+    with stopped_by_signals(runner, out):
         record = runner.run(cell)
     if record is None:
         raise KeyboardInterrupt

@@ -55,7 +55,7 @@ def compare(settings: CompareSettings, output_dir: str | Path, *, resume: bool =
     if created:
         write_json(out / PLAN_FILE, {"footing": settings.footing()})
     runner = CellRunner(settings, out, cell_data, resources)  # its server imports while the checkpoints are checked
-    with _stopped_by_signals(runner, out):
+    with stopped_by_signals(runner, out):
         checks = model_checks(settings, cell_data, data_note["label_names"], out, strategies=settings.strategies)
         cells, done, todo = _cells_to_run(settings, out, checks)
         meta = {"command": command, "settings": settings_dict(settings), "data_note": data_note, "checks": checks,
@@ -89,7 +89,7 @@ def _cells_to_run(settings: CompareSettings, out: Path, checks: dict) -> tuple[l
 
 
 @contextlib.contextmanager
-def _stopped_by_signals(runner: CellRunner, out: Path):
+def stopped_by_signals(runner: CellRunner, out: Path):
     """SIGTERM/SIGINT stop the running cells (finished ones are saved) and end in KeyboardInterrupt; the cells stop
     however the block ends."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} \

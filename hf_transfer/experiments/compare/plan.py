@@ -61,7 +61,7 @@ class CompareSettings:
             raise ConfigError("--models needs at least one checkpoint, e.g. --models embedded:efficientnet_lite0.")
         if not self.strategies:
             raise ConfigError("--strategies needs at least one strategy, e.g. --strategies linear lora full.")
-        self.strategies = [_known_strategy(s) for s in dict.fromkeys(self.strategies)]
+        self.strategies = [known_strategy(s) for s in dict.fromkeys(self.strategies)]
         self.models = list(dict.fromkeys(self.models))
         self.shots = parse_shots(self.shots)
         if self.seeds < 1:
@@ -108,7 +108,7 @@ def _check_train_options(settings: CompareSettings) -> None:
                           f"cell's train, which refuses these: {error}") from error
 
 
-def _known_strategy(name: str) -> str:
+def known_strategy(name: str) -> str:
     """The registry name; an unknown one gets the registry's own error (with its "did you mean")."""
     from hf_transfer.training.strategies import get_strategy  # torch and peft: not when the CLI is only being built
 
