@@ -149,7 +149,7 @@ def _usable(table: dict[str, Any], model: str, strategies: Sequence[str]) -> lis
 
 
 def plan_seconds(plan: Plan, table: dict[str, Any], sizes: dict[str, int]) -> float:
-    """The plan's estimated seconds: the compare's per-model checks and cells, then the final training."""
+    """The plan's estimated seconds: the compare's per-model checks and cells, the final training and its test."""
     cells = checks = 0.0
     final = 0.0
     for model in plan.models:
@@ -159,7 +159,8 @@ def plan_seconds(plan: Plan, table: dict[str, Any], sizes: dict[str, int]) -> fl
             first = cell_seconds(record, strategy, plan.max_steps, sizes)
             cells += first + (plan.seeds - 1) * cell_seconds(record, strategy, plan.max_steps, sizes,
                                                              features_cached=True)
-            final = max(final, cell_seconds(record, strategy, plan.final_steps, sizes, features_cached=True))
+            final = max(final, cell_seconds(record, strategy, plan.final_steps, sizes, features_cached=True)
+                        + record["load_s"] + record["forward_s_per_image"] * sizes.get("test", 0))  # + its test
     return checks + cells + final
 
 
