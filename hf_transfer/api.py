@@ -283,9 +283,11 @@ def auto(*, data: DataConfig | str | Path, output_dir: str | Path, candidates: S
     """
     from hf_transfer.experiments.auto.pipeline import auto as run_auto
     from hf_transfer.experiments.auto.settings import AutoSettings, option_fields
+    from hf_transfer.experiments.compare.plan import OWNED_OPTIONS
 
     own = {f.name for f in option_fields()}
-    known = FIELD_NAMES | own | {name for name in inspect.signature(auto).parameters if name != "options"}
+    owned = {o[2:].replace("-", "_") for o in OWNED_OPTIONS} - {"data_seed"}  # set per training run by auto
+    known = (FIELD_NAMES - owned) | own | {name for name in inspect.signature(auto).parameters if name != "options"}
     if not set(options) <= known:  # TrainingArguments fields pass through (reading them imports transformers)
         _check_keywords(options, known | trainer_option_names(), function="auto")
     chosen = {k: v for k, v in options.items() if k in own}

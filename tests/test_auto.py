@@ -16,6 +16,7 @@ from transfer_fixtures import make_image_folder, save_random_vit, save_trained_v
 
 import hf_transfer
 from hf_transfer.cli import main
+from hf_transfer.errors import ConfigError
 from hf_transfer.experiments.auto.budget import Plan, fit_plan, plan_seconds
 from hf_transfer.experiments.auto.stages import STAGES, STAGES_DIR
 
@@ -158,6 +159,10 @@ def test_auto_refuses_space_without_push_and_an_unknown_stage_and_leaves_other_r
     assert main(_argv(world, tmp_path / "b", "--stop-after", "rnak")) == 2
     assert "not a stage" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(ConfigError, match="'strategy' \\(did you mean 'strategies'"):  # auto sets it per run
+        hf_transfer.auto(data=world[1], output_dir=tmp_path / "d", strategy="lora")
+    assert main([*_argv(world, tmp_path / "e"), "--shots-per-class", "3"]) == 2  # refused before the ranking
+    assert "the compare sets these" in capsys.readouterr().err and not (tmp_path / "e").exists()
     monkeypatch.setenv("RANK", "1")  # under `accelerate launch`, as compare: the main process runs auto, the rest return
     assert main(_argv(world, tmp_path / "c")) == 0 and not (tmp_path / "c").exists()
 

@@ -84,11 +84,15 @@ class AutoSettings:
             raise ConfigError(f"--budget is in minutes and must be positive, got {self.budget}.")
         if self.space and not self.push_to_hub:
             raise ConfigError("--space serves the pushed model: add --push-to-hub NAMESPACE/NAME.")
-        if not self.strategies:
-            raise ConfigError("--strategies needs at least one strategy, e.g. --strategies linear lora.")
-        from hf_transfer.experiments.compare.plan import known_strategy
+        from hf_transfer.experiments.compare.plan import CompareSettings
 
-        self.strategies = [known_strategy(s) for s in dict.fromkeys(self.strategies)]
+        # compare's own checks, now rather than after the ranking: strategy names, the train options it owns or
+        # that train would refuse, --test-fraction, --parallel
+        self.strategies = CompareSettings(
+            data=self.data, models=self.candidates[:1], strategies=list(self.strategies), shots=["all"],
+            seeds=self.seeds, max_steps=self.max_steps, train_options=list(self.train_options),
+            test_fraction=self.test_fraction, parallel=self.parallel, launcher=self.launcher, zero_shot=False,
+        ).validate().strategies
         return self
 
     @property
