@@ -36,11 +36,11 @@ def render_markdown(payload: dict[str, Any]) -> str:
         lines += [f"**Choice:** {payload['choice']['reason']}.", ""]
     if payload["final_model"]:
         lines += [f"**Final model:** `{payload['final_model']}`" + _test_line(payload["test"]), ""]
-    for title, section in (("Test split", _split), ("Candidates", _rank), ("Plan and budget", _plan),
-                           ("Compare", _compare), ("Pick", _pick), ("Final model", _final), ("Publish", _publish)):
-        body = section(r, s)
-        if body:
-            lines += [f"## {title}", "", *body, ""]
+    for name in r:  # in stage order; a stage without a section of its own (a new one) shows its line
+        if name in COVERED:
+            continue
+        title, section = SECTIONS.get(name, (name, lambda r, s, name=name: [f"- {r[name].get('said', '')}"]))
+        lines += [f"## {title}", "", *section(r, s), ""]
     missing = [name for name in ("split", "rank", "plan", "compare", "pick", "final", "evaluate") if name not in r]
     if missing:
         lines += [f"Not done yet: {', '.join(missing)} (the same command with --resume continues).", ""]
@@ -144,4 +144,11 @@ def _final(r: dict, s: dict) -> list[str]:
 
 def _publish(r: dict, s: dict) -> list[str]:
     return [f"- {name}: {r[name]['said']}" for name in ("card", "push", "space") if name in r]
+
+
+# stage → (heading, section of auto.md); COVERED: stages shown in another stage's section
+SECTIONS = {"split": ("Test split", _split), "rank": ("Candidates", _rank), "plan": ("Plan and budget", _plan),
+            "compare": ("Compare", _compare), "pick": ("Pick", _pick), "final": ("Final model", _final),
+            "card": ("Publish", _publish)}
+COVERED = ("evaluate", "push", "space")
 

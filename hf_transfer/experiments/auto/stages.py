@@ -126,7 +126,8 @@ def rank_stage(ctx: AutoContext) -> dict[str, Any]:
     n = ranking.sample_size
     wide = [r["model"] for r in rows if r["feature_dim"] > n]
     return {"candidates": rows, "kept": kept, "skipped": skipped, "sample_size": n, "wider_than_sample": wide,
-            "said": f"kept {', '.join(kept)} of {len(rows)} by LogME on {n} images"}
+            "said": "kept " + ", ".join(f"{r['model']} (LogME {r['logme']:.2f})" for r in rows[:s.top_k])
+                    + f" of {len(rows)}, ranked by LogME on {n} images"}
 
 
 def place(row: dict[str, Any], total: int) -> str:
