@@ -46,6 +46,8 @@ EXAMPLES_DIR = "examples"  # a few validation images per class, for the Space
 EXAMPLES_INDEX_FILE = "index.json"  # under examples/: {label: [relative paths]}
 DATA_REPORT_FILE = "data_report.json"
 CARD_FILE = "README.md"  # a pushed repo's model card; in adapter/, peft's stub card
+# What `hf-transfer inspect` reports, in the order it reports them (counts in TrainingSummary.data_checks).
+INSPECTION_KINDS = ("duplicate", "leakage", "conflicting_labels", "label_error", "outlier", "small_image")
 
 
 def refuse_file(path: str | Path, *, option: str = "--output-dir") -> None:
@@ -329,6 +331,8 @@ class TrainingSummary(_Record):
                                              omit_none=True)
     streaming: dict[str, Any] | None = _help("--streaming: shards, how they were split between processes, "
                                              "shuffle buffer, training images skipped as unreadable", omit_none=True)
+    data_checks: dict[str, Any] | None = _help("{'leakage': train's exact-copy check, 'inspection': the counts of "
+                                               "`hf-transfer inspect`, when one was recorded}", omit_none=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.calibration, dict):  # as read from a file
@@ -337,6 +341,23 @@ class TrainingSummary(_Record):
     @property
     def is_multi_label(self) -> bool:
         return self.problem_type == "multi_label_classification"
+
+    def data_check_lines(self) -> list[str]:
+        """The data report in plain sentences, for the card and the Space (empty for runs that recorded none)."""
+        checks = self.data_checks or {}
+        lines = []
+        leakage = checks.get("leakage") or {}
+        if "leakage" in leakage:
+            leaked = {split: n for split, n in (leakage.get("leaked") or {}).items() if n}
+            lines.append("Held-out images leaked into training: " + (
+                ", ".join(f"yes, {n} {split} image(s)" for split, n in leaked.items()) if leaked
+                else "no (exact copies checked)"))
+        inspection = checks.get("inspection") or {}
+        counts = inspection.get("counts") or {}
+        if counts:
+            shown = ", ".join(f"{counts.get(kind, 0)} {kind.replace('_', ' ')}" for kind in INSPECTION_KINDS)
+            lines.append(f"Inspection ({inspection.get('model', 'features')}): {shown}")
+        return lines
 
 
 @dataclass

@@ -26,6 +26,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from hf_transfer import __version__, console, run_folder
 from hf_transfer.config import RunConfig
 from hf_transfer.data import streaming
+from hf_transfer.data.duplicates import check_leakage
 from hf_transfer.data.gpu_path import DevicePreprocess, collate_batch, make_raw_batch_transform, resolve_data_path
 from hf_transfer.data.loading import DataReport, load_splits
 from hf_transfer.data.transforms import PreprocessSpec, make_batch_transform, make_item_transform
@@ -83,6 +84,7 @@ class Prepared:
     route: cached_probe.Route = field(default_factory=lambda: cached_probe.Route(False))  # cached-feature probe?
     data_path: tuple[str, str] = ("cpu", "")  # ("cpu" | "gpu", why): --data-path as resolved on this machine
     streaming: dict[str, Any] | None = None  # --streaming: shards and how they were split between processes
+    data_checks: dict[str, Any] = field(default_factory=dict)  # what the data checks found (exact-copy leakage)
 
     @property
     def labels(self) -> list[str]:
@@ -275,8 +277,20 @@ def announce(prep: Prepared) -> None:
     _print_zero_shot(prep)
     if report.bad_images:
         print(f"left out {len(report.bad_images)} unreadable image(s); see {out / run_folder.DATA_REPORT_FILE}")
+    check_data_leakage(prep)
     prep.run.save_yaml(out / run_folder.CONFIG_FILE)
     run_folder.write_json(out / run_folder.DATA_REPORT_FILE, report.to_dict())
+
+
+def check_data_leakage(prep: Prepared) -> None:
+    """Warn in one line when validation or test images are byte-for-byte copies of training images; record it.
+    Files are never moved or deleted: ``hf-transfer inspect --write-clean`` writes a clean list for the user."""
+    if prep.run.data.streaming:  # a stream is read once, by the training loop
+        return
+    leakage = check_leakage(dict(prep.splits))
+    prep.data_checks["leakage"] = leakage.to_dict()
+    if leakage.leakage:
+        console.warn(f"warning: {leakage.message()}")
 
 
 def _describe_data_path(prep: Prepared) -> str:
@@ -448,7 +462,7 @@ def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:
         train_samples=streaming.num_examples(prep.splits["train"]), eval_samples=len(prep.splits[report_split]),
         shots_per_class=run.data.shots_per_class,
         train_runtime_s=round(time.time() - prep.started, 2), preprocessing=prep.spec.to_dict(),
-        hf_transfer_version=__version__, zero_shot=prep.zero_shot, **fit,
+        hf_transfer_version=__version__, zero_shot=prep.zero_shot, data_checks=prep.data_checks or None, **fit,
     )
 
 
