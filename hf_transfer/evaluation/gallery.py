@@ -7,13 +7,16 @@ rank the images by their loss -log p(true label).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hf_transfer.errors import DataError
 
-__all__ = ["TILE", "LazyImages", "plot_top_losses"]
+__all__ = ["TILE", "LazyImages", "Tile", "draw_tiles", "plot_top_losses", "short_label"]
 
 
 class LazyImages:
@@ -39,15 +42,8 @@ def plot_top_losses(*, images, probs, labels, id2label: dict[int, str], path: st
     """Write a gallery PNG of the `k` examples with the highest loss -log p(true label).
 
     images: sequence of N PIL images (same order as probs); probs: (N, C); labels: (N,) integer ids.
-    Each tile is titled 'true / predicted (p)' and the loss. The tiles are pasted into one picture drawn on one
-    axes (twelve axes cost a second of layout and rendering per run on a small CPU).
+    Each tile is titled 'true / predicted (p)' and the loss.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
     p, y = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     if p.ndim != 2 or y.shape != (p.shape[0],):
         raise DataError(f"probs must be (N, C) and labels (N,), got {p.shape} and {y.shape}; pass one row per image.")
@@ -55,13 +51,45 @@ def plot_top_losses(*, images, probs, labels, id2label: dict[int, str], path: st
         raise DataError(f"got {len(images)} images for {p.shape[0]} rows of probs; pass the same examples.")
     loss = -np.log(np.maximum(p[np.arange(y.size), y], 1e-12))
     order = np.argsort(-loss, kind="stable")[: max(1, min(k, y.size))]
-    cols = min(4, order.size)
-    rows = math.ceil(order.size / cols)
+    tiles = []
+    for i in order:
+        pred = int(p[i].argmax())
+        caption = (f"true: {short_label(id2label[int(y[i])])}\npred: {short_label(id2label[pred])} ({p[i, pred]:.2f})\n"
+                   f"loss {loss[i]:.2f}")
+        tiles.append(Tile(images[i], caption, "black" if pred == y[i] else "darkred"))
+    return draw_tiles(tiles, path=path, title="Top losses (validation)")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One gallery picture: a PIL image, its caption (up to three short lines) and the caption's colour."""
+
+    image: Any
+    caption: str
+    color: str = "black"
+
+
+def draw_tiles(tiles: Sequence[Tile], *, path: str | Path, title: str, columns: int = 4) -> Path:
+    """Write the tiles as one PNG, ``columns`` a row, each image under its caption.
+
+    The tiles are pasted into one picture drawn on one axes (twelve axes cost a second of layout and rendering
+    per run on a small CPU).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    if not tiles:
+        raise DataError(f"no images to draw in {path}; pass at least one tile.")
+    cols = min(columns, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
     caption, pad = 62, 8  # px above each tile for its three caption lines, px between tiles
     cell_w, cell_h = TILE + 80, TILE + caption + pad  # wider than the image: room for the captions
     mosaic = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
-    for n, i in enumerate(order):
-        image = images[i].convert("RGB")
+    for n, tile in enumerate(tiles):
+        image = tile.image.convert("RGB")
         image.thumbnail((TILE, TILE), Image.Resampling.BILINEAR)
         x = (n % cols) * cell_w + (cell_w - image.width) // 2
         y0 = (n // cols) * cell_h + caption + (TILE - image.height) // 2
@@ -71,19 +99,16 @@ def plot_top_losses(*, images, probs, labels, id2label: dict[int, str], path: st
     ax = fig.add_axes((0, 0, 1, mosaic.height / (mosaic.height + title_in * dpi)))
     ax.imshow(np.asarray(mosaic), interpolation="antialiased")
     ax.axis("off")
-    for n, i in enumerate(order):
-        pred = int(p[i].argmax())
-        ax.text((n % cols) * cell_w + cell_w / 2, (n // cols) * cell_h + 4,
-                f"true: {_short(id2label[int(y[i])])}\npred: {_short(id2label[pred])} ({p[i, pred]:.2f})\n"
-                f"loss {loss[i]:.2f}",
-                ha="center", va="top", fontsize=8, color="black" if pred == y[i] else "darkred")
-    fig.suptitle("Top losses (validation)", fontsize=10)
+    for n, tile in enumerate(tiles):
+        ax.text((n % cols) * cell_w + cell_w / 2, (n // cols) * cell_h + 4, tile.caption,
+                ha="center", va="top", fontsize=8, color=tile.color)
+    fig.suptitle(title, fontsize=10)
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def _short(name: str, limit: int = 28) -> str:
+def short_label(name: str, limit: int = 28) -> str:
     name = str(name)
     return name if len(name) <= limit else name[: limit - 1] + "\u2026"
