@@ -31,6 +31,8 @@ __all__ = [
     "load_metric",
     "ImageClassifier",
     "RunResult",
+    # check the data before training
+    "inspect",
     # choose: checkpoints and strategies before training
     "rank",
     "curve",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import importlib
-import inspect
+import inspect as pyinspect  # `inspect` is this module's hf_transfer.inspect()
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,12 +43,13 @@ from hf_transfer.errors import ConfigError, HfTransferError
 if TYPE_CHECKING:
     from hf_transfer.evaluation.inference import ImageClassifier, load_classifier
     from hf_transfer.evaluation.metric_modules.load import load_metric
+    from hf_transfer.inspection.report import InspectReport
     from hf_transfer.training.run import RunResult
     from hf_transfer.transferability.rank import Ranking
 
 __all__ = ["ConfigError", "DataConfig", "HfTransferError", "ImageClassifier", "ModelConfig", "RunConfig",
-           "RunResult", "StrategyConfig", "TrainConfig", "auto", "compare", "curve", "evaluate", "list_strategies",
-           "load_classifier", "load_metric", "rank", "train"]
+           "RunResult", "StrategyConfig", "TrainConfig", "auto", "compare", "curve", "evaluate", "inspect",
+           "list_strategies", "load_classifier", "load_metric", "rank", "train"]
 
 # Re-exported from modules that import torch: resolved on first use, so `from hf_transfer import RunConfig`
 # stays light.
@@ -98,7 +99,7 @@ def _as_run_config(config: RunConfig | Mapping[str, Any] | str | Path | None) ->
 def _data_config(data: DataConfig | str | Path, options: Mapping[str, Any], *, function: str) -> DataConfig:
     """``data`` as a DataConfig with ``options`` (DataConfig fields) set; a typo is matched against the fields
     and the function's own keywords (``sample=`` for ``sample_size=``)."""
-    own = [name for name in inspect.signature(globals()[function]).parameters if name != "data_options"]
+    own = [name for name in pyinspect.signature(globals()[function]).parameters if name != "data_options"]
     _check_keywords(options, (*DATA_FIELDS, *own), function=function)
     if isinstance(data, DataConfig):
         return dataclasses.replace(data, **options)
@@ -197,6 +198,32 @@ def evaluate(model: str | Path | ImageClassifier | RunResult, data: DataConfig |
         return evaluate_classifier(classifier, data_config, split=split, batch_size=batch_size)
 
 
+# -------------------------------------------------------------------------------------- check the data
+
+def inspect(*, data: DataConfig | str | Path, output_dir: str | Path, model: str | Path | None = None,
+            verbose: bool = False, **options: Any) -> InspectReport:
+    """What is wrong with ``data`` (as ``hf-transfer inspect``): duplicates, leakage, conflicting labels, likely label
+    errors, outliers and small images, from one pass of ``model``'s cached features (default
+    ``embedded:efficientnet_lite0``).
+
+    ``options`` are InspectConfig fields (``near_duplicate_similarity=0.9``, ``folds=5``,
+    ``write_clean="clean.csv"``, ...) and DataConfig fields (``image_column="img"``). Writes inspect.json,
+    inspect.md and a gallery PNG per kind found to ``output_dir``; returns an InspectReport (``.findings``,
+    ``.summary`` with the counts per kind and ``leakage``, ``.paths``).
+    """
+    from hf_transfer.inspection.run import inspect_data
+    from hf_transfer.inspection.settings import InspectConfig
+
+    own = {f.name for f in dataclasses.fields(InspectConfig)}
+    _check_keywords(options, (*DATA_FIELDS, *own), function="inspect")
+    settings = InspectConfig(**{k: _plain(v) for k, v in options.items() if k in own})
+    if model is not None:
+        settings.model = str(model)
+    data_config = _data_config(data, {k: v for k, v in options.items() if k in DATA_FIELDS}, function="inspect")
+    with console.quiet(verbose):
+        return inspect_data(data_config, settings, output_dir)
+
+
 # -------------------------------------------------------------------------------------- choose a model
 
 def rank(*, models: Sequence[str | Path], data: DataConfig | str | Path, output_dir: str | Path | None = None,
@@ -256,7 +283,7 @@ def compare(*, models: Sequence[str | Path], data: DataConfig | str | Path, outp
     from hf_transfer.experiments.compare.plan import DEFAULT_TEST_FRACTION, OWNED_OPTIONS, CompareSettings
 
     owned = {o[2:].replace("-", "_") for o in OWNED_OPTIONS} - {"data_seed"}  # the data seed is the data's
-    known = (FIELD_NAMES - owned) | {name for name in inspect.signature(compare).parameters if name != "options"}
+    known = (FIELD_NAMES - owned) | {name for name in pyinspect.signature(compare).parameters if name != "options"}
     if not set(options) <= known:  # TrainingArguments fields pass through (reading them imports transformers)
         _check_keywords(options, known | trainer_option_names(), function="compare")
     settings = CompareSettings(
@@ -287,7 +314,7 @@ def auto(*, data: DataConfig | str | Path, output_dir: str | Path, candidates: S
 
     own = {f.name for f in option_fields()}
     owned = {o[2:].replace("-", "_") for o in OWNED_OPTIONS} - {"data_seed"}  # set per training run by auto
-    known = (FIELD_NAMES - owned) | own | {name for name in inspect.signature(auto).parameters if name != "options"}
+    known = (FIELD_NAMES - owned) | own | {name for name in pyinspect.signature(auto).parameters if name != "options"}
     if not set(options) <= known:  # TrainingArguments fields pass through (reading them imports transformers)
         _check_keywords(options, known | trainer_option_names(), function="auto")
     chosen = {k: v for k, v in options.items() if k in own}
