@@ -159,6 +159,7 @@ def training_rows(summary: run_folder.TrainingSummary) -> list[tuple[str, str]]:
         rows.append(("Training", steps))
     if summary.hf_transfer_version:
         rows.append(("hf_transfer", str(summary.hf_transfer_version)))
+    rows += [tuple(line.split(": ", 1)) for line in summary.data_check_lines()]  # leakage, inspection counts
     return rows
 
 

@@ -276,6 +276,8 @@ def build_model_card(run_dir: str | Path, *, repo_id: str, adapter: bool = False
     guardrails = _guardrails_section(summary.guardrails)
     if guardrails:
         body += ["## Guardrails\n", guardrails]
+    if summary.data_check_lines():
+        body += ["## Data checks\n", "\n".join(f"- {_md_escape(line)}" for line in summary.data_check_lines()) + "\n"]
     body.append(_plots_section(linked))
     body.append(f"## Files\n\n`{METRICS_FILE}` (all evaluation numbers), `{SUMMARY_FILE}` (run record), "
                 f"`{LABELS_FILE}` (label names)" + (f", `{CALIBRATION_FILE}`" if calibration is not None else "") + ".\n")
