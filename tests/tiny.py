@@ -106,6 +106,18 @@ def _stripes(c: int, rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
 
 
+def _blobs(c: int, rng: np.random.Generator, size: int) -> Image.Image:
+    """The class's colour under a few random grey rectangles: every image of a class differs from the others
+    (no two are near duplicates), yet the class stays learnable from its colour."""
+    palette = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (200, 200, 40), (160, 40, 200)]
+    array = np.zeros((size, size, 3), dtype=np.float64) + palette[c % len(palette)]
+    for _ in range(3):
+        top, left = rng.integers(0, size - size // 4, 2)
+        height, width = rng.integers(size // 8, size // 4, 2)
+        array[top:top + height, left:left + width] = rng.uniform(0, 255)
+    return Image.fromarray(np.clip(array + rng.normal(0, 8, array.shape), 0, 255).astype(np.uint8))
+
+
 def grating(kind: str, rng: np.random.Generator, *, size: int = SIZE, contrast: float = 60.0,
             noise: float = 45.0) -> Image.Image:
     """A faint grating (horizontal, vertical or diagonal) under strong noise at one mean colour: random
@@ -123,8 +135,8 @@ def make_image_folder(root: Path, *, classes=("cat", "dog", "fish"), per_class: 
                       pattern: str = "stripes") -> Path:
     """The suite's one image-folder maker: root/<class>/NNN.png, or root/train|test/<class>/NNN.png.
 
-    ``pattern``: "stripes" (colour + stripe direction per class) or "grating" (class names are grating
-    directions, :data:`GRATING_CLASSES`). With ``split_folders`` the test split gets ``test_per_class``
+    ``pattern``: "stripes" (colour + stripe direction per class), "blobs" (colour per class under random
+    rectangles: no two images alike) or "grating" (class names are grating directions, :data:`GRATING_CLASSES`). With ``split_folders`` the test split gets ``test_per_class``
     images per class (default ``max(2, per_class // 2)``; 0: no test folder).
     """
     rng = np.random.default_rng(seed)
@@ -140,7 +152,8 @@ def make_image_folder(root: Path, *, classes=("cat", "dog", "fish"), per_class: 
             folder = root / split / name if split else root / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
-                image = grating(name, rng, size=size) if pattern == "grating" else _stripes(c, rng, size)
+                image = (grating(name, rng, size=size) if pattern == "grating" else
+                         _blobs(c, rng, size) if pattern == "blobs" else _stripes(c, rng, size))
                 image.save(folder / f"{i:03d}.png")
     return root
 
