@@ -171,3 +171,34 @@ def test_where_the_rule_differs_from_cleanlab_default():
         recall = {name: len(found & planted) / len(planted) for name, found in (("ours", ours), ("default", default))}
         assert precision["ours"] > precision["default"] and recall["ours"] < recall["default"]
         assert precision["ours"] > 0.85 and recall["ours"] > 0.6
+
+
+# ------------------------------------------------------------------------------ the card and the Space page
+
+def test_the_card_and_the_space_page_show_the_data_report(inspected, tmp_path):
+    from hf_transfer import run_folder
+    from hf_transfer.app.page import training_rows
+    from hf_transfer.inspection.report import InspectReport, record_inspection
+    from hf_transfer.publish.model_card import build_model_card
+
+    _, out, _, _ = inspected
+    run_dir = tmp_path / "run"
+    leakage = {"leakage": True, "leaked": {"validation": 0, "test": 2}}
+    run_folder.TrainingSummary(strategy="linear", label_names=["cat", "dog", "fish"],
+                               data_checks={"leakage": leakage}).write(run_dir)
+    payload = json.loads((out / "inspect.json").read_text())
+    report = InspectReport(findings=[], summary=payload["summary"], settings=InspectConfig())
+    record_inspection(report, run_dir)
+    card = str(build_model_card(run_dir, repo_id="alice/pets"))
+    counts = payload["summary"]["counts"]
+    assert "## Data checks" in card and "Held-out images leaked into training: yes, 2 test image(s)" in card
+    assert f"{counts['duplicate']} duplicate, {counts['leakage']} leakage" in card
+    assert f"{counts['label_error']} label error" in card
+    rows = dict(training_rows(run_folder.TrainingSummary.read(run_dir)))
+    assert rows["Held-out images leaked into training"] == "yes, 2 test image(s)"
+    assert any(name.startswith("Inspection (") for name in rows)
+
+    old = tmp_path / "old"  # a run written before the data checks: no section, no row
+    run_folder.TrainingSummary(strategy="linear", label_names=["cat", "dog"]).write(old)
+    assert "Data checks" not in str(build_model_card(old, repo_id="alice/old"))
+    assert not any("leaked" in name for name, _ in training_rows(run_folder.TrainingSummary.read(old)))
