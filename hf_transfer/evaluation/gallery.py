@@ -90,6 +90,10 @@ def draw_tiles(tiles: Sequence[Tile], *, path: str | Path, title: str, columns: 
     mosaic = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
     for n, tile in enumerate(tiles):
         image = tile.image.convert("RGB")
+        if max(image.size) < TILE:  # a 25 px face is shown large enough to see, its pixels kept sharp
+            scale = TILE / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.NEAREST)
         image.thumbnail((TILE, TILE), Image.Resampling.BILINEAR)
         x = (n % cols) * cell_w + (cell_w - image.width) // 2
         y0 = (n // cols) * cell_h + caption + (TILE - image.height) // 2

@@ -19,7 +19,7 @@ JSON_FILE = "inspect.json"
 MARKDOWN_FILE = "inspect.md"
 GALLERY_FILE = "inspect_{kind}.png"
 MD_ROWS = 50  # findings listed per kind in inspect.md (all of them are in inspect.json)
-WHAT = {"duplicate": "group(s) of copies within a split", "leakage": "group(s) shared by train and a held-out split",
+WHAT = {"duplicate": "group(s) of copies within a split", "leakage": "group(s) of copies in two splits",
         "conflicting_labels": "group(s) of copies with different labels",
         "label_error": "image(s) whose label the out-of-fold probe doubts", "outlier": "image(s) far from every class",
         "small_image": "image(s) smaller than the checkpoint's input"}

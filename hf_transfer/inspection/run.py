@@ -75,22 +75,22 @@ def _features(splits: dict[str, Any], settings: InspectConfig) -> tuple[np.ndarr
 
 
 def copy_findings(pool: Pool, splits: dict[str, Any], unit: np.ndarray, settings: InspectConfig) -> list[Finding]:
-    """Exact copies (same bytes) and near copies (features or thumbnails similar enough) grouped together, then
-    sorted out into duplicates, leaks and conflicting labels."""
+    """Exact copies (same bytes, one finding per set of copies) and near copies (features or thumbnails similar
+    enough, one finding per pair: chaining pairs into groups would join images that are not alike), sorted out
+    into duplicates, leaks and conflicting labels."""
     row_of = {(s, i): r for r, (s, i) in enumerate(zip(pool.split, pool.index, strict=True))}
     exact = [[row_of[m] for m in group.members] for group in exact_duplicate_groups(splits)]
+    found = [f for group in exact for f in group_findings(pool, group, 1.0, exact=True)]
+    copy_of = {r: n for n, group in enumerate(exact) for r in group}
     thumbs = similarity.thumbnails(pool.records)
-    edges = [(g[0], r) for g in exact for r in g[1:]]
-    edges += [(i, j) for i, j, _ in similarity.similar_pairs(unit, settings.near_duplicate_similarity)]
-    edges += [(i, j) for i, j, _ in similarity.similar_pairs(thumbs, settings.near_duplicate_pixels)]
-    exact_sets = {frozenset(g) for g in exact}
-    found = []
-    for group in similarity.connected_groups(edges):
-        is_exact = frozenset(group) in exact_sets
-        features, pixels = unit[group] @ unit[group].T, thumbs[group] @ thumbs[group].T
-        score = 1.0 if is_exact else float(np.maximum(features, pixels).min())
-        found += group_findings(pool, group, min(score, 1.0), exact=is_exact,
-                                note="" if is_exact else f"cosine {features.min():.3f}, pixels {pixels.min():.3f}")
+    pairs = {(i, j) for i, j, _ in similarity.similar_pairs(unit, settings.near_duplicate_similarity)}
+    pairs |= {(i, j) for i, j, _ in similarity.similar_pairs(thumbs, settings.near_duplicate_pixels)}
+    for i, j in sorted(pairs):
+        if i in copy_of and copy_of.get(j) == copy_of[i]:
+            continue  # the same bytes: reported above
+        features, pixels = float(unit[i] @ unit[j]), float(thumbs[i] @ thumbs[j])
+        found += group_findings(pool, [i, j], min(max(features, pixels), 1.0), exact=False,
+                                note=f"cosine {features:.3f}, pixels {pixels:.3f}")
     return found
 
 

@@ -18,7 +18,7 @@ BLOCK = 2048  # rows of the similarity matrix computed at once: a 2048 x N float
 
 THUMB = 16  # px of each side of the thumbnails compared pixel by pixel
 
-__all__ = ["THUMB", "connected_groups", "outlier_scores", "robust_z", "similar_pairs", "thumbnails", "unit_features"]
+__all__ = ["THUMB", "outlier_scores", "robust_z", "similar_pairs", "thumbnails", "unit_features"]
 
 
 def unit_features(features: np.ndarray) -> np.ndarray:
@@ -61,25 +61,6 @@ def similar_pairs(unit: np.ndarray, threshold: float) -> list[tuple[int, int, fl
         keep = cols > rows
         pairs += [(int(i), int(j), float(block[i - start, j])) for i, j in zip(rows[keep], cols[keep], strict=True)]
     return pairs
-
-
-def connected_groups(pairs: list[tuple[int, int]]) -> list[list[int]]:
-    """The connected components (two or more members, sorted) of the graph whose edges are ``pairs``."""
-    parent: dict[int, int] = {}
-
-    def root(i: int) -> int:
-        parent.setdefault(i, i)
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in pairs:
-        parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in parent:
-        groups.setdefault(root(i), []).append(i)
-    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
 
 
 def outlier_scores(unit: np.ndarray, labels: np.ndarray) -> np.ndarray:
