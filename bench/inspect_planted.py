@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                             "counts": report.counts, "scores": score(report, planted),
                             "probe": report.summary["probe"], "settings": report.summary["thresholds"]})
             print(json.dumps(results[-1]["scores"]), f"{seconds:.1f} s", flush=True)
-    payload = {"command": "python bench/inspect_planted.py " + " ".join(argv or []), "seed": args.seed,
+    shown = sys.argv[1:] if argv is None else argv
+    payload = {"command": "python bench/inspect_planted.py " + " ".join(shown), "seed": args.seed,
                "relabel": args.relabel, "leak": args.leak, "near": args.near, "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
