@@ -8,7 +8,7 @@ import shutil
 from tiny import make_image_folder, quick_run_config
 
 from hf_transfer.config import DataConfig
-from hf_transfer.data.duplicates import check_leakage, content_hash, exact_duplicate_groups
+from hf_transfer.data.duplicates import check_leakage, content_hash, content_hashes, exact_duplicate_groups
 from hf_transfer.data.loading import load_splits
 from hf_transfer.training.run import run_training
 
@@ -32,6 +32,24 @@ def test_exact_copies_are_grouped_within_and_across_splits(tmp_path):
     assert "\n" not in check.message() and "1 test image(s)" in check.message()
     assert content_hash({"path": str(tmp_path / "missing.png"), "bytes": None}) is None  # the image check reports it
     assert content_hash({"path": None, "bytes": b"abc"}) == content_hash({"bytes": b"abc"})
+
+
+def test_digests_are_remembered_by_file_identity_and_redone_when_a_file_changes(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    records = [{"path": str(p), "bytes": None} for p in sorted(data.rglob("*.png"))]
+    first = content_hashes(records)
+    assert first == [content_hash(r) for r in records]
+    (cache_file,) = (tmp_path / "cache" / "image_hashes").glob("*.json")
+    remembered = json.loads(cache_file.read_text())
+    assert sorted(remembered.values()) == sorted(first)
+    cache_file.write_text(json.dumps({key: "remembered" for key in remembered}))
+    assert content_hashes(records) == ["remembered"] * len(records)  # read from the cache, no file opened
+    os.utime(records[0]["path"], ns=(1, 1))  # the file changed: its digest is computed again
+    assert content_hashes(records)[:2] == [first[0], "remembered"]
+    assert content_hashes([{"path": None, "bytes": b"x"}]) == [content_hash({"bytes": b"x"})]  # bytes: every time
 
 
 def test_clean_data_has_no_leakage(tmp_path):

@@ -1,7 +1,8 @@
 """Exact duplicates: images whose bytes are the same, within a split and across splits.
 
 The cheap half of ``hf-transfer inspect``, cheap enough for every ``train`` to run it: a content hash of each
-image's bytes (one read per file, no decoding). The same picture in the training split and in validation or
+image's bytes (one read per file, no decoding, over a thread pool: hashlib releases the GIL). A file's digest is
+remembered by its identity (path, size, mtime, inode), so a second run on the same folder reads no file. The same picture in the training split and in validation or
 test is *leakage*: the model is scored on images it learnt from, and every number it reports is inflated.
 Nothing here deletes or moves a file; the user decides (``hf-transfer inspect --write-clean``).
 
@@ -11,16 +12,21 @@ Near duplicates (a resized or recompressed copy) need features: :mod:`hf_transfe
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_transfer import cache
 from hf_transfer.data.sampling import column
 
 TRAIN = "train"
 HELD_OUT = ("validation", "test")  # the splits a model is scored on
+HASH_CACHE_VERSION = 1  # bump when the digest changes: older cache files are then ignored
 
-__all__ = ["DuplicateGroup", "LeakageCheck", "check_leakage", "content_hash", "exact_duplicate_groups", "image_name"]
+__all__ = ["DuplicateGroup", "LeakageCheck", "check_leakage", "content_hash", "content_hashes", "exact_duplicate_groups", "image_name"]
 
 
 def content_hash(record: dict[str, Any] | None) -> str | None:
@@ -38,6 +44,62 @@ def content_hash(record: dict[str, Any] | None) -> str | None:
             return None  # an unreadable file is the image check's to report
         return digest.hexdigest()
     return None
+
+
+def content_hashes(records: list[dict[str, Any] | None]) -> list[str | None]:
+    """:func:`content_hash` of every record: files already hashed (same identity) from the cache, the rest read
+    over a thread pool."""
+    identities = [_identity(record) for record in records]
+    cache_file = _cache_file(identities)
+    known = _read_cache(cache_file) if cache_file else {}
+    digests = [known.get(identity) if identity else None for identity in identities]
+    todo = [n for n, digest in enumerate(digests) if digest is None]
+    if todo:
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for n, digest in zip(todo, pool.map(lambda n: content_hash(records[n]), todo), strict=True):
+                digests[n] = digest
+        if cache_file:  # entries of other files under the same root stay; older versions of these files go
+            now = {i: d for i, d in zip(identities, digests, strict=True) if i and d}
+            paths = {identity.split("|")[0] for identity in now}
+            _write_cache(cache_file, {k: v for k, v in known.items() if k.split("|")[0] not in paths} | now)
+    return digests
+
+
+def _identity(record: dict[str, Any] | None) -> str | None:
+    """``path|size|mtime_ns|inode`` of a record that is a file, else None (bytes are hashed every time)."""
+    record = record or {}
+    if record.get("bytes") or not record.get("path"):
+        return None
+    try:
+        stat = os.stat(record["path"])
+    except OSError:
+        return None
+    return f"{os.path.abspath(record['path'])}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+
+
+def _cache_file(identities: list[str | None]):
+    paths = [identity.split("|")[0] for identity in identities if identity]
+    if not paths:
+        return None
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    return cache.cache_root() / "image_hashes" / f"v{HASH_CACHE_VERSION}-{hashlib.sha1(root.encode()).hexdigest()[:16]}.json"
+
+
+def _read_cache(path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # missing or damaged: hash again
+
+
+def _write_cache(path, digests: dict[str, str]) -> None:
+    from hf_transfer.run_folder import write_json
+
+    try:
+        write_json(path, digests)
+    except OSError:
+        pass  # a read-only cache only costs the next run a read of every file
 
 
 def image_name(record: dict[str, Any] | None, split: str, index: int) -> str:
@@ -73,8 +135,7 @@ def exact_duplicate_groups(splits: dict[str, Any]) -> list[DuplicateGroup]:
     """Every set of two or more images with identical bytes, over all ``splits`` ({name: datasets split})."""
     by_digest: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for name, dataset in splits.items():
-        for index, record in enumerate(column(dataset, "image")):
-            digest = content_hash(record)
+        for index, digest in enumerate(content_hashes(column(dataset, "image"))):
             if digest is not None:
                 by_digest[digest].append((name, index))
     return [DuplicateGroup(digest, tuple(members)) for digest, members in by_digest.items() if len(members) > 1]
