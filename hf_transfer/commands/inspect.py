@@ -38,6 +38,8 @@ def run(args, extra) -> int:
     report = inspect_data(data_config_from(args), settings, args.output_dir)
     for line in report.lines():
         print(line)
+    for note in report.summary["notes"]:
+        print(f"note: {note}")
     if "clean" in report.paths:
         print(f"wrote {report.paths['clean']}: the training and validation images without the flagged ones")
     if args.record_in:

@@ -37,11 +37,11 @@ def inspect_data(data: DataConfig, settings: InspectConfig, output_dir: str | Pa
     pool = Pool.from_splits(splits)
     features, spec = _features(splits, settings)
     unit = similarity.unit_features(features)
-    findings = copy_findings(pool, splits, unit, settings)
+    notes: list[str] = []
+    findings = copy_findings(pool, splits, unit, settings, notes)
     probs, folds = confident_learning.out_of_fold_probabilities(
         features, pool.labels, num_classes=len(pool.label_names), folds=settings.folds, seed=settings.seed,
         c=settings.probe_c)
-    notes = []
     if folds >= 2:
         issues = confident_learning.find_label_issues(pool.labels, probs)
         findings += label_error_findings(pool, issues.indices, issues.suggested, issues.self_confidence)
@@ -74,10 +74,14 @@ def _features(splits: dict[str, Any], settings: InspectConfig) -> tuple[np.ndarr
     return np.concatenate([sets[name].features for name in splits]), first.meta["preprocessing"]
 
 
-def copy_findings(pool: Pool, splits: dict[str, Any], unit: np.ndarray, settings: InspectConfig) -> list[Finding]:
+MAX_NEAR_PAIRS = 20_000  # near pairs reported at most (the most similar first); a folder of look-alikes has millions
+
+
+def copy_findings(pool: Pool, splits: dict[str, Any], unit: np.ndarray, settings: InspectConfig,
+                  notes: list[str]) -> list[Finding]:
     """Exact copies (same bytes, one finding per set of copies) and near copies (features or thumbnails similar
     enough, one finding per pair: chaining pairs into groups would join images that are not alike), sorted out
-    into duplicates, leaks and conflicting labels."""
+    into duplicates, leaks and conflicting labels. A cut of the near pairs is said in ``notes``."""
     row_of = {(s, i): r for r, (s, i) in enumerate(zip(pool.split, pool.index, strict=True))}
     exact = [[row_of[m] for m in group.members] for group in exact_duplicate_groups(splits)]
     found = [f for group in exact for f in group_findings(pool, group, 1.0, exact=True)]
@@ -85,11 +89,15 @@ def copy_findings(pool: Pool, splits: dict[str, Any], unit: np.ndarray, settings
     thumbs = similarity.thumbnails(pool.records)
     pairs = {(i, j) for i, j, _ in similarity.similar_pairs(unit, settings.near_duplicate_similarity)}
     pairs |= {(i, j) for i, j, _ in similarity.similar_pairs(thumbs, settings.near_duplicate_pixels)}
-    for i, j in sorted(pairs):
-        if i in copy_of and copy_of.get(j) == copy_of[i]:
-            continue  # the same bytes: reported above
+    pairs = {(i, j) for i, j in pairs if not (i in copy_of and copy_of.get(j) == copy_of[i])}  # exact: above
+    scored = sorted(((max(float(unit[i] @ unit[j]), float(thumbs[i] @ thumbs[j])), i, j) for i, j in pairs),
+                    reverse=True)
+    if len(scored) > MAX_NEAR_PAIRS:
+        notes.append(f"{len(scored)} near-duplicate pairs: the {MAX_NEAR_PAIRS} most similar are reported; raise "
+                     "--near-duplicate-similarity / --near-duplicate-pixels to see fewer, closer ones")
+    for score, i, j in scored[:MAX_NEAR_PAIRS]:  # the most similar first
         features, pixels = float(unit[i] @ unit[j]), float(thumbs[i] @ thumbs[j])
-        found += group_findings(pool, [i, j], min(max(features, pixels), 1.0), exact=False,
+        found += group_findings(pool, [i, j], min(score, 1.0), exact=False,
                                 note=f"cosine {features:.3f}, pixels {pixels:.3f}")
     return found
 
