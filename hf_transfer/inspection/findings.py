@@ -105,8 +105,9 @@ def outlier_findings(pool: Pool, z: np.ndarray, threshold: float, nearest: np.nd
     """One ``outlier`` per image whose robust z-score passes ``threshold``, farthest first; score is the z."""
     rows = np.flatnonzero(z > threshold)
     return [Finding(kind="outlier", files=[pool.files[r]], split=pool.split[r], score=float(z[r]),
-                    given_label=pool.label(r), suggested_label=pool.label_names[int(nearest[r])],
-                    note="far from every class centre", rows=[int(r)], drop=[int(r)])
+                    given_label=pool.label(r),  # the nearest class, when it is another one
+                    suggested_label=None if nearest[r] == pool.labels[r] else pool.label_names[int(nearest[r])],
+                    note=f"z {z[r]:.1f}: far from every class centre", rows=[int(r)], drop=[int(r)])
             for r in rows[np.argsort(-z[rows], kind="stable")]]
 
 

@@ -121,7 +121,7 @@ def _markdown(report: InspectReport) -> str:
     lines = [f"# Inspection of `{s['data']}`\n", f"Features: `{s['model']}`; images: "
              + ", ".join(f"{n} {split}" for split, n in s["images"].items()) + ".\n", "## Summary\n"]
     lines += [f"- {line}" for line in report.lines()]
-    lines.append(f"- leakage (held-out images also in train): {'yes' if s['leakage'] else 'no'}")
+    lines.append(f"- leakage (an image in two splits): {'yes' if s['leakage'] else 'no'}")
     lines += [f"- note: {note}" for note in s.get("notes", [])]
     lines += ["", "## Class balance\n", "| class | " + " | ".join(s["class_balance"]) + " |",
               "|---|" + "---|" * len(s["class_balance"])]
