@@ -16,7 +16,7 @@ import hf_transfer
 from hf_transfer.cli import main
 from hf_transfer.config import DataConfig
 from hf_transfer.data.loading import load_splits
-from hf_transfer.errors import ConfigError
+from hf_transfer.errors import ConfigError, OutputDirError
 from hf_transfer.inspection.confident_learning import find_label_issues
 from hf_transfer.inspection.findings import KINDS
 from hf_transfer.inspection.settings import InspectConfig
@@ -29,7 +29,7 @@ def planted_folder(root):
     validation.rename(root / "validation")
     train = root / "train"
     shutil.copyfile(train / "cat" / "000.png", train / "cat" / "exact_copy.png")
-    Image.open(train / "dog" / "001.png").save(train / "dog" / "near_copy.jpg", quality=85)  # recompressed
+    Image.open(train / "dog" / "001.png").resize((30, 30)).save(train / "dog" / "near_copy.jpg", quality=85)
     shutil.copyfile(root / "test" / "fish" / "000.png", train / "fish" / "leaked.png")
     shutil.copyfile(train / "cat" / "002.png", train / "dog" / "conflict.png")
     (train / "cat" / "003.png").rename(train / "fish" / "mislabelled.png")
@@ -181,14 +181,15 @@ def test_the_card_and_the_space_page_show_the_data_report(inspected, tmp_path):
     from hf_transfer.inspection.report import InspectReport, record_inspection
     from hf_transfer.publish.model_card import build_model_card
 
-    _, out, _, _ = inspected
     run_dir = tmp_path / "run"
     leakage = {"leakage": True, "leaked": {"validation": 0, "test": 2}}
     run_folder.TrainingSummary(strategy="linear", label_names=["cat", "dog", "fish"],
                                data_checks={"leakage": leakage}).write(run_dir)
-    payload = json.loads((out / "inspect.json").read_text())
-    report = InspectReport(findings=[], summary=payload["summary"], settings=InspectConfig())
-    record_inspection(report, run_dir)
+    data, out, _, _ = inspected
+    code, stdout = _main(["inspect", "--data", str(data), "--output-dir", str(tmp_path / "again"), "--folds", "3",
+                          "--record-in", str(run_dir)])
+    assert code == 0 and f"recorded the counts in {run_dir / 'training_summary.json'}" in stdout
+    payload = json.loads((tmp_path / "again" / "inspect.json").read_text())
     card = str(build_model_card(run_dir, repo_id="alice/pets"))
     counts = payload["summary"]["counts"]
     assert "## Data checks" in card and "Held-out images leaked into training: yes, 2 test image(s)" in card
@@ -202,3 +203,6 @@ def test_the_card_and_the_space_page_show_the_data_report(inspected, tmp_path):
     run_folder.TrainingSummary(strategy="linear", label_names=["cat", "dog"]).write(old)
     assert "Data checks" not in str(build_model_card(old, repo_id="alice/old"))
     assert not any("leaked" in name for name, _ in training_rows(run_folder.TrainingSummary.read(old)))
+    with pytest.raises(OutputDirError, match="training_summary.json"):
+        record_inspection(InspectReport(findings=[], summary=payload["summary"], settings=InspectConfig()),
+                          tmp_path / "not-a-run")
