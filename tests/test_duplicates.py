@@ -52,6 +52,24 @@ def test_digests_are_remembered_by_file_identity_and_redone_when_a_file_changes(
     assert content_hashes([{"path": None, "bytes": b"x"}]) == [content_hash({"bytes": b"x"})]  # bytes: every time
 
 
+def test_only_images_whose_size_another_shares_are_read(tmp_path, monkeypatch):
+    """A first run over a large folder costs a stat per file: bytes are hashed only where sizes collide."""
+    from hf_transfer.data import duplicates
+
+    monkeypatch.setenv("HF_TRANSFER_CACHE", str(tmp_path / "cache"))
+    data = _leaky_folder(tmp_path / "data")
+    splits, _ = load_splits(DataConfig(data=str(data), validation_fraction=0.01))
+    records = [r for split in splits.values() for r in split["image"]]
+    sizes = [duplicates.byte_size(r) for r in records]
+    hashed = []
+    real = duplicates.content_hash
+    monkeypatch.setattr(duplicates, "content_hash", lambda record: hashed.append(record["path"]) or real(record))
+    groups = duplicates.exact_duplicate_groups(dict(splits))
+    assert len(groups) == 2
+    expected = {r["path"] for r, s in zip(records, sizes) if sizes.count(s) > 1}
+    assert set(hashed) == expected and len(expected) < len(records)
+
+
 def test_clean_data_has_no_leakage(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=4, split_folders=True, test_per_class=2)
     splits, _ = load_splits(DataConfig(data=str(data)))

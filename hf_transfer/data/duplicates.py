@@ -1,9 +1,10 @@
 """Exact duplicates: images whose bytes are the same, within a split and across splits.
 
-The cheap half of ``hf-transfer inspect``, cheap enough for every ``train`` to run it: a content hash of each
-image's bytes (one read per file, no decoding, over a thread pool: hashlib releases the GIL). A file's digest is
-remembered by its identity (path, size, mtime, inode), so a second run on the same folder reads no file. The same picture in the training split and in validation or
-test is *leakage*: the model is scored on images it learnt from, and every number it reports is inflated.
+The cheap half of ``hf-transfer inspect``, cheap enough for every ``train`` to run it: a content hash of the
+bytes of each image whose size another image shares (a stat per file; one read per hashed file, no decoding, over
+a thread pool: hashlib releases the GIL). A file's digest is remembered by its identity (path, size, mtime, inode),
+so a second run on the same folder reads no file. The same picture in the training split and in validation or test
+is *leakage*: the model is scored on images it learnt from, and every number it reports is inflated.
 Nothing here deletes or moves a file; the user decides (``hf-transfer inspect --write-clean``).
 
 Near duplicates (a resized or recompressed copy) need features: :mod:`hf_transfer.inspection` finds them.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,12 +134,34 @@ class DuplicateGroup:
 
 def exact_duplicate_groups(splits: dict[str, Any]) -> list[DuplicateGroup]:
     """Every set of two or more images with identical bytes, over all ``splits`` ({name: datasets split})."""
-    by_digest: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    members, records, sizes = [], [], []
     for name, dataset in splits.items():
-        for index, digest in enumerate(content_hashes(column(dataset, "image"))):
-            if digest is not None:
-                by_digest[digest].append((name, index))
-    return [DuplicateGroup(digest, tuple(members)) for digest, members in by_digest.items() if len(members) > 1]
+        for index, record in enumerate(column(dataset, "image")):
+            members.append((name, index))
+            records.append(record)
+            sizes.append(byte_size(record))
+    # Identical bytes mean identical sizes: only files whose size another file shares are read and hashed, so a
+    # first run over a large folder costs a stat per file, not a read.
+    shared = {size for size, count in Counter(sizes).items() if count > 1 and size is not None}
+    todo = [n for n, size in enumerate(sizes) if size in shared]
+    by_digest: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for n, digest in zip(todo, content_hashes([records[n] for n in todo]), strict=True):
+        if digest is not None:
+            by_digest[digest].append(members[n])
+    return [DuplicateGroup(digest, tuple(found)) for digest, found in by_digest.items() if len(found) > 1]
+
+
+def byte_size(record: dict[str, Any] | None) -> int | None:
+    """The length of an image record's bytes (a stat for a file), or None when there is nothing to read."""
+    record = record or {}
+    if record.get("bytes"):
+        return len(record["bytes"])
+    if record.get("path"):
+        try:
+            return os.stat(record["path"]).st_size
+        except OSError:
+            return None
+    return None
 
 
 @dataclass
