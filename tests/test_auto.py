@@ -60,7 +60,7 @@ def test_auto_killed_mid_compare_resumes_then_pushes_the_model_and_its_space(wor
     proc.send_signal(signal.SIGKILL)  # a hard kill mid-compare: no handler runs
     output = proc.communicate(timeout=60)[0]
     stages, kept_cells = _mtimes(out / STAGES_DIR), _mtimes(cells)
-    assert set(stages) == {"split.json", "rank.json", "plan.json"}, output
+    assert set(stages) == {"inspect.json", "split.json", "rank.json", "plan.json"}, output
     assert 1 <= len(kept_cells) < 4, output
 
     assert main([*argv, "--seeds", "3", "--resume"]) == 2  # changed options are refused, by name
@@ -70,7 +70,7 @@ def test_auto_killed_mid_compare_resumes_then_pushes_the_model_and_its_space(wor
     monkeypatch.setattr(hub_constants, "ENDPOINT", hub.url)  # read at import: this process imported it before
     assert main([*argv, "--resume"]) == 0
     printed = capsys.readouterr().out
-    for name in ("split", "rank", "plan"):
+    for name in ("inspect", "split", "rank", "plan"):
         assert f"{name}: done earlier, kept" in printed
     assert f"resuming: {len(kept_cells)} finished cell(s) kept" in printed
     assert {k: v for k, v in _mtimes(out / STAGES_DIR).items() if k in stages} == stages  # not redone
@@ -93,6 +93,10 @@ def test_auto_killed_mid_compare_resumes_then_pushes_the_model_and_its_space(wor
         assert text in md, text
     model_files = hub.state.files("alice/auto-pets")
     assert {"model.safetensors", "config.json", "README.md"} <= set(model_files)
+    # the data report reaches the pushed card: inspect ran first, on the data as given
+    inspected = json.loads((out / "inspect" / "inspect.json").read_text())["summary"]["counts"]
+    assert "## Data checks" in model_files["README.md"].decode() and "## inspect\n\n- found " in md
+    assert f"{inspected['label_error']} label error" in model_files["README.md"].decode()
     space_files = hub.state.files("alice/auto-pets", "space")
     assert "app.py" in space_files and "alice/auto-pets" in space_files["README.md"].decode()
     assert report["stages"]["space"]["url"].endswith("/spaces/alice/auto-pets")

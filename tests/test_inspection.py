@@ -178,7 +178,7 @@ def test_where_the_rule_differs_from_cleanlab_default():
 def test_the_card_and_the_space_page_show_the_data_report(inspected, tmp_path):
     from hf_transfer import run_folder
     from hf_transfer.app.page import training_rows
-    from hf_transfer.inspection.report import InspectReport, record_inspection
+    from hf_transfer.inspection.report import record_inspection
     from hf_transfer.publish.model_card import build_model_card
 
     run_dir = tmp_path / "run"
@@ -204,5 +204,4 @@ def test_the_card_and_the_space_page_show_the_data_report(inspected, tmp_path):
     assert "Data checks" not in str(build_model_card(old, repo_id="alice/old"))
     assert not any("leaked" in name for name, _ in training_rows(run_folder.TrainingSummary.read(old)))
     with pytest.raises(OutputDirError, match="training_summary.json"):
-        record_inspection(InspectReport(findings=[], summary=payload["summary"], settings=InspectConfig()),
-                          tmp_path / "not-a-run")
+        record_inspection(payload["summary"], tmp_path / "not-a-run")

@@ -43,6 +43,6 @@ def run(args, extra) -> int:
     if "clean" in report.paths:
         print(f"wrote {report.paths['clean']}: the training and validation images without the flagged ones")
     if args.record_in:
-        print(f"recorded the counts in {record_inspection(report, args.record_in)}")
+        print(f"recorded the counts in {record_inspection(report.summary, args.record_in)}")
     print(f"wrote {report.paths['json']} and {report.paths['markdown']}")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,12 +147,12 @@ def _labels(given: str | list[str]) -> str:
     return given if isinstance(given, str) else "<br>".join(given)
 
 
-def record_inspection(report: InspectReport, run_dir: str | Path) -> Path:
-    """Add the inspection's counts to a run folder's training_summary.json: its card and Space page show them."""
+def record_inspection(s: Mapping[str, Any], run_dir: str | Path) -> Path:
+    """Add an inspection's counts (``InspectReport.summary``, or inspect.json's ``summary``) to a run folder's
+    training_summary.json: its card and Space page show them."""
     summary = run_folder.TrainingSummary.read(run_dir)
     if summary is None:
         raise OutputDirError(f"{run_dir} holds no {run_folder.SUMMARY_FILE}: point at a finished training run.")
-    s = report.summary
     summary.data_checks = (summary.data_checks or {}) | {"inspection": {
         "model": s["model"], "counts": s["counts"], "leakage": s["leakage"], "data": s["data"]}}
     return summary.write(run_dir)

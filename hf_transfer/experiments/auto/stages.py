@@ -3,7 +3,7 @@
 A stage is a name and a function of the run's :class:`AutoContext` that returns a JSON-able record; the record is
 written to ``OUT/stages/<name>.json`` when the stage ends (atomically), and ``--resume`` skips every stage whose
 record is there. A record's ``said`` is its one line on stdout and in auto.md. To add a stage, add a
-``Stage(name, function)`` to :data:`STAGES` where it belongs (an ``inspect`` stage goes first, before ``split``).
+``Stage(name, function)`` to :data:`STAGES` where it belongs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hf_transfer.errors import CheckpointNotFoundError, HfTransferError
 from hf_transfer.experiments.auto.settings import AutoSettings
 from hf_transfer.run_folder import read_json, write_json
 
-STAGES_DIR, RANK_DIR, COMPARE_DIR, FINAL_DIR = "stages", "rank", "compare", "final"
+STAGES_DIR, INSPECT_DIR, RANK_DIR, COMPARE_DIR, FINAL_DIR = "stages", "inspect", "rank", "compare", "final"
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 
 
@@ -75,6 +75,23 @@ def run_stages(ctx: AutoContext, stages: list[Stage], *, stop_after: str | None 
         if stage.name == stop_after:
             return
 
+
+# ---------------------------------------------------------------------------------------------- inspect
+
+def inspect_stage(ctx: AutoContext) -> dict[str, Any]:
+    """``hf-transfer inspect`` on the user's data before anything trains: warned and recorded, never changed (the
+    run goes on with the data as given; the card of the final model shows the counts)."""
+    from hf_transfer.inspection.run import inspect_data
+    from hf_transfer.inspection.settings import InspectConfig
+
+    report = inspect_data(ctx.settings.data, InspectConfig(seed=ctx.settings.data.data_seed), ctx.out / INSPECT_DIR)
+    for line in report.lines():
+        ctx.progress(f"inspect: {line}")
+    s = report.summary
+    found = ", ".join(f"{n} {kind}" for kind, n in s["counts"].items() if n) or "nothing"
+    leak = "; held-out images are copies of training images: the compare's scores are inflated" if s["leakage"] else ""
+    return {"summary": {k: s[k] for k in ("data", "model", "counts", "leakage")}, "report": str(report.paths["markdown"]),
+            "said": f"found {found} ({report.paths['markdown']}){leak}; going on with the data as given"}
 
 # ------------------------------------------------------------------------------------------------ split
 
@@ -271,10 +288,12 @@ def evaluate_stage(ctx: AutoContext) -> dict[str, Any]:
 
 def card_stage(ctx: AutoContext) -> dict[str, Any]:
     """The model card (README.md) in the final model's folder, as a push would write it."""
+    from hf_transfer.inspection.report import record_inspection
     from hf_transfer.publish.model_card import build_model_card, dumps_card
     from hf_transfer.run_folder import CARD_FILE
 
     folder = Path(ctx.records["final"]["final_model"])
+    record_inspection(ctx.records["inspect"]["summary"], folder)  # the card and the Space show the data report
     repo_id = ctx.settings.push_to_hub or folder.name
     (folder / CARD_FILE).write_bytes(dumps_card(build_model_card(folder, repo_id=repo_id)))
     return {"card": str(folder / CARD_FILE), "said": f"model card {folder / CARD_FILE}"}
@@ -299,8 +318,8 @@ def space_stage(ctx: AutoContext) -> dict[str, Any]:
     return {"space_id": result.repo_id, "url": result.url, "said": result.describe()}
 
 
-# The stages in order. The lead's `inspect` stage goes first: STAGES.insert(0, Stage("inspect", inspect_stage)).
 STAGES: list[Stage] = [
+    Stage("inspect", inspect_stage),
     Stage("split", split_stage),
     Stage("rank", rank_stage),
     Stage("plan", plan_stage),
