@@ -329,6 +329,8 @@ class TrainingSummary(_Record):
                                              omit_none=True)
     streaming: dict[str, Any] | None = _help("--streaming: shards, how they were split between processes, "
                                              "shuffle buffer, training images skipped as unreadable", omit_none=True)
+    distillation: dict[str, Any] | None = _help("hf-transfer distill: teacher, temperature, alpha, and the student "
+                                                "against the teacher on the reported split (comparison)", omit_none=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.calibration, dict):  # as read from a file
