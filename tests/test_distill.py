@@ -195,3 +195,40 @@ def test_distilled_student_trains_loads_in_pipeline_and_reports_the_teacher(tmp_
 
     card = str(build_model_card(out, repo_id="me/student"))
     assert "## Distillation" in card and "| teacher |" in card and "| student |" in card
+
+
+# ------------------------------------------------------------------------------------- two processes
+
+DISTILL_DRIVER = "import sys\nfrom hf_transfer.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+@pytest.mark.slow
+def test_distillation_under_ddp_matches_one_process(tmp_path):
+    """2 processes x batch 4 (accelerate launch, gloo) against 1 x batch 8: the same losses, terms and weights."""
+    from launch_helpers import assert_same_history, history, launch_ddp, make_tiny_assets, max_weight_diff, offline_env
+
+    from hf_transfer.cli import main
+
+    student, data = make_tiny_assets(tmp_path)
+    labels = sorted(p.name for p in (data / "train").iterdir())
+    ddp_teacher = make_checkpoint("vit", tmp_path / "teacher", label_names=labels, seed=1)
+    driver = tmp_path / "driver.py"
+    driver.write_text(DISTILL_DRIVER)
+
+    def args(out, batch):
+        return ["distill", "--teacher", str(ddp_teacher), "--student", str(student), "--data", str(data),
+                "--output-dir", str(out), "--strategy", "full", "--per-device-train-batch-size", str(batch),
+                "--max-steps", "3", "--validation-fraction", "0.1", "--learning-rate", "3e-3", "--seed", "7",
+                "--dataloader-num-workers", "0", "--logging-steps", "1", "--eval-strategy", "steps",
+                "--eval-steps", "3", "--examples-per-class", "1", "--early-stopping-patience", "0"]
+
+    env = offline_env(tmp_path / "cache")
+    launch_ddp(driver, args(tmp_path / "ddp", 4), env=env, cwd=tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        assert main(args(tmp_path / "single", 8)) == 0
+    assert_same_history(history(tmp_path / "ddp"), history(tmp_path / "single"), rtol=1e-3)
+    assert max_weight_diff(tmp_path / "ddp" / "model.safetensors", tmp_path / "single" / "model.safetensors") < 1e-4
+    summary = json.loads((tmp_path / "ddp" / "training_summary.json").read_text())
+    assert summary["distillation"]["comparison"]["student"]["accuracy"] is not None

@@ -175,7 +175,7 @@ def parse_distill_argv(argv: list[str] | None) -> tuple[DistillConfig, RunConfig
     parser = distill_parser()
     distill, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if "-h" in rest or "--help" in rest:  # distill's own options, then train's (parse_run_config prints and exits)
-        print(parser.format_help().replace("usage: ", "usage: hf-transfer distill ", 1), flush=True)
+        print(parser.format_help(), flush=True)
         print("Every `hf-transfer train` option applies to the student (--model excepted: use --student):\n")
         return distill, parse_run_config(["--help"])
     if any(arg == "--model" or arg.startswith("--model=") for arg in rest):
@@ -187,7 +187,8 @@ def parse_distill_argv(argv: list[str] | None) -> tuple[DistillConfig, RunConfig
 def distill_parser():
     from transformers import HfArgumentParser
 
-    return HfArgumentParser((DistillConfig,), add_help=False, allow_abbrev=False)
+    return HfArgumentParser((DistillConfig,), prog="hf-transfer distill", add_help=False, allow_abbrev=False,
+                            description="Distillation options (then train's, for the student).")
 
 
 def run_from_argv(argv: list[str] | None = None) -> RunResult:
