@@ -232,3 +232,14 @@ def test_distillation_under_ddp_matches_one_process(tmp_path):
     assert max_weight_diff(tmp_path / "ddp" / "model.safetensors", tmp_path / "single" / "model.safetensors") < 1e-4
     summary = json.loads((tmp_path / "ddp" / "training_summary.json").read_text())
     assert summary["distillation"]["comparison"]["student"]["accuracy"] is not None
+
+
+def test_the_results_table_is_generated_from_the_bench_json():
+    """bench/RESULTS.md's distillation table is bench/distill.py's markdown_table of bench/distill.json, not typed."""
+    import runpy
+
+    from launch_helpers import REPO
+
+    markdown_table = runpy.run_path(str(REPO / "bench" / "distill.py"))["markdown_table"]
+    result = json.loads((REPO / "bench" / "distill.json").read_text())
+    assert markdown_table(result) in (REPO / "bench" / "RESULTS.md").read_text()
