@@ -26,6 +26,7 @@ __all__ = [
     "__version__",
     # run: train, evaluate, use
     "train",
+    "distill",
     "evaluate",
     "load_classifier",
     "load_metric",

@@ -48,8 +48,8 @@ if TYPE_CHECKING:
     from hf_transfer.transferability.rank import Ranking
 
 __all__ = ["ConfigError", "DataConfig", "HfTransferError", "ImageClassifier", "ModelConfig", "RunConfig",
-           "RunResult", "StrategyConfig", "TrainConfig", "auto", "compare", "curve", "evaluate", "inspect",
-           "list_strategies", "load_classifier", "load_metric", "rank", "train"]
+           "RunResult", "StrategyConfig", "TrainConfig", "auto", "compare", "curve", "distill", "evaluate",
+           "inspect", "list_strategies", "load_classifier", "load_metric", "rank", "train"]
 
 # Re-exported from modules that import torch: resolved on first use, so `from hf_transfer import RunConfig`
 # stays light.
@@ -121,22 +121,53 @@ def train(*, model: str | Path | None = None, data: str | Path | None = None, ou
     overrides it. ``strategy`` defaults to the config's, else ``"lora"``. ``callbacks``: transformers
     ``TrainerCallback`` objects that join the run's own. Returns a RunResult (output_dir, metrics, summary).
     """
-    own = FIELD_NAMES - {"model", "data", "output_dir", "strategy"}
-    if not set(options) <= own:  # TrainingArguments fields pass through (reading them imports transformers)
-        _check_keywords(options, own | trainer_option_names(), function="train")
-    values = _as_run_config(config)
-    named = {"model": model, "data": data, "output_dir": output_dir, "strategy": strategy}
-    values.update({key: _plain(value) for key, value in named.items() if value is not None})
-    values.update({key: _plain(value) for key, value in options.items()})
-    if not values.get("model") or not values.get("data") or not values.get("output_dir"):
-        raise ConfigError("train() needs model=, data= and output_dir= (or a config= that sets them), e.g. "
-                          "train(model='embedded:efficientnet_lite0', data='my_images/', output_dir='runs/first').")
-    run = RunConfig.from_dict(values).validate()
+    run = _run_config(config, {"model": model, "data": data, "output_dir": output_dir, "strategy": strategy},
+                      options, function="train")
     from hf_transfer.training.run import run_training
 
     _reset_process_state()
     try:
         return run_training(run, callbacks=tuple(callbacks or ()))
+    finally:
+        _release_memory()
+
+
+def _run_config(config: RunConfig | Mapping[str, Any] | str | Path | None, named: Mapping[str, Any],
+                options: Mapping[str, Any], *, function: str) -> RunConfig:
+    """The validated RunConfig of ``config`` overridden by the ``named`` arguments and keyword ``options``."""
+    own = FIELD_NAMES - set(named)
+    if not set(options) <= own:  # TrainingArguments fields pass through (reading them imports transformers)
+        _check_keywords(options, own | trainer_option_names(), function=function)
+    values = _as_run_config(config)
+    values.update({key: _plain(value) for key, value in named.items() if value is not None})
+    values.update({key: _plain(value) for key, value in options.items()})
+    if not values.get("model") or not values.get("data") or not values.get("output_dir"):
+        raise ConfigError(f"{function}() needs model=, data= and output_dir= (or a config= that sets them), e.g. "
+                          "train(model='embedded:efficientnet_lite0', data='my_images/', output_dir='runs/first').")
+    return RunConfig.from_dict(values).validate()
+
+
+def distill(*, teacher: str | Path, student: str | Path, data: str | Path | None = None,
+            output_dir: str | Path | None = None, temperature: float = 2.0, distill_alpha: float = 0.5,
+            strategy: str | None = None, callbacks: Sequence[Any] | None = None,
+            config: RunConfig | Mapping[str, Any] | str | Path | None = None, **options: Any) -> RunResult:
+    """Distil the trained run ``teacher`` into the checkpoint ``student`` on ``data`` (as ``hf-transfer distill``).
+
+    The loss is ``distill_alpha`` x T² x KL to the teacher's soft targets at ``temperature`` plus
+    (1 - ``distill_alpha``) x the label loss; the teacher's labels must be the data's. ``options``, ``config``,
+    ``strategy`` and ``callbacks`` are :func:`train`'s, for the student. The student's run folder records the
+    teacher, T, α and both models' accuracy and images/s on the same split (``summary["distillation"]``).
+    """
+    from hf_transfer.training.distill_run import run_distillation
+    from hf_transfer.training.distillation import DistillConfig
+
+    settings = DistillConfig(teacher=_plain(teacher), student=_plain(student), temperature=temperature,
+                             distill_alpha=distill_alpha).validate()
+    named = {"model": settings.student, "data": data, "output_dir": output_dir, "strategy": strategy}
+    run = _run_config(config, named, options, function="distill")
+    _reset_process_state()
+    try:
+        return run_distillation(run, settings, callbacks=tuple(callbacks or ()))
     finally:
         _release_memory()
 

@@ -333,6 +333,8 @@ class TrainingSummary(_Record):
                                              "shuffle buffer, training images skipped as unreadable", omit_none=True)
     data_checks: dict[str, Any] | None = _help("{'leakage': train's exact-copy check, 'inspection': the counts of "
                                                "`hf-transfer inspect`, when one was recorded}", omit_none=True)
+    distillation: dict[str, Any] | None = _help("hf-transfer distill: teacher, temperature, alpha, and the student "
+                                                "against the teacher on the reported split (comparison)", omit_none=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.calibration, dict):  # as read from a file

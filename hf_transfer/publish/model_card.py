@@ -164,6 +164,24 @@ def _training_section(summary: TrainingSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _distillation_section(record: dict) -> str:
+    """hf-transfer distill: the teacher, T and α, and the student against the teacher on the same split."""
+    lines = [f"Distilled from the teacher `{_md_escape(record.get('teacher'))}`: loss = α·T²·KL(teacher ‖ student) + "
+             f"(1 − α)·label loss, with temperature T = {_fmt(record.get('temperature'), 3)} and "
+             f"α = {_fmt(record.get('alpha'), 3)}.\n"]
+    comparison = record.get("comparison") or {}
+    rows = [(name, comparison[name]) for name in ("teacher", "student") if isinstance(comparison.get(name), dict)]
+    if rows:
+        lines.append(f"On {comparison.get('split', '?')} ({comparison.get('num_samples', '?')} images):\n\n"
+                     "| model | checkpoint | accuracy | macro-F1 | images/s | parameters |\n|---|---|---|---|---|---|")
+        lines += [f"| {name} | `{_md_escape(row.get('model'))}` | {_fmt(row.get('accuracy'))} | "
+                  f"{_fmt(row.get('macro_f1'))} | {_fmt(row.get('images_per_s'), 1)} | {_fmt_param(row.get('params'))} |"
+                  for name, row in rows]
+        if comparison.get("timing"):
+            lines.append(f"\n{_md_escape(comparison['timing'])}.")
+    return "\n".join(lines) + "\n"
+
+
 def _guardrails_section(guardrails: dict) -> str:
     parts = []
     overfitting = guardrails.get("overfitting") or {}
@@ -271,6 +289,8 @@ def build_model_card(run_dir: str | Path, *, repo_id: str, adapter: bool = False
     body += ["## Labels\n", "\n".join(f"- `{i}`: {_md_escape(name)}" for i, name in enumerate(labels)) + "\n"]
     if not _is_empty(summary):
         body += ["## Training\n", _training_section(summary)]
+    if summary.distillation:
+        body += ["## Distillation\n", _distillation_section(summary.distillation)]
     if calibration is not None:
         body += ["## Calibration\n", _calibration_section(calibration)]
     guardrails = _guardrails_section(summary.guardrails)

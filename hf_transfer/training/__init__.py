@@ -50,6 +50,10 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "PerSampleAugmentation": "hf_transfer.training.augmentation",
     "single_label_loss": "hf_transfer.training.loss",
     "save_model_folder": "hf_transfer.training.save",
+    # distillation (hf-transfer distill)
+    "DistillConfig": "hf_transfer.training.distillation",
+    "DistillationTrainer": "hf_transfer.training.distillation",
+    "run_distillation": "hf_transfer.training.distill_run",
     # the linear probe on cached features
     "embed_split": "hf_transfer.training.cached_probe",
     "fit_head": "hf_transfer.training.cached_probe",

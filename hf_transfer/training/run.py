@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -319,8 +319,10 @@ def check_negative_transfer(prep: Prepared) -> None:
     prep.guardrails["negative_transfer"] = check.to_dict()
 
 
-def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = ()) -> TransferTrainer:
-    """The Trainer: per-sample augmented training data, the strategy's optimizer groups, loss and callbacks."""
+def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (), *,
+                  trainer_class: Callable[..., TransferTrainer] = TransferTrainer) -> TransferTrainer:
+    """The Trainer: per-sample augmented training data, the strategy's optimizer groups, loss and callbacks.
+    ``trainer_class``: a TransferTrainer subclass (or a partial of one) that changes the loss, e.g. distillation."""
     run, applied = prep.run, prep.applied
     train_dataset = _train_dataset(prep)
 
@@ -335,7 +337,7 @@ def build_trainer(prep: Prepared, extra_callbacks: Sequence[TrainerCallback] = (
         callbacks.append(HeadOnlySteps(run.strategy.head_only_steps))
     kept = KeptPredictions()  # the best checkpoint's validation logits, so the final evaluation need not redo them
     callbacks += [*applied.strategy.callbacks(), *training_callbacks(run), kept, *extra_callbacks]
-    trainer = TransferTrainer(
+    trainer = trainer_class(
         model=applied.model, args=prep.args, param_groups=param_groups, train_dataset=train_dataset,
         eval_dataset=prep.dataset("validation"), data_collator=collate_batch,
         compute_metrics=kept.wrap(trainer_metrics(prep.labels, multi_label=run.data.multi_label)),
