@@ -329,6 +329,10 @@ class TrainingSummary(_Record):
                                              omit_none=True)
     streaming: dict[str, Any] | None = _help("--streaming: shards, how they were split between processes, "
                                              "shuffle buffer, training images skipped as unreadable", omit_none=True)
+    wise_ft: dict[str, Any] | None = _help("--wise-ft: alpha, how it was chosen, the start, and the validation scores "
+                                           "of every alpha tried", omit_none=True)
+    soup: dict[str, Any] | None = _help("`hf-transfer soup`: the compare cells averaged, greedy or uniform, and the "
+                                        "validation/test accuracy of each cell and soup", omit_none=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.calibration, dict):  # as read from a file
