@@ -147,9 +147,8 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
             trainer = build_trainer(prep, callbacks)
             train_output = fit(trainer, prep)
             wise = interpolate_wise_ft(trainer, prep)  # --wise-ft: the weights moved towards the start
-            final = final_evaluation(trainer, prep, validation=wise and wise[1])
-            summary = summarize(prep, trainer, train_output)
-            summary.wise_ft = wise and wise[0].to_dict()
+            final = final_evaluation(trainer, prep, validation=wise and wise.validation)
+            summary = summarize(prep, trainer, train_output, wise=wise)
             save_run_folder(trainer, prep, final, summary)
         push(prep)
     return RunResult(prep.out, final.metrics, summary.to_dict())
@@ -371,9 +370,10 @@ def final_evaluation(trainer: Trainer, prep: Prepared, *, validation: Evaluation
     return report(evaluations, prep)
 
 
-def interpolate_wise_ft(trainer: Trainer, prep: Prepared) -> tuple[wise_ft.WiseFt, Evaluation] | None:
+def interpolate_wise_ft(trainer: Trainer, prep: Prepared) -> wise_ft.WiseFt | None:
     """--wise-ft (:mod:`wise_ft`): the trainer's model (a peft one merged) set to the weights interpolated between
-    the start (a fresh copy of the checkpoint with the cached-feature probe's head) and the fine-tuned model."""
+    the start (a fresh copy of the checkpoint with the cached-feature probe's head) and the fine-tuned model.
+    None without --wise-ft."""
     run = prep.run
     if run.train.wise_ft is None:
         return None
@@ -384,14 +384,14 @@ def interpolate_wise_ft(trainer: Trainer, prep: Prepared) -> tuple[wise_ft.WiseF
     del start_model
     merged = wise_ft.end_model(trainer.model)
     trainer.model = trainer.model_wrapped = merged
-    record, validation = wise_ft.choose(
+    record = wise_ft.choose(
         merged, start, wise_ft=run.train.wise_ft, evaluate=lambda: _predict(trainer, prep.dataset("validation")),
         label_names=prep.labels, multi_label=run.data.multi_label, metric=run.train.metric_for_best_model)
     record.start = f"pretrained backbone + cached-feature linear probe head (L2 {probe.hyperparameters.get('l2')})"
     record.merged_adapter = prep.applied.strategy.name if prep.applied.strategy.is_peft else None
     if is_main_process():
         print(record.describe(), flush=True)
-    return record, validation
+    return record
 
 
 def report(evaluations: dict[str, Evaluation], prep: Prepared) -> FinalEvaluation:
@@ -450,15 +450,16 @@ def fit_cached_probe(prep: Prepared) -> tuple[FinalEvaluation, TrainingSummary]:
     return final, summary
 
 
-def summarize(prep: Prepared, trainer: Trainer, train_output) -> TrainingSummary:
-    """training_summary.json: what was trained, on what, how, and what the guardrails said."""
+def summarize(prep: Prepared, trainer: Trainer, train_output, *, wise: wise_ft.WiseFt | None = None) -> TrainingSummary:
+    """training_summary.json: what was trained, on what, how, and what the guardrails said (and --wise-ft's α)."""
     state = trainer.state
     return _summary(prep, global_step=state.global_step, epochs=state.epoch,
                     best_checkpoint=state.best_model_checkpoint, train_loss=train_output.training_loss,
                     early_stopped=bool(state.global_step < state.max_steps),
                     guardrails=prep.guardrails | guardrail_summary(trainer),
                     hyperparameters=_hyperparameters(prep) | applied_trainer_options(prep.run, trainer.args),
-                    streaming=streaming.stream_record(trainer.train_dataset, prep.streaming))
+                    streaming=streaming.stream_record(trainer.train_dataset, prep.streaming),
+                    wise_ft=wise and wise.to_dict())
 
 
 def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:

@@ -26,6 +26,7 @@ from hf_transfer.evaluation.metrics import classification_metrics
 from hf_transfer.training.strategies import get_strategy
 
 LOWER_IS_BETTER = ("loss", "eval_loss")  # --metric-for-best-model values that pick the lowest
+Evaluation = tuple[np.ndarray, np.ndarray, "float | None"]  # (logits, labels, loss) of one split
 
 
 def check_run(run: RunConfig) -> None:
@@ -80,6 +81,7 @@ class WiseFt:
     start: str
     grid: list[dict[str, float]] = field(default_factory=list)
     merged_adapter: str | None = None
+    validation: Evaluation | None = field(default=None, repr=False)  # the kept alpha's, for the final evaluation
 
     def to_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "mode": self.mode, "metric": self.metric, "start": self.start,
@@ -91,15 +93,13 @@ class WiseFt:
         return f"WiSE-FT: alpha {self.alpha:g} ({how}); validation accuracy by alpha: {points}"
 
 
-Evaluation = tuple[np.ndarray, np.ndarray, "float | None"]
-
 
 def choose(model: nn.Module, start: Mapping[str, torch.Tensor], *, wise_ft: str | float,
            evaluate: Callable[[], Evaluation], label_names: list[str], multi_label: bool = False,
-           metric: str = "accuracy") -> tuple[WiseFt, Evaluation]:
+           metric: str = "accuracy") -> WiseFt:
     """Load each α's weights into ``model`` (the fine-tuned one, in place), score it on validation with
-    ``evaluate()`` (logits, labels, loss) and leave ``model`` at the α kept; returns the record and its validation
-    evaluation."""
+    ``evaluate()`` (logits, labels, loss) and leave ``model`` at the α kept; returns the record, which holds the kept
+    α's validation evaluation."""
     end = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     metric_name = metric.removeprefix("eval_")
     points: list[tuple[tuple[float, float, float], float, Evaluation]] = []
@@ -117,4 +117,4 @@ def choose(model: nn.Module, start: Mapping[str, torch.Tensor], *, wise_ft: str 
     _, best_alpha, best_evaluation = min(points, key=lambda p: p[0])
     model.load_state_dict(interpolate(start, end, best_alpha))
     mode = WISE_FT_AUTO if len(grid) > 1 else "fixed"
-    return WiseFt(alpha=best_alpha, mode=mode, metric=metric, start="", grid=grid), best_evaluation
+    return WiseFt(alpha=best_alpha, mode=mode, metric=metric, start="", grid=grid, validation=best_evaluation)
