@@ -191,7 +191,10 @@ def describe(record: dict[str, Any]) -> list[str]:
     def line(name: str, scores: dict) -> str:
         return f"{name}: validation {scores['validation_accuracy']:.3f}, test {scores['test_accuracy']:.3f}"
 
-    rows = [line(f"cell {c['id']}" + (" (in the greedy soup)" if c["in_greedy"] else ""), c) for c in record["cells"]]
+    group = record["group"]
+    rows = [f"soup of {group['model']}, strategy {group['strategy']}, shots {group['shots']}: "
+            f"{len(record['cells'])} cell(s) with kept models"]
+    rows += [line(f"cell {c['id']}" + (" (in the greedy soup)" if c["in_greedy"] else ""), c) for c in record["cells"]]
     rows += [line(f"best cell ({record['best_cell']['id']})", record["best_cell"]),
              line(f"uniform soup of {len(record['uniform']['ingredients'])}", record["uniform"]),
              line(f"greedy soup of {len(record['greedy']['ingredients'])}", record["greedy"])]
