@@ -126,3 +126,17 @@ def test_greedy_keeps_only_the_cells_that_improve_validation(grid, tmp_path):
     saved = _weights(tmp_path / "greedy")
     for name, tensor in average_weights(kept).items():
         torch.testing.assert_close(saved[name], tensor)
+
+
+def test_bench_results_table_is_generated_from_its_json():
+    """bench/RESULTS.md's WiSE-FT and soup tables are bench/wise_soup.py's markdown_table of its JSON: no number typed."""
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    markdown_table = runpy.run_path(str(root / "bench" / "wise_soup.py"))["markdown_table"]
+    result = json.loads((root / "bench" / "wise_soup.json").read_text())
+    text = (root / "bench" / "RESULTS.md").read_text()
+    block = text.split("<!-- bench:wise_soup")[1].split("-->", 1)[1].split("<!-- /bench:wise_soup -->")[0]
+    assert block.strip() == markdown_table(result).strip()
+    assert result["soup"]["greedy"]["ingredients"][0] == result["soup"]["best_cell"]["id"]
