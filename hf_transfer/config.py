@@ -30,6 +30,8 @@ SECTIONS = ("model", "data", "strategy", "train")
 HEAD_LR_FLOOR = 1e-3  # the new, randomly initialised head trains at least at this rate, whatever the strategy
 OVERFITTING_PATIENCE = 3  # evaluations in a row of rising validation loss before the guardrail stops a run
 NEGATIVE_TRANSFER_SAMPLE_SIZE = 200  # training images the negative-transfer check probes at most
+WISE_FT_AUTO = "auto"  # --wise-ft auto: alpha chosen on validation from WISE_FT_GRID
+WISE_FT_GRID = tuple(i / 10 for i in range(11))  # 0, 0.1, ..., 1
 
 
 def short_float(value: float) -> str:
@@ -410,6 +412,14 @@ class TrainConfig:
                   "`hf-transfer push` command that retries it."},
     )
     hub_private: bool = field(default=False, metadata={"help": "With --push-to-hub: create the repo as private."})
+    wise_ft: Optional[str] = field(
+        default=None,
+        metadata={"help": "WiSE-FT (full fine-tuning and peft methods, the adapter merged first): save the weights "
+                  "interpolated between the start (the pretrained backbone with the head a linear probe on cached "
+                  "features fits) and the fine-tuned ones, (1 - alpha) * start + alpha * fine-tuned. auto: alpha "
+                  f"chosen on validation from {', '.join(f'{a:g}' for a in WISE_FT_GRID)}; or a number in [0, 1]. "
+                  "training_summary.json gives alpha and the validation accuracy of each one tried."},
+    )
     verbose: bool = field(
         default=False,
         metadata={"help": "Also show the libraries' own output: the Trainer's log dicts, transformers' weight-loading "
@@ -430,6 +440,23 @@ class TrainConfig:
             if not 0.0 <= alpha < float("inf"):  # also refuses NaN
                 raise ConfigError(f"--{name} is a Beta(alpha, alpha) parameter: 0 (off) or positive, e.g. 0.2; "
                                   f"got {alpha}.")
+        if self.wise_ft is not None:
+            self.wise_ft = _wise_ft_value(self.wise_ft)
+
+
+def _wise_ft_value(value: Any) -> str:
+    """--wise-ft as written to run_config.yaml: "auto" or the alpha in [0, 1]."""
+    text = str(value).strip().lower()
+    if text == WISE_FT_AUTO:
+        return text
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = float("nan")
+    if not 0.0 <= alpha <= 1.0:  # also refuses NaN
+        raise ConfigError(f"--wise-ft must be auto or an alpha in [0, 1] (0: the start, 1: the fine-tuned model), "
+                          f"got {value!r}.")
+    return f"{alpha:g}"
 
 
 @dataclass

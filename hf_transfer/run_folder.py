@@ -335,6 +335,10 @@ class TrainingSummary(_Record):
                                                "`hf-transfer inspect`, when one was recorded}", omit_none=True)
     distillation: dict[str, Any] | None = _help("hf-transfer distill: teacher, temperature, alpha, and the student "
                                                 "against the teacher on the reported split (comparison)", omit_none=True)
+    wise_ft: dict[str, Any] | None = _help("--wise-ft: alpha, how it was chosen, the start, and the validation scores "
+                                           "of every alpha tried", omit_none=True)
+    soup: dict[str, Any] | None = _help("`hf-transfer soup`: the compare cells averaged, greedy or uniform, and the "
+                                        "validation/test accuracy of each cell and soup", omit_none=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.calibration, dict):  # as read from a file

@@ -93,11 +93,13 @@ def train(run, callbacks=()):
     #    the strategy's optimizer groups, the loss, the run's callbacks and ours.
     trainer = training.build_trainer(prep, callbacks)
     output = training.fit(trainer, prep)  # --resume continues from the last complete checkpoint
+    # --wise-ft: the weights interpolated between the start (pretrained backbone, probe head) and the fine-tuned ones.
+    wise = training.interpolate_wise_ft(trainer, prep)  # None without --wise-ft
     # 5. Evaluate the kept (best) model, gathered across processes without the sampler's padded duplicates.
-    final = training.final_evaluation(trainer, prep)
+    final = training.final_evaluation(trainer, prep, validation=wise and wise.validation)
     # 6. Save a folder that pipeline() loads with your label names: merged weights (and adapter/), processor,
     #    calibrated head, metrics.json, training_summary.json; the model card is written from these files.
-    summary = training.summarize(prep, trainer, output)
+    summary = training.summarize(prep, trainer, output, wise=wise)
     training.save_run_folder(trainer, prep, final, summary)
     # 7. Push it with its model card (--push-to-hub NAMESPACE/NAME).
     training.push(prep)

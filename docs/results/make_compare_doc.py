@@ -31,6 +31,12 @@ visible GPUs are refused), on CPU each gets `cores // N` torch threads. Every ce
 data, so the results are those of a serial run (tests/test_compare.py checks it); only the seconds and images/s
 columns then share the machine.
 
+`--keep-models` keeps each finished cell's model (its weights, a peft adapter merged; no checkpoints) in
+`OUT/runs/<cell>/`; by default only the cells' records stay, so a grid of big models does not fill the disk.
+`hf-transfer soup OUT --output-dir SOUP [--greedy]` then averages the cells of one checkpoint, strategy and shot
+count into one model, a *model soup* (Wortsman et al., 2022), scored on the same held-out test split against the
+best single cell ([usage](usage.md#model-soups-hf-transfer-soup)).
+
 ```
 hf-transfer compare --data embedded:lfw_faces --models embedded:efficientnet_lite0 \\
     --strategies linear full lora dora loha ia3 --shots 5 10 all --seeds 3 \\

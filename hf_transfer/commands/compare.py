@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     parser.add_argument("--no-zero-shot", dest="zero_shot", action="store_false",
                         help="Leave out the zero-shot row (the checkpoint's own head, when the labels match it).")
     parser.add_argument("--keep-runs", action="store_true", help="Keep each cell's weights and checkpoints (big).")
+    parser.add_argument("--keep-models", action="store_true",
+                        help="Keep each finished cell's model (no checkpoints) in OUT/runs/<cell>, for `hf-transfer "
+                             "soup` (off by default: a grid of big models fills a disk).")
     parser.add_argument("--output-dir", required=True, help="Folder of the compare (never overwritten without --resume).")
     parser.add_argument("--resume", action="store_true", help="Continue the compare in --output-dir: finished cells are kept.")
     add_data_options(parser)
@@ -63,7 +66,7 @@ def run(args, extra) -> int:
         data=dataclasses.replace(data_config_from(args), data_seed=args.data_seed), models=args.models,
         strategies=args.strategies, shots=args.shots, seeds=args.seeds, num_train_epochs=args.num_train_epochs,
         max_steps=args.max_steps, train_options=list(extra), test_fraction=args.test_fraction, parallel=args.parallel,
-        launcher=args.launcher, keep_runs=args.keep_runs, zero_shot=args.zero_shot,
+        launcher=args.launcher, keep_runs=args.keep_runs, keep_models=args.keep_models, zero_shot=args.zero_shot,
     )
     command = "hf-transfer " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["compare"] else ["compare", "..."])
     payload = compare(settings, args.output_dir, resume=args.resume, command=command,

@@ -157,6 +157,7 @@ def _training_section(summary: TrainingSummary) -> str:
         lines.append(f"- Training time: {summary.train_runtime_s:.1f} s")
     if summary.hf_transfer_version:
         lines.append(f"- hf_transfer version: {summary.hf_transfer_version}")
+    lines += _weight_averaging_lines(summary)
     if summary.hyperparameters:
         lines.append("\n| hyperparameter | value |\n|---|---|")
         lines.extend(f"| {_md_escape(k)} | {_md_escape(_fmt_param(v))} |"
@@ -180,6 +181,24 @@ def _distillation_section(record: dict) -> str:
         if comparison.get("timing"):
             lines.append(f"\n{_md_escape(comparison['timing'])}.")
     return "\n".join(lines) + "\n"
+
+
+def _weight_averaging_lines(summary: TrainingSummary) -> list[str]:
+    """WiSE-FT's alpha and grid, or the cells a soup averaged: the saved weights are not one training run's."""
+    lines = []
+    wise = summary.wise_ft or {}
+    if wise.get("alpha") is not None:
+        grid = ", ".join(f"{p['alpha']:g}: {_fmt(p.get('validation_accuracy'))}" for p in wise.get("grid", []))
+        how = "chosen on validation" if wise.get("mode") == "auto" else "as given"
+        lines.append(f"- WiSE-FT: the weights are interpolated, alpha {wise['alpha']:g} ({how}), between the start "
+                     f"({_md_escape(wise.get('start', 'the pretrained model'))}) and the fine-tuned model"
+                     + (f" (adapter `{wise['merged_adapter']}` merged)" if wise.get("merged_adapter") else "")
+                     + f"; validation accuracy by alpha: {grid}")
+    soup = summary.soup or {}
+    if soup.get("ingredients"):
+        lines.append(f"- Model soup ({soup.get('kind')}): the average of {len(soup['ingredients'])} compare cell(s) "
+                     f"of {_md_escape(soup.get('group', {}))}: {', '.join(soup['ingredients'])}")
+    return lines
 
 
 def _guardrails_section(guardrails: dict) -> str:

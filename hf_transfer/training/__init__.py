@@ -31,6 +31,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "check_negative_transfer": _RUN,
     "build_trainer": _RUN,
     "fit": _RUN,
+    "interpolate_wise_ft": _RUN,
     "final_evaluation": _RUN,
     "summarize": _RUN,
     "save_run_folder": _RUN,

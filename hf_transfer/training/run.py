@@ -34,7 +34,7 @@ from hf_transfer.evaluation.metrics import classification_metrics, format_metric
 from hf_transfer.modeling.label_match import LabelMatch
 from hf_transfer.modeling.loading import load_model_and_match, load_processor
 from hf_transfer.run_folder import TrainingSummary
-from hf_transfer.training import cached_probe
+from hf_transfer.training import cached_probe, wise_ft
 from hf_transfer.training.arguments import (
     applied_trainer_options,
     build_training_arguments,
@@ -148,8 +148,9 @@ def run_training(run: RunConfig, *, callbacks: Sequence[TrainerCallback] = ()) -
         else:
             trainer = build_trainer(prep, callbacks)
             train_output = fit(trainer, prep)
-            final = final_evaluation(trainer, prep)
-            summary = summarize(prep, trainer, train_output)
+            wise = interpolate_wise_ft(trainer, prep)  # --wise-ft: the weights moved towards the start
+            final = final_evaluation(trainer, prep, validation=wise and wise.validation)
+            summary = summarize(prep, trainer, train_output, wise=wise)
             save_run_folder(trainer, prep, final, summary)
         push(prep)
     return RunResult(prep.out, final.metrics, summary.to_dict())
@@ -159,6 +160,7 @@ def resolve_defaults(run: RunConfig) -> RunConfig:
     """``run`` with the strategy's defaults filled in (--augment): what config.yaml and the summary record."""
     if run.data.streaming:
         streaming.check_streaming_run(run)
+    wise_ft.check_run(run)
     if run.data.augment is not None:
         return run
     augment = get_strategy(run.strategy.strategy).default_augment
@@ -373,13 +375,39 @@ def fit(trainer: Trainer, prep: Prepared):
     return trainer.train(resume_from_checkpoint=resume_from)
 
 
-def final_evaluation(trainer: Trainer, prep: Prepared) -> FinalEvaluation:
-    """Final, honest numbers from the kept (best) model, gathered across processes without duplicates."""
+def final_evaluation(trainer: Trainer, prep: Prepared, *, validation: Evaluation | None = None) -> FinalEvaluation:
+    """Final, honest numbers from the kept (best) model, gathered across processes without duplicates.
+    ``validation``: the model's validation predictions when already made (by --wise-ft)."""
     kept = KeptPredictions.of(trainer)
-    evaluations = {"validation": (kept and kept.for_kept_model(trainer)) or _predict(trainer, prep.dataset("validation"))}
+    evaluations = {"validation": validation or (kept and kept.for_kept_model(trainer))
+                   or _predict(trainer, prep.dataset("validation"))}
     if "test" in prep.splits:
         evaluations["test"] = _predict(trainer, prep.dataset("test"))
     return report(evaluations, prep)
+
+
+def interpolate_wise_ft(trainer: Trainer, prep: Prepared) -> wise_ft.WiseFt | None:
+    """--wise-ft (:mod:`wise_ft`): the trainer's model (a peft one merged) set to the weights interpolated between
+    the start (a fresh copy of the checkpoint with the cached-feature probe's head) and the fine-tuned model.
+    None without --wise-ft."""
+    run = prep.run
+    if run.train.wise_ft is None:
+        return None
+    start_model, _ = load_model_for_run(run, prep.labels)
+    start_prep = dataclasses.replace(prep, applied=dataclasses.replace(prep.applied, model=start_model))
+    _, probe = fit_cached_probe(start_prep)  # the head `--strategy linear --augment none` fits, same options
+    start = {name: tensor.detach().cpu() for name, tensor in start_model.state_dict().items()}
+    del start_model
+    merged = wise_ft.end_model(trainer.model)
+    trainer.model = trainer.model_wrapped = merged
+    record = wise_ft.choose(
+        merged, start, wise_ft=run.train.wise_ft, evaluate=lambda: _predict(trainer, prep.dataset("validation")),
+        label_names=prep.labels, multi_label=run.data.multi_label, metric=run.train.metric_for_best_model)
+    record.start = f"pretrained backbone + cached-feature linear probe head (L2 {probe.hyperparameters.get('l2')})"
+    record.merged_adapter = prep.applied.strategy.name if prep.applied.strategy.is_peft else None
+    if is_main_process():
+        print(record.describe(), flush=True)
+    return record
 
 
 def report(evaluations: dict[str, Evaluation], prep: Prepared) -> FinalEvaluation:
@@ -438,15 +466,16 @@ def fit_cached_probe(prep: Prepared) -> tuple[FinalEvaluation, TrainingSummary]:
     return final, summary
 
 
-def summarize(prep: Prepared, trainer: Trainer, train_output) -> TrainingSummary:
-    """training_summary.json: what was trained, on what, how, and what the guardrails said."""
+def summarize(prep: Prepared, trainer: Trainer, train_output, *, wise: wise_ft.WiseFt | None = None) -> TrainingSummary:
+    """training_summary.json: what was trained, on what, how, and what the guardrails said (and --wise-ft's α)."""
     state = trainer.state
     return _summary(prep, global_step=state.global_step, epochs=state.epoch,
                     best_checkpoint=state.best_model_checkpoint, train_loss=train_output.training_loss,
                     early_stopped=bool(state.global_step < state.max_steps),
                     guardrails=prep.guardrails | guardrail_summary(trainer),
                     hyperparameters=_hyperparameters(prep) | applied_trainer_options(prep.run, trainer.args),
-                    streaming=streaming.stream_record(trainer.train_dataset, prep.streaming))
+                    streaming=streaming.stream_record(trainer.train_dataset, prep.streaming),
+                    wise_ft=wise and wise.to_dict())
 
 
 def _summary(prep: Prepared, **fit: Any) -> TrainingSummary:

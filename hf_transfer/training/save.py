@@ -41,7 +41,7 @@ def save_run(model: nn.Module, processor, run: RunConfig, out: Path, metrics: di
 
     ``model``: the trained model (a PeftModel is saved as an adapter, then merged). Returns the model saved."""
     labels = summary.label_names
-    if summary.peft_method:
+    if summary.peft_method and not summary.wise_ft:  # --wise-ft merged the adapter: the interpolation has none
         model, summary.merge_max_abs_diff = _save_adapter(model, processor, run, out, summary, splits["validation"])
     model.config.name_or_path = run.model.model
     save_model_folder(model, processor, out, labels=labels, problem_type=summary.problem_type)

@@ -53,6 +53,7 @@ class CompareSettings:
     parallel: int = 1  # cells at once, each with its own device or share of the CPU cores
     launcher: str | None = None  # e.g. "accelerate launch --num_processes 2"; default: see child_command
     keep_runs: bool = False
+    keep_models: bool = False  # each cell's final model (not its checkpoints), for `hf-transfer soup`
     zero_shot: bool = True
 
     def validate(self) -> CompareSettings:

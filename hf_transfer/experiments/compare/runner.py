@@ -199,7 +199,7 @@ class CellRunner:
             return None
         record = _record(cell, read_json(result) or {}, log, returncode, seconds, maxrss_kb)
         if not self.settings.keep_runs:
-            _prune_run(run_dir)
+            _prune_run(run_dir, keep_models=self.settings.keep_models)
         write_json(out / CELLS_DIR / f"{cid}.json", record)
         return record
 
@@ -239,12 +239,15 @@ def _tail(log: Path, lines: int = ERROR_TAIL_LINES) -> str:
     return "\n".join(line for line in text[-lines:] if line.strip())
 
 
-def _prune_run(run_dir: Path) -> None:
-    """Keep a cell's records (json/yaml), drop its weights and checkpoints: hundreds of cells would fill a disk."""
+def _prune_run(run_dir: Path, *, keep_models: bool = False) -> None:
+    """Keep a cell's records (json/yaml), drop its weights and checkpoints: hundreds of cells would fill a disk.
+    ``keep_models``: also keep the model at the folder's top (weights, processor), for `hf-transfer soup`."""
     if not run_dir.is_dir():
         return
     for path in sorted(run_dir.rglob("*"), reverse=True):
-        if path.is_file() and path.suffix not in (".json", ".yaml") or path.is_dir() and path.name.startswith("checkpoint"):
+        weights = keep_models and path.parent == run_dir and path.suffix == ".safetensors"  # the model, not its adapter
+        if path.is_file() and path.suffix not in (".json", ".yaml") and not weights or \
+                path.is_dir() and path.name.startswith("checkpoint"):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     for path in sorted(run_dir.rglob("*"), reverse=True):
         if path.is_dir() and not any(path.iterdir()):
