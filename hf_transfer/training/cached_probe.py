@@ -11,12 +11,19 @@ contiguous shard and the shards are gathered), and :func:`fit_head` fits the hea
   full-batch L-BFGS — measured against full-batch AdamW and scikit-learn's LogisticRegression on
   EfficientNet-Lite0 features (textures, LFW faces, digits; 1/2/5 shots and all): L-BFGS matched
   scikit-learn's accuracy everywhere and beat AdamW by 4-50 points, in well under a second;
-* along a regularisation path: L2 strengths :data:`L2_PATH` from strong to weak, each warm-started from the
-  previous; the strength kept is the best on validation (``--metric-for-best-model``, ties to the lower
-  validation loss), and the path stops after ``--early-stopping-patience`` strengths without improvement;
 * the L2 penalty pulls towards the head the run started from: zero for fresh rows, the checkpoint's own
   row for labels whose rows were reused (``--reuse-head-rows``: an L2-SP prior), so a strong penalty keeps
   what the checkpoint knew;
+* along a regularisation path, strong to weak, each strength warm-started from the previous: with a prior the
+  path starts at the prior itself (:data:`PRIOR`, an infinite strength: the head as initialised, zero-shot
+  where every label matched), then :data:`L2_PATH`. A probe that could only move away from its start would
+  end below it whenever the training images say less than the checkpoint already knew;
+* the strength kept is the best mean score of seeded, stratified k-fold cross-validation on the training
+  features (``--metric-for-best-model``, ties to the lower loss): a small validation split picking among
+  many strengths would reward its own noise. Validation is then the guard against the prior: if the prior
+  scores higher there than the chosen fit, the prior is kept. With fewer than two training images in a class
+  the strength is chosen on validation. The path stops after ``--early-stopping-patience`` strengths without
+  improvement; the rule and every strength's scores go into the run record (:meth:`HeadFit.hyperparameters`);
 * class weighting and label smoothing are the Trainer path's losses (:mod:`hf_transfer.training.loss`).
 
 The fitted head, folded back to raw features, is written into the model's head Linear, so the run folder is
