@@ -161,8 +161,8 @@ def _pct(value: float | None) -> str:
 
 def markdown_table(result: dict) -> str:
     """The bench's JSON as one markdown table (plus the machine line): accuracies, gap, speed-up, strength."""
-    lines = ["| data | train images | zero-shot | Trainer path, light augmentation | **cached probe (default)** | "
-             "default minus best other | kept (rule) | cached cold s | Trainer s | speed-up |",
+    lines = ["| data | train images | zero-shot | Trainer path, light augmentation (epochs) | **cached probe "
+             "(default)** | default minus best other | kept (rule) | cached cold s | Trainer s | speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for data, entry in result["data"].items():
         if "error" in entry:
@@ -174,14 +174,29 @@ def markdown_table(result: dict) -> str:
             rule += ", validation guard"
         lines.append(
             f"| {data} | {cached['train_samples']} | {_pct(zero['test_accuracy'] if zero else None)} | "
-            f"{_pct(trainer['test_accuracy'])} | **{_pct(cached['test_accuracy'])}** | "
+            f"{_pct(trainer['test_accuracy'])} ({trainer.get('epochs') or 10}) | **{_pct(cached['test_accuracy'])}** | "
             f"{100 * entry['default_gap']:+.1f} | {cached['l2']} ({rule}) | {cached['wall_s']:.1f} | "
             f"{trainer['wall_s']:.1f} | {entry['speedup_cold']:.1f}x |")
-    load = result["machine"].get("load_start"), result["machine"].get("load_end")
-    lines += ["", f"{MODEL}, test split of each set; {result['machine'].get('cpu', '')}; load average "
-                  f"{load[0]} at the start, {load[1]} at the end (a shared machine: wall times are indicative, "
-                  "the speed-up compares runs made under the same load)."]
+    lines += ["", f"{result['model']}, accuracy on each set's test split; {result['machine'].get('cpu', '')}, "
+                  f"{result['machine'].get('cores')} cores shared with other work: wall times are indicative, the "
+                  "speed-up compares runs made one after the other under the same load."]
+    for run in result.get("runs", [result]):
+        load = run["machine"].get("load_start"), run["machine"].get("load_end")
+        end = f"{load[1]} at the end" if load[1] else "not recorded at the end (" + run.get("note", "stopped") + ")"
+        lines.append(f"`{run['command']}`: {', '.join(run['sets'] if 'sets' in run else result['data'])}; load "
+                     f"average {load[0]} at the start, {end}.")
     return "\n".join(lines)
+
+
+def merge(results: list[dict]) -> dict:
+    """Several runs' results as one (their sets in order), each run's command, sets and load kept."""
+    merged = dict(results[0], data={}, built={}, runs=[])
+    for result in results:
+        merged["data"] |= result["data"]
+        merged["built"] |= result.get("built", {})
+        merged["runs"].append({"command": result["command"], "machine": result["machine"],
+                               "sets": list(result["data"])} | ({"note": result["note"]} if "note" in result else {}))
+    return merged
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -194,15 +209,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "probe only (default: --epochs): on a busy machine its epochs are the bench's cost.")
     parser.add_argument("--work", type=Path, default=None, help="Scratch folder (default: a new temporary one).")
     parser.add_argument("--json", default="bench/probe.json", help="Where the result goes.")
-    parser.add_argument("--from-json", type=Path, default=None, help="Print the table of an earlier result; run "
-                        "nothing.")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="Print the table of earlier "
+                        "results (several: merged, written to --json); run nothing.")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.from_json:
-        result = json.loads(args.from_json.read_text())
+        result = merge([json.loads(path.read_text()) for path in args.from_json])
+        if len(args.from_json) > 1:
+            Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(markdown_table(result))
         return result
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -226,9 +243,8 @@ def main(argv=None) -> dict:
             result["data"][data] = {"error": f"{type(error).__name__}: {error}"}
         print(f"{data}: {json.dumps(result['data'][data], default=str)[:400]} ({time.time() - started:.0f} s)",
               flush=True)
+        result["machine"]["load_end"] = [round(v, 2) for v in os.getloadavg()]  # so far: survives a stop
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    result["machine"]["load_end"] = [round(v, 2) for v in os.getloadavg()]
-    Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(markdown_table(result))
     return result
 

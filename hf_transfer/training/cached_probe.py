@@ -267,11 +267,11 @@ def fit_head(train: SplitFeatures, validation: SplitFeatures, *, label_names: li
     xv = (torch.as_tensor(validation.features, dtype=torch.float64) - mean) / std
     problem = _Problem((x64 - mean) / std, train.labels, _targets(train.labels, multi_label), *_standardised_prior(
         prior, mean, std, (len(label_names), x64.shape[1])))
-    strengths = (PRIOR, *path) if prior is not None else tuple(path)
+    candidates = (PRIOR, *path) if prior is not None else tuple(path)
     scorer = _Scorer(loss, label_names, multi_label, metric)
     fold_index = stratified_folds(train.labels, folds, seed=seed, multi_label=multi_label)
-    records = cross_validate(problem, fold_index, strengths, scorer, max_iter=max_iter, patience=patience)
-    strengths = strengths[:len(records)] if records else strengths
+    records = cross_validate(problem, fold_index, candidates, scorer, max_iter=max_iter, patience=patience)
+    strengths = candidates[:len(records)] if records else candidates
     fits, iterations, passes = [], 0, 0
     for l2, weight, bias, steps, evaluations in _walk(problem, strengths, loss, max_iter):
         score, val_loss = scorer(xv @ weight.T + bias, validation.labels)
@@ -290,7 +290,7 @@ def fit_head(train: SplitFeatures, validation: SplitFeatures, *, label_names: li
     w_raw = weight / std  # head((f - mean) / std) == (W / std) f + (b - (W / std) @ mean)
     return HeadFit(weight=w_raw.float(), bias=(bias - w_raw @ mean).float(), l2=strengths[chosen],
                    iterations=iterations, passes=passes, train_loss=train_loss, path=records,
-                   stopped_early=len(records) < len((PRIOR, *path) if prior is not None else path), rule=rule)
+                   stopped_early=len(records) < len(candidates), rule=rule)
 
 
 def _standardised_prior(prior, mean: torch.Tensor, std: torch.Tensor, shape: tuple[int, int]):
