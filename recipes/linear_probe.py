@@ -37,7 +37,7 @@ def main(args):
 
     # New Code #
     # 2. Fit the head on the features: logistic regression by full-batch L-BFGS, along an L2 path whose strength is
-    #    chosen on validation. Deterministic, so every process fits the same head.
+    #    chosen by k-fold cross-validation on the training features. Seeded, so every process fits the same head.
     head = training.fit_head(features["train"], features["validation"], label_names=labels, max_iter=args.max_steps,
                              loss=training.single_label_loss(None, smoothing=args.label_smoothing))
     eval_split = "test" if "test" in features else "validation"

@@ -120,3 +120,42 @@ def test_scale_bench_runs_end_to_end_at_a_toy_size(tmp_path):
     text = tables.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "\nold\n" not in text
     assert report["command"] in text and f"{whole['ours_over_peer']}x" in text
+
+
+def _probe_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hf_transfer_probe_bench", REPO / "bench" / "probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    return probe
+
+
+def test_probe_bench_table_in_results_md_is_the_one_from_its_json():
+    """bench/probe.py's table in RESULTS.md is rendered from bench/probe.json, whose gaps and speed-ups are
+    computed from its own numbers."""
+    probe = _probe_module()
+    result = read_json(REPO / "bench" / "probe.json")
+    text = (REPO / "bench" / "RESULTS.md").read_text()
+    start, end = "<!-- bench:probe", "<!-- /bench:probe -->"
+    assert start in text and end in text
+    assert probe.markdown_table(result).strip() in text.split(start, 1)[1].split(end, 1)[0]
+    for data, entry in result["data"].items():
+        if "error" in entry:
+            continue
+        others = [entry["trainer"]["test_accuracy"]] + ([entry["zero_shot"]["test_accuracy"]] if entry["zero_shot"]
+                                                        else [])
+        assert math.isclose(entry["default_gap"], entry["cached"]["test_accuracy"] - max(others)), data
+        assert math.isclose(entry["speedup_cold"], entry["trainer"]["wall_s"] / entry["cached"]["wall_s"]), data
+        assert entry["cached"]["l2_rule"] and entry["cached"]["l2_scores"], data
+
+
+def test_big_cats_photos_are_built_reproducibly(tmp_path):
+    probe = _probe_module()
+    crops = {"train": 3, "test": 2}
+    built = probe.build_big_cats(tmp_path / "a", crops=crops)
+    probe.build_big_cats(tmp_path / "b", crops=crops)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jpg"))
+    assert len(files) == len(probe.BIG_CATS) * 5 and built["crops_per_class"] == crops
+    assert {f.parts[0] for f in files} == {"train", "test"} and {f.parts[1] for f in files} == set(probe.BIG_CATS)
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)

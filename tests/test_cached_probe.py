@@ -56,7 +56,7 @@ def _blobs(n_per_class, *, seed=0, dim=8, shift=2.0):
     return SplitFeatures((x * 5 + 3).astype(np.float32), y.astype(np.int64), False)  # raw scale: not standardised
 
 
-def test_fit_head_is_deterministic_bounded_and_selected_on_validation():
+def test_fit_head_is_deterministic_bounded_and_chosen_by_k_fold():
     train, validation = _blobs([20, 20, 20]), _blobs([10, 10, 10], seed=1)
     names, loss = ["a", "b", "c"], probe_loss(_run())
     first = fit_head(train, validation, label_names=names, loss=loss, max_iter=5)
@@ -64,18 +64,65 @@ def test_fit_head_is_deterministic_bounded_and_selected_on_validation():
     assert torch.equal(first.weight, again.weight) and torch.equal(first.bias, again.bias)
     assert [p["iterations"] for p in first.path] and all(p["iterations"] <= 5 for p in first.path)
     assert first.iterations == sum(p["iterations"] for p in first.path) and first.passes >= first.iterations
-    best = max(first.path, key=lambda p: (p["validation_accuracy"], -p["validation_loss"]))
-    assert first.l2 == best["l2"]
+    # the strength is the best mean held-out score of 5 stratified folds of the training features, recorded
+    assert first.rule.startswith("5-fold cross-validation") and first.hyperparameters()["l2_rule"] == first.rule
+    best = min(first.path, key=lambda p: (-p["cv_accuracy"], p["cv_loss"]))
+    assert first.l2 == best["l2"] and first.hyperparameters()["l2_scores"] == first.path
+    assert all({"cv_accuracy", "cv_loss", "validation_accuracy", "validation_loss"} <= set(p) for p in first.path)
     assert (first.logits(validation.features).argmax(1) == validation.labels).mean() > 0.8
+    # another seed draws other folds; too few examples per class for two folds: chosen on validation
+    assert fit_head(train, validation, label_names=names, loss=loss, max_iter=5, seed=1).path != first.path
+    few = fit_head(_blobs([1, 1, 1]), validation, label_names=names, loss=loss, max_iter=5)
+    assert few.rule.startswith("validation") and "cv_accuracy" not in few.path[0]
+    assert few.l2 == min(few.path, key=lambda p: (-p["validation_accuracy"], p["validation_loss"]))["l2"]
     by_loss = fit_head(train, validation, label_names=names, loss=loss, max_iter=5, metric="loss")
-    assert by_loss.l2 == min(by_loss.path, key=lambda p: p["validation_loss"])["l2"]
+    assert by_loss.l2 == min(by_loss.path, key=lambda p: p["cv_loss"])["l2"]
     # patience 1: the path stops at the first strength that does not improve on the best so far
     stopped = fit_head(train, validation, label_names=names, loss=loss, max_iter=5, patience=1)
-    keys = [(-p["validation_accuracy"], p["validation_loss"]) for p in stopped.path]
+    keys = [(-p["cv_accuracy"], p["cv_loss"]) for p in stopped.path]
     assert all(keys[i] < min(keys[:i]) for i in range(1, len(keys) - 1))
     assert stopped.stopped_early == (len(keys) < len(cached_probe.L2_PATH))
     if stopped.stopped_early:
         assert keys[-1] >= min(keys[:-1])
+
+
+def _prior_case(seed=0, dim=64):
+    """A prior that already separates two classes well, a tiny training split with flipped labels and a
+    validation split from the prior's world: the case where fitting the training split moves away from it."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=dim) / np.sqrt(dim)
+
+    def split(n, flip):
+        y = np.arange(n) % 2
+        x = rng.normal(size=(n, dim)) + np.outer(2 * y - 1, direction) * 1.5
+        y = np.where(rng.random(n) < flip, 1 - y, y)
+        return SplitFeatures(x.astype(np.float32), y.astype(np.int64), False)
+
+    prior = (torch.as_tensor(np.stack([-direction, direction]) * 2, dtype=torch.float32), torch.zeros(2))
+    return split(12, 0.3), split(200, 0.0), prior
+
+
+def test_the_path_contains_the_prior_and_the_fit_never_ends_below_it():
+    names, loss = ["a", "b"], probe_loss(_run())
+    accuracy = lambda fit, split: float((fit.logits(split.features).argmax(1) == split.labels).mean())  # noqa: E731
+    for seed in range(2):
+        train, validation, prior = _prior_case(seed)
+        fit = fit_head(train, validation, label_names=names, loss=loss, prior=prior)
+        start = cached_probe.HeadFit(weight=prior[0], bias=prior[1], l2=cached_probe.PRIOR, iterations=0, passes=0,
+                                     train_loss=0.0)
+        # the path starts at the prior itself, scored like every other strength
+        assert fit.path[0]["l2"] == "prior" and fit.path[0]["iterations"] == 0
+        assert fit.path[0]["validation_accuracy"] == pytest.approx(accuracy(start, validation))
+        weak = fit_head(train, validation, label_names=names, loss=loss, prior=prior, path=(1e-6,), folds=0)
+        assert weak.path[1]["validation_accuracy"] < weak.path[0]["validation_accuracy"]  # built so fitting hurts
+        assert accuracy(fit, validation) >= accuracy(start, validation)
+        assert "prior" in fit.rule
+    # where k-fold picks a fit that validation says is worse than the prior, the prior is kept, and said so
+    train, validation, prior = _prior_case(0)
+    kept = fit_head(train, validation, label_names=names, loss=loss, prior=prior, path=(1e-6,))
+    if kept.l2 == cached_probe.PRIOR:
+        assert torch.allclose(kept.weight, prior[0], atol=1e-5) and "prior" in kept.rule
+        assert json.loads(json.dumps(kept.hyperparameters()))["l2"] == "prior"
 
 
 def test_fit_head_honours_class_weighting_label_smoothing_and_the_prior():
@@ -127,6 +174,8 @@ def test_a_cached_probe_run_folder_is_a_real_one(tiny_checkpoints, tmp_path, cap
     assert hyper["augment"] == "none" and hyper["learning_rate"] is None and hyper["optimizer"].startswith("L-BFGS")
     assert "augment: none" in (tmp_path / "first" / "run_config.yaml").read_text()
     assert 0 < summary["global_step"] <= run.train.max_steps * len(cached_probe.L2_PATH)
+    assert hyper["l2_rule"].startswith("5-fold cross-validation") and hyper["l2"] in hyper["l2_path"]
+    assert all("cv_accuracy" in p and "validation_accuracy" in p for p in hyper["l2_scores"])
     assert summary["trainable_params"] == 32 * 3 + 3  # the head: hidden size 32, 3 classes
     for name in ("model.safetensors", "labels.json", "metrics.json", "confusion_matrix.png", "preprocessor_config.json"):
         assert (tmp_path / "first" / name).is_file(), name

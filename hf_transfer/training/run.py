@@ -449,13 +449,13 @@ def fit_cached_probe(prep: Prepared) -> tuple[FinalEvaluation, TrainingSummary]:
     head = cached_probe.fit_head(features["train"], features["validation"], label_names=prep.labels, loss=loss,
                                  multi_label=run.data.multi_label, max_iter=cached_probe.iterations_per_strength(run),
                                  patience=run.train.early_stopping_patience, metric=run.train.metric_for_best_model,
-                                 prior=prior)
+                                 prior=prior, seed=run.train.seed)
     cached_probe.write_head(model, head)
     if is_main_process():
         sizes = ", ".join(f"{name} {len(f.features)}" for name, f in features.items())
         cache = "all from the cache" if all(f.from_cache for f in features.values()) else "embedded now"
-        print(f"features: {sizes} images ({cache}, {embedded - started:.1f} s); head fit: L-BFGS, L2 {head.l2:g} "
-              f"kept of {len(head.path)} strength(s), {head.iterations} iterations, {time.time() - embedded:.2f} s",
+        print(f"features: {sizes} images ({cache}, {embedded - started:.1f} s); head fit: L-BFGS, {head.describe()}, "
+              f"{head.iterations} iterations, {time.time() - embedded:.2f} s",
               flush=True)
         _print_zero_shot(prep)
     final = report({name: cached_probe.evaluation(head, features[name], loss) for name in ("validation", "test")
