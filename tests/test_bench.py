@@ -159,3 +159,13 @@ def test_big_cats_photos_are_built_reproducibly(tmp_path):
     assert len(files) == len(probe.BIG_CATS) * 5 and built["crops_per_class"] == crops
     assert {f.parts[0] for f in files} == {"train", "test"} and {f.parts[1] for f in files} == set(probe.BIG_CATS)
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_better_models_page_is_generated_from_the_bench_json():
+    """docs/better-models.md is bench/better_models.py's rendering of the benches' JSON files, not typed."""
+    import runpy
+
+    page = runpy.run_path(str(REPO / "bench" / "better_models.py"))
+    assert page["render"]() == (REPO / "docs" / "better-models.md").read_text()
+    for heading, script, json_name, _ in page["SECTIONS"]:
+        assert (REPO / "bench" / json_name).is_file() and f"`bench/{script}`" in page["render"](), heading
