@@ -29,15 +29,17 @@ ENGINES = ("onnxruntime int8", "onnxruntime fp32", "torch fp32")
 BATCH_SIZES = (1, 32)
 
 
-def test_pixels(run: Path, processor, *, limit: int | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Pixels and model-space label ids of the run's test split (validation when the data has no test split)."""
+def test_pixels(run: Path, processor, *, limit: int | None, data: str | None = None
+                ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pixels and model-space label ids of the test split (validation when there is none) of ``data``, by default
+    the data the run trained on (its run_config.yaml)."""
     from hf_transfer import run_folder
-    from hf_transfer.config import RunConfig
+    from hf_transfer.config import DataConfig, RunConfig
     from hf_transfer.data.images import load_image
     from hf_transfer.data.loading import load_splits
     from hf_transfer.evaluation.onnx_model import processor_pixels
 
-    data = RunConfig.from_yaml(run / run_folder.CONFIG_FILE).data
+    data = DataConfig(data=data) if data else RunConfig.from_yaml(run / run_folder.CONFIG_FILE).data
     splits, report = load_splits(data)
     name = "test" if "test" in splits else "validation"
     split = splits[name].select(range(min(limit or len(splits[name]), len(splits[name]))))
@@ -91,9 +93,10 @@ def latency(run_engines: dict, pixels: np.ndarray, *, batch: int, rounds: int) -
                    "rounds": len(values)} for name, values in times.items()}
 
 
-def run_bench(run: Path, export: Path, *, rounds: int, threads: int, limit: int | None = None) -> dict:
+def run_bench(run: Path, export: Path, *, rounds: int, threads: int, limit: int | None = None,
+              data: str | None = None) -> dict:
     processor, run_engines = engines(run, export, threads=threads)
-    pixels, labels, data = test_pixels(run, processor, limit=limit)
+    pixels, labels, data = test_pixels(run, processor, limit=limit, data=data)
     report = json.loads((export / "export_report.json").read_text()).get("int8", {})
     load_before = os.getloadavg()
     result = {"run": str(run), "export": str(export), "data": data, "threads": threads, "cpu_count": os.cpu_count(),
@@ -140,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="Timed calls per engine and batch size.")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of every engine.")
     parser.add_argument("--limit", type=int, default=None, help="At most this many test images (the suite's check).")
+    parser.add_argument("--data", default=None, help="Data to score (default: the run's, from its run_config.yaml).")
     parser.add_argument("--json", default=None, help="Write the result here.")
     parser.add_argument("--markdown", default=None, help="Write the table here ('-': print it).")
     args = parser.parse_args(argv)
-    result = run_bench(args.run, args.export, rounds=args.rounds, threads=args.threads, limit=args.limit)
+    result = run_bench(args.run, args.export, rounds=args.rounds, threads=args.threads, limit=args.limit,
+                       data=args.data)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(result)
