@@ -34,7 +34,8 @@ def test_bench_int8_scores_every_engine_and_tables_it(tmp_path_factory, tmp_path
     assert result["accuracy"]["onnxruntime fp32"] == result["accuracy"]["torch fp32"]
     for batch in ("1", "32"):
         assert all(result["latency"][batch][name]["median_ms_per_image"] > 0 for name in bench.ENGINES)
-        assert {row["rounds"] for row in result["latency"][batch].values()} == {2}
+        assert {result["latency"][batch][name]["rounds"] for name in bench.ENGINES} == {2}
+        assert result["latency"][batch]["paired_speedup_int8_over_fp32"] > 0
     table = bench.markdown_table(result)
     assert table.splitlines()[0] == "| engine | test accuracy (6 images) | ms/image, batch 1 | ms/image, batch 32 |"
     assert all(f"| {name} |" in table for name in bench.ENGINES) and "load average" in table
