@@ -119,6 +119,13 @@ def _mb(path: Path) -> float:
     return round(path.stat().st_size / 1e6, 2)
 
 
+def _speedup(latencies: dict) -> float:
+    """Paired (per-round) when the result has it; results written before it had the ratio of the medians."""
+    if "paired_speedup_int8_over_fp32" in latencies:
+        return latencies["paired_speedup_int8_over_fp32"]
+    return latencies["onnxruntime fp32"]["median_ms_per_image"] / latencies["onnxruntime int8"]["median_ms_per_image"]
+
+
 def markdown_table(result: dict) -> str:
     """The result as a Markdown table: one row per engine (accuracy, ms/image at each batch size), then notes."""
     data, load = result["data"], result["load_average_1min"]
@@ -129,10 +136,12 @@ def markdown_table(result: dict) -> str:
         times = " | ".join(f"{result['latency'][str(b)][name]['median_ms_per_image']:.2f}" for b in BATCH_SIZES)
         lines.append(f"| {name} | {100 * result['accuracy'][name]:.1f} % | {times} |")
     diff = 100 * (result["accuracy"]["onnxruntime int8"] - result["accuracy"]["onnxruntime fp32"])
-    speed = {b: result["latency"][str(b)]["paired_speedup_int8_over_fp32"] for b in BATCH_SIZES}
+    speed = {b: _speedup(result["latency"][str(b)]) for b in BATCH_SIZES}
     calibration = result.get("calibration") or {}
     lines += ["", f"Data {data['data']}; int8 − fp32 accuracy: {diff:+.1f} points; int8 keeps fp32's top label on "
-              f"{100 * result['int8_agrees_with_fp32']:.1f} % of the images; int8 speed-up over onnxruntime fp32 (median of per-round ratios): "
+              f"{100 * result['int8_agrees_with_fp32']:.1f} % of the images; int8 speed-up over onnxruntime fp32 ("
+              + ("median of per-round ratios" if "paired_speedup_int8_over_fp32" in result["latency"]["1"]
+                 else "ratio of medians") + "): "
               + ", ".join(f"{speed[b]:.2f}x at batch {b}" for b in BATCH_SIZES)
               + f". Files: int8 {result['sizes_mb']['int8']} MB, fp32 {result['sizes_mb']['fp32']} MB. Calibrated on "
               f"{calibration.get('images', '?')} {calibration.get('split', '?')} images. {result['threads']} threads "
