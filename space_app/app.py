@@ -2,6 +2,7 @@
 
     python app.py --model OUT            # a run's --output-dir, its adapter/ folder, or a Hub repo id
     MODEL_ID=user/my-model python app.py # how a Space names the model (Settings > Variables)
+    python app.py --onnx EXPORT_DIR      # the export's int8 ONNX model answers (ONNX_MODEL on a Space)
 
 Listens on GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (gradio's own variables; a Space sets them) unless
 --host / --port are given. Only wiring lives here: loading, prediction, bad-upload messages and the page

@@ -181,3 +181,61 @@ def test_an_exporter_failure_names_the_model_and_leaves_nothing_behind(monkeypat
     with pytest.raises(export.ExportError, match="could not export ViTForImageClassification: aten::frobnicate"):
         export.export_model(str(FIXTURE), tmp_path / "o")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ int8
+CALIBRATION_PER_CLASS = 12  # 36 validation-like images: enough for MinMax ranges, seconds to calibrate
+
+
+def int8_export(base: Path) -> Path:
+    """The fixture run exported with --quantize int8, calibrated on generated images of its three classes (the run
+    recorded a /tmp data folder of its own machine). Built once per session under ``base``."""
+    from tiny import make_image_folder
+
+    out = base / "int8_export"
+    if not (out / export.REPORT_FILE).is_file():
+        data = make_image_folder(base / "int8_calibration", per_class=CALIBRATION_PER_CLASS, seed=3)
+        assert main(["export", "--model", str(FIXTURE), "--format", "onnx", "--quantize", "int8",
+                     "--calibration-data", str(data), "--output-dir", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_folder(tmp_path_factory) -> Path:
+    return int8_export(tmp_path_factory.getbasetemp())
+
+
+def test_int8_export_keeps_fp32_and_agrees_with_it_on_most_images(int8_folder, tmp_path):
+    from tiny import make_image_folder
+
+    from hf_transfer.evaluation.onnx_model import OnnxClassifier
+
+    report = json.loads((int8_folder / export.REPORT_FILE).read_text())
+    assert (int8_folder / export.ONNX_FILE).is_file() and (int8_folder / export.INT8_FILE).is_file()
+    assert report["parity"]["passed"] and report["int8"]["format"] == "QDQ"
+    calibration = report["int8"]["calibration"]
+    assert calibration["origin"] == "--calibration-data" and calibration["split"] == "validation"
+    assert 0 < calibration["images"] == calibration["split_size"] <= 3 * CALIBRATION_PER_CLASS
+    # Fresh images the calibration never saw. Threshold: int8 may flip an image whose top two logits nearly tie
+    # (a 3-step LoRA run has small margins), so "most" is 80 %; a broken quantization lands near chance (33 %).
+    images = [p for p in sorted(make_image_folder(tmp_path / "fresh", per_class=10, seed=11).rglob("*.png"))]
+    int8, fp32 = (OnnxClassifier.from_folder(int8_folder, precision=p) for p in ("int8", "fp32"))
+    assert int8.description.startswith("int8 ONNX") and fp32.description.startswith("fp32 ONNX")
+    top_int8, top_fp32 = (clf.predict_proba(images).argmax(1) for clf in (int8, fp32))
+    share = float((top_int8 == top_fp32).mean())
+    assert share >= 0.8, f"int8 kept fp32's top label on {share:.0%} of {len(images)} fresh images (need 80 %)"
+    assert report["int8"]["agreement"]["top1_agreement"] >= export.int8.MIN_AGREEMENT
+    assert (int8_folder / export.INT8_FILE).stat().st_size < (int8_folder / export.ONNX_FILE).stat().st_size
+
+
+def test_int8_without_calibration_data_names_the_option(tmp_path, capsys):
+    # The fixture's run_config.yaml names a data folder of the machine that trained it: gone here.
+    assert main(["export", "--model", str(FIXTURE), "--format", "onnx", "--quantize", "int8",
+                 "--output-dir", str(tmp_path / "o")]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-transfer export: error")]
+    assert len(error) == 1 and "--calibration-data" in error[0] and "/tmp/fx/work/data" in error[0]
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(export.int8.CalibrationDataError, match="no run_config.yaml naming its data"):
+        export.int8.calibration_images(None)
+    with pytest.raises(ConfigError, match="--quantize 'int4' is not supported; supported: int8"):
+        export.export_model(str(FIXTURE), tmp_path / "o", quantize="int4")

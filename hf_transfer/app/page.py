@@ -5,7 +5,9 @@ Everything the page needs beyond layout lives here so it is tested with the libr
 :class:`hf_transfer.evaluation.inference.ImageClassifier`, so the numbers are those of ``pipeline()``), bad uploads
 turned into a readable message, and the page's texts built from the run folder (labels, headline metrics,
 how the model was trained, real validation examples). ``space_app/app.py`` and ``hf-transfer space serve``
-both call :func:`serve`; gradio is imported only when a page is built.
+both call :func:`serve`; gradio is imported only when a page is built. With ``--onnx DIR`` (the ``ONNX_MODEL``
+variable on a Space) the page serves an export folder's int8 graph with onnxruntime
+(:class:`hf_transfer.evaluation.onnx_model.OnnxClassifier`: no torch model, no transformers model code), and says so.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MODEL_ENV = "MODEL_ID"
 REVISION_ENV = "MODEL_REVISION"
+ONNX_ENV = "ONNX_MODEL"  # an export folder (hf-transfer export --quantize int8); `space push --onnx` sets it
+RECORD_PATTERNS = ["*.json", "README.md", f"{run_folder.EXAMPLES_DIR}/**"]  # the page's texts, never the weights
 DEFAULT_TOP_K = 5
 # Uploads above this many pixels are refused before decoding (a 50-megapixel phone photo still passes); larger
 # images that pass are shrunk by load_image. A Space has little memory and many visitors.
@@ -177,6 +181,15 @@ def _bullets(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"- **{md(name)}:** {md(value)}" for name, value in rows)
 
 
+def answered_by(classifier: Any) -> str:
+    """Which model answers, in words: an ONNX export says its precision; a torch model its dtype."""
+    description = getattr(classifier, "description", None)
+    if description:
+        return description
+    dtype = str(next(classifier.model.parameters()).dtype).replace("torch.", "").replace("float32", "fp32")
+    return f"{dtype} torch (transformers)"
+
+
 def page_text(classifier: ImageClassifier) -> PageText:
     """The page's texts for ``classifier`` (its labels, and the run files next to its weights)."""
     info, labels = classifier.info, classifier.labels
@@ -187,7 +200,7 @@ def page_text(classifier: ImageClassifier) -> PageText:
     kind = "several of" if classifier.multi_label else "one of"
     base = f" adapted from **{md(summary.base_model)}**" if summary.base_model else ""
     intro = (f"Upload an image (or pick an example below): the model{base} sorts it into {kind} "
-             f"**{len(labels)} labels** and shows the top scores.")
+             f"**{len(labels)} labels** and shows the top scores. Answered by **{answered_by(classifier)}**.")
     metrics = headline_metrics(info.metrics, classifier.folder)
     training = training_rows(summary)
     return PageText(
@@ -310,21 +323,55 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--port", type=int, default=None,
                         help="Port to listen on. Default: GRADIO_SERVER_PORT, else the first free port from 7860.")
     parser.add_argument("--device", default=None, help="torch device (cpu, cuda). Default: a GPU if there is one.")
+    parser.add_argument("--onnx", default=None, metavar="EXPORT_DIR",
+                        help=f"Serve this export folder's int8 ONNX model with onnxruntime instead of the torch model "
+                             f"(`hf-transfer export --format onnx --quantize int8`); --model then only supplies the "
+                             f"page's metrics, training summary and examples. Default: the {ONNX_ENV} variable.")
     return parser
 
 
-def load_for_space(model: str | None = None, *, revision: str | None = None, device: str | None = None):
-    """The classifier the page serves (``--model`` or ``MODEL_ID``; merged model or adapter, folder or repo)."""
+def load_for_space(model: str | None = None, *, revision: str | None = None, device: str | None = None,
+                   onnx: str | None = None):
+    """The classifier the page serves: the export folder ``onnx`` (or ``ONNX_MODEL``) through onnxruntime, else
+    ``--model`` or ``MODEL_ID`` (merged model or adapter, folder or repo) through torch."""
+    revision = revision or os.environ.get(REVISION_ENV) or None
+    onnx = onnx or os.environ.get(ONNX_ENV) or None
+    if onnx:
+        return load_onnx_for_space(onnx, model=model or os.environ.get(MODEL_ENV) or None, revision=revision)
     from hf_transfer.evaluation.inference import load_classifier
 
-    source = model_source(model)
-    return load_classifier(source, revision=revision or os.environ.get(REVISION_ENV) or None, device=device)
+    return load_classifier(model_source(model), revision=revision, device=device)
+
+
+def load_onnx_for_space(onnx: str, *, model: str | None = None, revision: str | None = None):
+    """An export folder's best graph (int8 when it has one); the page's records from ``model`` when given."""
+    from hf_transfer.evaluation.onnx_model import OnnxClassifier
+
+    classifier = OnnxClassifier.from_folder(onnx)
+    records = _records_folder(model, revision=revision) if model else None
+    if records is not None:
+        classifier.folder, classifier.info = records, run_folder.load_run_info(records)
+    return classifier
+
+
+def _records_folder(model: str, *, revision: str | None) -> Path | None:
+    """The run's records (metrics, summary, examples) as a local folder: ``model`` itself, or the JSON files and
+    examples of the Hub repo (no weights: the ONNX model answers). None when they cannot be had."""
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, revision=revision, allow_patterns=RECORD_PATTERNS))
+    except Exception as error:  # noqa: BLE001 - the page still works without them; say why they are missing
+        print(f"note: the page shows no metrics or examples: {model} could not be read ({error})")
+        return None
 
 
 def serve(args: argparse.Namespace, **launch_kwargs):
     """Load the model named by ``args`` (see :func:`add_serve_arguments`), build the page and serve it."""
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}.")
-    classifier = load_for_space(args.model, revision=args.revision, device=args.device)
+    classifier = load_for_space(args.model, revision=args.revision, device=args.device, onnx=args.onnx)
     demo = build_demo(classifier, top_k=args.top_k)
     return launch(demo, server_name=args.host, server_port=args.port, **launch_kwargs)

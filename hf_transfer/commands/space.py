@@ -14,13 +14,17 @@ def _push_arguments(parser) -> None:
     parser.add_argument("--private", action="store_true", help="Create the Space as private.")
     parser.add_argument("--model-revision", default=None, help="Branch or commit of --model to serve (default: main).")
     parser.add_argument("--app-dir", default=None, help="The Gradio app folder (default: the checkout's space_app/).")
+    parser.add_argument("--onnx", default=None, metavar="EXPORT_DIR",
+                        help="Serve the int8 ONNX model of this export folder (`hf-transfer export --format onnx "
+                             "--quantize int8`) with onnxruntime instead of the torch model; it is uploaded to the "
+                             "Space's onnx/ folder and the Space card says which model answers.")
 
 
 def _push(args) -> int:
     from hf_transfer.publish.space_repo import push_space
 
     result = push_space(args.model, args.space_id, private=args.private, model_revision=args.model_revision,
-                        app_dir=args.app_dir)
+                        app_dir=args.app_dir, onnx_dir=args.onnx)
     print(result.describe())
     return 0
 

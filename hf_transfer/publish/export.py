@@ -3,7 +3,9 @@
 The export folder holds ``model.onnx`` (input ``pixel_values`` with a dynamic batch axis, output ``logits``),
 the model's ``config.json`` (id2label; timm checkpoints keep their preprocessing there too), the image
 processor's ``preprocessor_config.json`` when the checkpoint has one, ``labels.json`` and
-``export_report.json``. The model is loaded the way ``predict`` loads it (:func:`load_classifier`: a run
+``export_report.json``. With ``quantize="int8"`` the folder also holds ``model_int8.onnx``, the static int8 graph
+calibrated on the run's validation images (:mod:`hf_transfer.publish.quantize`), and the report says on how many
+images and from where, and how often int8 keeps fp32's top label. The model is loaded the way ``predict`` loads it (:func:`load_classifier`: a run
 folder's merged top level, or an adapter merged onto its base), so the exported graph is the model that
 ``predict`` runs. The folder is written under a temporary name and renamed only once onnxruntime has
 reproduced torch's logits, so a failed export leaves nothing behind.
@@ -29,10 +31,11 @@ from hf_transfer.data.images import load_image
 from hf_transfer.data.transforms import PreprocessSpec
 from hf_transfer.errors import CheckpointNotFoundError, ConfigError, HfTransferError, OutputDirError
 from hf_transfer.evaluation.inference import ImageClassifier, load_classifier, local_folder
+from hf_transfer.evaluation.onnx_model import EXPORT_REPORT_FILE as REPORT_FILE
+from hf_transfer.evaluation.onnx_model import INT8_FILE, ONNX_FILE
+from hf_transfer.publish import quantize as int8
 
 FORMATS = ("onnx",)
-ONNX_FILE = "model.onnx"
-REPORT_FILE = "export_report.json"
 PARITY_TOLERANCE = 1e-4  # max |logit difference| onnxruntime vs torch, fp32
 EXPORT_BATCH_SIZE = 2  # the traced example; parity runs at other sizes, which proves the batch axis is dynamic
 MAX_PARITY_IMAGES = 16
@@ -50,17 +53,24 @@ class MissingExportDependencyError(HfTransferError, ImportError):
 
 
 def export_model(model: str, output_dir: str | Path, *, format: str = "onnx", revision: str | None = None,
-                 tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
+                 tolerance: float = PARITY_TOLERANCE, quantize: str | None = None, calibration_data: str | None = None,
+                 calibration_size: int = int8.DEFAULT_CALIBRATION_SIZE) -> dict[str, Any]:
     """Export ``model`` (run folder, adapter folder or Hub repo id) to ``output_dir``; returns the report.
 
     Refuses an unknown ``format``, a non-empty ``output_dir``, and an export whose onnxruntime logits differ
-    from torch's by more than ``tolerance`` or pick another label on any parity image.
+    from torch's by more than ``tolerance`` or pick another label on any parity image. ``quantize="int8"`` adds
+    the static int8 model, calibrated on ``calibration_size`` images of the validation split of
+    ``calibration_data`` (default: the data named in the run's run_config.yaml).
     """
     check_format(format)
+    int8.check_quantize(quantize)
     require_packages()
     out = check_output_dir(output_dir)
     classifier = _load(model, revision=revision)
     images, image_source = parity_images(classifier)
+    calibration = None
+    if quantize:  # found before anything is exported: a missing data set fails in a second, not after the export
+        calibration = int8.calibration_images(classifier.folder, data=calibration_data, size=calibration_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; the export is shared like any folder
@@ -68,10 +78,12 @@ def export_model(model: str, output_dir: str | Path, *, format: str = "onnx", re
         report = _export_into(staging, classifier, images, tolerance=tolerance)
         report["parity"]["image_source"] = image_source
         report["source"] = model
-        run_folder.write_json(staging / REPORT_FILE, report)
         if not report["parity"]["passed"]:
             raise ExportError(f"onnxruntime does not reproduce torch for {model}: {parity_line(report)}. Nothing was "
                               "written; please report this with the model's architecture.")
+        if calibration is not None:
+            report["int8"] = _quantize_into(staging, classifier, *calibration)
+        run_folder.write_json(staging / REPORT_FILE, report)
         os.replace(staging, out)  # an empty OUT (checked above) is replaced in one rename
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -177,6 +189,23 @@ def _export_into(folder: Path, classifier: ImageClassifier, images: Sequence[Ima
         "parity": check_parity(classifier.model, folder / ONNX_FILE, pixels, tolerance=tolerance,
                                multi_label=classifier.multi_label),
     }
+
+
+def _quantize_into(folder: Path, classifier: ImageClassifier, images: Sequence[Any],
+                   calibration: dict[str, Any]) -> dict[str, Any]:
+    """Write INT8_FILE next to the fp32 graph; refuse (nothing kept) when int8 loses fp32's top label too often."""
+    rgb = [load_image(image) for image in images]
+    pixels = classifier.processor(images=rgb, return_tensors="pt")["pixel_values"].float().numpy()
+    started = time.perf_counter()
+    settings = int8.quantize_int8(folder / ONNX_FILE, folder / INT8_FILE, pixels)
+    check = int8.agreement(folder / ONNX_FILE, folder / INT8_FILE, pixels, multi_label=classifier.multi_label)
+    if not check["passed"]:
+        raise int8.QuantizationError(
+            f"The int8 model disagrees with fp32 too often: {int8.agreement_line(check)}. Nothing was written. "
+            "Calibrate on more images like the real ones (--calibration-data, --calibration-size), or export fp32 only.")
+    return {"file": INT8_FILE, "size_bytes": (folder / INT8_FILE).stat().st_size,
+            "quantize_seconds": round(time.perf_counter() - started, 2), **settings,
+            "calibration": calibration, "agreement": check}
 
 
 class _LogitsOnly(torch.nn.Module):

@@ -4,13 +4,16 @@ The Space repo gets the app from ``space_app/``, the modules of ``hf_transfer`` 
 reading the import statements of the app and of every module it reaches, lazy imports included), a
 ``requirements.txt`` pinned to the versions installed here, and the Spaces README front matter
 (``SpaceCardData``). Which model to serve is set as the Space variables ``MODEL_ID`` / ``MODEL_REVISION``
-that the app reads. Access checks, the one-commit push and the retry command are those of
+that the app reads. With ``onnx_dir`` (``--onnx``: an export folder written with ``--quantize int8``) the
+Space also holds that int8 graph and its description under ``onnx/``, the variable ``ONNX_MODEL`` points the
+app at it, onnxruntime joins the requirements, and the Space card says which model answers. Access checks, the one-commit push and the retry command are those of
 :mod:`hf_transfer.publish.hub`.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shlex
 import sys
@@ -33,14 +36,16 @@ from hf_transfer.publish.hub import (
 SPACE_APP_FILE = "app.py"
 PACKAGE = "hf_transfer"
 # The Space variables the app reads to know what to serve (hf_transfer.app.page: MODEL_ENV, REVISION_ENV).
-MODEL_VARIABLE, REVISION_VARIABLE = "MODEL_ID", "MODEL_REVISION"
+MODEL_VARIABLE, REVISION_VARIABLE, ONNX_VARIABLE = "MODEL_ID", "MODEL_REVISION", "ONNX_MODEL"
+SPACE_ONNX_DIR = "onnx"  # the export's int8 graph and description, in the Space repo
+ONNX_REQUIREMENTS = ("onnxruntime",)
 # Always installed: what loading any hf_transfer model needs even where no module imports it by name
 # (transformers loads safetensors, timm and torchvision for TimmWrapper checkpoints, peft for adapters).
 # gradio is never listed: the Spaces runtime installs the README's sdk_version.
 BASE_REQUIREMENTS = ("torch", "torchvision", "transformers", "huggingface_hub", "peft", "timm", "safetensors",
                      "pillow", "numpy")
 SPACE_SKIP = ("__pycache__", ".pytest_cache", "tests", ".git")
-MANAGED_SPACE = ("requirements.txt", f"{PACKAGE}/*")  # stale vendored modules are deleted on the next push
+MANAGED_SPACE = ("requirements.txt", f"{PACKAGE}/*", f"{SPACE_ONNX_DIR}/*")  # stale vendored modules are deleted on the next push
 
 
 def default_app_dir() -> Path:
@@ -166,10 +171,23 @@ def space_requirements(app_dir: Path, *, imported: set[str] = frozenset(), extra
     return "".join(f"{line}\n" for _, line in sorted(lines.items()))
 
 
+def onnx_space_files(export_dir: str | Path) -> dict[str, Path]:
+    """``{onnx/<name>: file}``: an export folder's int8 graph and what describes it (labels, preprocessing, report)."""
+    from hf_transfer.evaluation.onnx_model import EXPORT_REPORT_FILE, INT8_FILE
+
+    folder = Path(export_dir)
+    if not (folder / INT8_FILE).is_file():
+        raise HubError(f"--onnx {folder} holds no {INT8_FILE}: the Space serves the int8 model. Export it with "
+                       f"`hf-transfer export --model RUN --format onnx --quantize int8 --output-dir {folder}-int8`.")
+    names = [INT8_FILE, EXPORT_REPORT_FILE, "config.json", "preprocessor_config.json", "labels.json"]
+    return {f"{SPACE_ONNX_DIR}/{name}": folder / name for name in names if (folder / name).is_file()}
+
+
 def plan_space_files(app_dir: str | Path | None, *, model_id: str, space_id: str,
-                     extra_requirements: tuple[str, ...] = ()) -> dict[str, Path | bytes]:
+                     extra_requirements: tuple[str, ...] = (), onnx_dir: str | Path | None = None,
+                     ) -> dict[str, Path | bytes]:
     """``{path in Space repo: file or bytes}``: the app, the hf_transfer modules it imports, requirements.txt
-    and the Spaces README front matter (which names the model it serves)."""
+    and the Spaces README front matter (which names the model it serves, and which graph answers)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from huggingface_hub import SpaceCard, SpaceCardData
@@ -186,6 +204,9 @@ def plan_space_files(app_dir: str | Path | None, *, model_id: str, space_id: str
             files[rel.as_posix()] = path
     modules, imported = vendored_modules([p for p in files.values() if isinstance(p, Path)])
     files.update(modules)
+    if onnx_dir is not None:
+        files.update(onnx_space_files(onnx_dir))
+        extra_requirements = (*extra_requirements, *ONNX_REQUIREMENTS)
     files["requirements.txt"] = space_requirements(app_dir, imported=imported, extra=extra_requirements).encode()
     try:
         sdk_version = version("gradio")
@@ -196,9 +217,22 @@ def plan_space_files(app_dir: str | Path | None, *, model_id: str, space_id: str
                          short_description=f"Image classifier demo of {model_id}"[:60])
     body = (f"# {space_id.split('/')[-1]}\n\nA Gradio demo of the image classifier "
             f"[{model_id}](https://huggingface.co/{model_id}), published with hf_transfer. The app serves the model "
-            f"named by the Space variable `{MODEL_VARIABLE}` (and `{REVISION_VARIABLE}`, when set).\n")
+            f"named by the Space variable `{MODEL_VARIABLE}` (and `{REVISION_VARIABLE}`, when set).\n\n"
+            f"{_answered_by(onnx_dir)}\n")
     files["README.md"] = str(SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}")).encode()
     return files
+
+
+def _answered_by(onnx_dir: str | Path | None) -> str:
+    """The card's line saying which model answers the page's visitors."""
+    if onnx_dir is None:
+        return "**Model that answers:** the fp32 torch model of the repo (transformers)."
+    report = Path(onnx_dir) / "export_report.json"
+    agreement = ((json.loads(report.read_text()) if report.is_file() else {}).get("int8") or {}).get("agreement") or {}
+    share = (f" It kept the fp32 model's top label on {100 * agreement['top1_agreement']:.1f} % of "
+             f"{agreement['images']} calibration images.") if agreement else ""
+    return (f"**Model that answers:** the int8 ONNX export in `{SPACE_ONNX_DIR}/` (static quantization, onnxruntime on "
+            f"the CPU), not the fp32 torch weights.{share}")
 
 
 # ------------------------------------------------------------------------------------------------ push
@@ -224,7 +258,7 @@ def _set_space_variables(access: HubAccess, space_id: str, wanted: dict[str, str
 
 
 def space_command(model_id: str, space_id: str, *, private: bool = False, model_revision: str | None = None,
-                  app_dir: str | Path | None = None) -> str:
+                  app_dir: str | Path | None = None, onnx_dir: str | Path | None = None) -> str:
     """The ``hf-transfer space push`` command line that (re)does this publication."""
     parts = ["hf-transfer", "space", "push", "--model", model_id, "--space-id", space_id]
     if private:
@@ -233,15 +267,22 @@ def space_command(model_id: str, space_id: str, *, private: bool = False, model_
         parts += ["--model-revision", model_revision]
     if app_dir is not None:
         parts += ["--app-dir", str(app_dir)]
+    if onnx_dir is not None:
+        parts += ["--onnx", str(onnx_dir)]
     return shlex.join(parts)
 
 
 def push_space(model_id: str, space_id: str, *, private: bool = False, model_revision: str | None = None,
-               app_dir: str | Path | None = None, token: str | None = None, endpoint: str | None = None) -> PushResult:
-    """Create or update the Gradio Space ``space_id`` serving ``model_id`` (which must exist on the Hub)."""
+               app_dir: str | Path | None = None, token: str | None = None, endpoint: str | None = None,
+               onnx_dir: str | Path | None = None) -> PushResult:
+    """Create or update the Gradio Space ``space_id`` serving ``model_id`` (which must exist on the Hub); with
+    ``onnx_dir`` the Space answers with that export's int8 ONNX graph instead of the torch model."""
+    if onnx_dir is not None:
+        onnx_space_files(onnx_dir)  # refused before anything is created on the Hub
     access = check_write_access(space_id, token=token, endpoint=endpoint)
     space_id = full_repo_id(space_id, access)
-    retry = space_command(model_id, space_id, private=private, model_revision=model_revision, app_dir=app_dir)
+    retry = space_command(model_id, space_id, private=private, model_revision=model_revision, app_dir=app_dir,
+                          onnx_dir=onnx_dir)
     try:
         model = access.api.model_info(model_id, revision=model_revision)
     except transport_errors() as error:
@@ -252,13 +293,14 @@ def push_space(model_id: str, space_id: str, *, private: bool = False, model_rev
     if not names & {"config.json", "adapter_config.json"}:
         raise HubError(f"{model_id} holds neither config.json nor adapter_config.json: not a model the Space can "
                        f"load. Push one with `hf-transfer push --model-dir OUT --repo-id {model_id}`.")
-    files = plan_space_files(app_dir, model_id=model_id, space_id=space_id)
+    files = plan_space_files(app_dir, model_id=model_id, space_id=space_id, onnx_dir=onnx_dir)
     check_no_token_inside(files, access.api.token)
     create_repo_checked(access, space_id, repo_type="space", private=private, retry=retry, space_sdk="gradio")
     result = commit_files(access, space_id, repo_type="space", files=files, revision=None, managed=MANAGED_SPACE,
                      message=f"Serve {model_id} (published with hf_transfer)", retry=retry)
-    result.changed |= _set_space_variables(access, space_id, {MODEL_VARIABLE: model_id,
-                                                              REVISION_VARIABLE: model_revision}, retry=retry)
+    result.changed |= _set_space_variables(access, space_id, {
+        MODEL_VARIABLE: model_id, REVISION_VARIABLE: model_revision,
+        ONNX_VARIABLE: SPACE_ONNX_DIR if onnx_dir is not None else None}, retry=retry)
     if model.private:
         print(f"note: {model_id} is private, so the Space needs a read token to load it: add it as the Space secret "
               f"HF_TOKEN in {result.url}/settings (hf_transfer never uploads your token).")
