@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,53 @@ def http_folder(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """``run_cli("train", "--model", m, ...)``: ``hf-transfer ARGS`` run in this process through ``cli.main``, as
+    transformers' example tests call their ``main()``; returns a ``CompletedProcess`` (returncode, stdout, stderr).
+
+    A fresh interpreter pays ~15 CPU-seconds of imports per command; the few tests where a real process is the
+    point (the installed entry point, DDP, kills, a pipe's stderr) still start one. What a run may leave behind in
+    this process (environment, working folder, torch's thread count, accelerate's singletons) is put back after
+    each call. ``env`` replaces the environment for the call; ``cwd`` is its working folder."""
+    import torch
+
+    from hf_transfer.api import _reset_process_state
+    from hf_transfer.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps --help as it does for a pipe
+
+    def run(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        argv = [str(arg) for arg in args]
+        saved_env, saved_cwd, threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+        capsys.readouterr()
+        try:
+            if env is not None:
+                os.environ.clear()
+                os.environ.update(env, COLUMNS="80")
+            if cwd is not None:
+                os.chdir(cwd)
+            code = _exit_code(main, argv)
+        finally:
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            torch.set_num_threads(threads)
+            _reset_process_state()
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["hf-transfer", *argv], code, out, err)
+
+    return run
+
+
+def _exit_code(main, argv: list[str]) -> int:
+    """main's return value, or the code of the SystemExit argparse raises (--help: 0, a usage error: 2)."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            return exit.code or 0
+        print(exit.code, file=sys.stderr)  # sys.exit("message"): Python prints it and exits with 1
+        return 1
