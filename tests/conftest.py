@@ -139,3 +139,42 @@ def _exit_code(main, argv: list[str]) -> int:
             return exit.code or 0
         print(exit.code, file=sys.stderr)  # sys.exit("message"): Python prints it and exits with 1
         return 1
+
+
+# --------------------------------------------------------- the Space: one trained run and one server per session
+# The builders live in test_space.py (shared with test_space_browser.py and test_space_load.py); the fixtures live
+# here so that every Space test module gets the same instance: a Gradio server costs seconds to boot.
+@pytest.fixture(scope="session")
+def space_run_dir(tmp_path_factory) -> Path:
+    """A finished tiny LoRA run (merged model and ``adapter/``), trained once per session."""
+    from test_space import tiny_run
+
+    return tiny_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def space_classifier(space_run_dir):
+    from hf_transfer.app import page
+
+    return page.load_for_space(str(space_run_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def space_uploads(tmp_path_factory) -> dict[str, Path]:
+    """Every kind of upload a visitor may send (test_space.make_uploads), written once per session."""
+    from test_space import make_uploads
+
+    return make_uploads(tmp_path_factory.mktemp("uploads"))
+
+
+@pytest.fixture(scope="session")
+def space_server(space_classifier, tmp_path_factory):
+    """The app for ``space_classifier`` on a loopback port, shared by the API and browser tests: ``url`` and the
+    ``temp_dir`` its uploads land in. Tests only send requests to it; none changes it."""
+    from types import SimpleNamespace
+
+    from test_space import served
+
+    temp_dir = tmp_path_factory.mktemp("gradio")
+    with served(space_classifier, temp_dir) as url:
+        yield SimpleNamespace(url=url, temp_dir=temp_dir)
