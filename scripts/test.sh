@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite: installs the test extras (and Chromium for the browser tests) if missing, then pytest.
 # Usage: scripts/test.sh [pytest args...]   (uses the active virtualenv, else ./.venv, creating it if needed)
+# The default suite leaves out the tests marked slow; `scripts/test.sh -m slow` runs those (CI runs both:
+# .ci/run), `scripts/test.sh -m ""` runs everything. A -m given here wins over the default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +21,4 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
-exec python -m pytest -q --durations=15 "$@"
+exec python -m pytest -q -m "not slow" --durations=25 "$@"
