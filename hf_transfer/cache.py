@@ -36,9 +36,15 @@ def publish_folder(build: Callable[[Path], None], target: Path) -> Path:
     try:
         build(staging)
         (staging / ".complete").write_text("ok\n")
-        if target.exists():
+        if (target / ".complete").exists():  # another process (a DDP rank) finished first: its copy may be in use
+            return target
+        if target.exists():  # a crashed build's leftover
             shutil.rmtree(target)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process renamed its copy in between
+            if not (target / ".complete").exists():
+                raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

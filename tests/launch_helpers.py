@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -83,11 +84,19 @@ def run(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: int = 300,
     return done
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a launch's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launch_ddp(script: Path, args: list[str], *, env: dict[str, str], cwd: Path, config: str = CPU_DDP,
                check: bool = True, timeout: int = 400) -> subprocess.CompletedProcess:
-    """``accelerate launch --config_file <config> script args`` (2 CPU processes with cpu_ddp.yaml)."""
-    return run([ACCELERATE, "launch", "--config_file", config, script, *args], env=env, cwd=cwd, check=check,
-               timeout=timeout)
+    """``accelerate launch --config_file <config> script args`` (2 CPU processes with cpu_ddp.yaml), on a free port:
+    launches in two pytest-xdist workers at once must not both take torch's default 29500."""
+    return run([ACCELERATE, "launch", "--config_file", config, "--main_process_port", free_port(), script, *args],
+               env=env, cwd=cwd, check=check, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------- comparing

@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 import sys
 
+import pytest
 from launch_helpers import REPO, offline_env, read_json, run
 
 TRAINING = ("peer_default", "peer_tuned", "ours_full")
 
 
+@pytest.mark.slow  # the slow tier: a benchmark script's smoke test, not the library
 def test_bench_cpu_reports_every_section_with_ratios_from_its_own_numbers(tmp_path):
     out, tables = tmp_path / "bench.json", tmp_path / "tables.md"
     run([sys.executable, REPO / "bench" / "bench.py", "--cpu", "--images", "24", "--steps", "2", "--warmup", "1",
@@ -93,6 +95,7 @@ def _scale_module():
     return scale
 
 
+@pytest.mark.slow  # the slow tier: a benchmark script's smoke test, not the library (fresh processes, timed)
 def test_scale_bench_runs_end_to_end_at_a_toy_size(tmp_path):
     """bench/scale.py at two toy sizes and a few photos: every column is a number this run measured (or says why
     it is empty), the per-image slope comes from the two first-step times, and the tables are the JSON's."""

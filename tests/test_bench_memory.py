@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from launch_helpers import REPO, offline_env, read_json, run
 
 
+@pytest.mark.slow  # the slow tier: a benchmark script's smoke test, not the library
 def test_memory_bench_measures_each_pair_and_summarizes_from_its_rows(tmp_path):
     out = tmp_path / "memory.json"
     run([sys.executable, REPO / "bench" / "memory.py", "--device", "cpu", "--batch", "2", "--steps", "1",
@@ -25,6 +27,7 @@ def test_memory_bench_measures_each_pair_and_summarizes_from_its_rows(tmp_path):
     assert saving["step_time_ratio"] == round(rows[1]["step_s"] / rows[0]["step_s"], 3)
 
 
+@pytest.mark.slow  # the slow tier: a benchmark script's smoke test, not the library
 def test_memory_bench_reports_a_size_that_fails_as_not_fitting(tmp_path):
     from importlib import util
 

@@ -1,4 +1,5 @@
-"""The hf-transfer command as a user runs it: real subprocesses, exit codes, readable errors."""
+"""The hf-transfer command as a user runs it: exit codes, readable errors. Commands run in-process through
+``cli.main`` (the ``run_cli`` fixture); the installed ``hf-transfer`` entry point runs once as a real process."""
 
 from __future__ import annotations
 
@@ -6,26 +7,23 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from hf_transfer.cli import main
 
 
-def hf_transfer(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hf_transfer.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ}, timeout=600)
-
-
-def test_help_lists_commands():
-    result = hf_transfer("--help")
-    assert result.returncode == 0
+def test_installed_entry_point_lists_commands():
+    entry_point = Path(sys.executable).with_name("hf-transfer")  # what `pip install` put on the PATH
+    result = subprocess.run([entry_point, "--help"], capture_output=True, text=True, env={**os.environ}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     for command in ("train", "evaluate", "predict", "strategies", "demo"):
         assert command in result.stdout
 
 
-def test_train_help_lists_config_fields():
-    result = hf_transfer("train", "--help")
+def test_train_help_lists_config_fields(run_cli):
+    result = run_cli("train", "--help")
     assert result.returncode == 0
     for flag in ("--model", "--data", "--strategy", "--output_dir", "--max_steps", "--shots_per_class", "--config"):
         assert flag in result.stdout
@@ -49,16 +47,16 @@ def test_strategies_command(capsys):
         assert ("--lora-r" in rows[name]) == strategy.uses_rank
 
 
-def test_train_evaluate_predict_end_to_end(tiny_checkpoints, image_folder, tmp_path):
+def test_train_evaluate_predict_end_to_end(tiny_checkpoints, image_folder, tmp_path, run_cli):
     out = tmp_path / "run"
-    result = hf_transfer("train", "--model", str(tiny_checkpoints("vit")), "--data", str(image_folder),
-                         "--strategy", "lora", "--output-dir", str(out), "--max-steps", "2",
-                         "--per-device-train-batch-size", "8", "--dataloader-num-workers", "0")
+    result = run_cli("train", "--model", str(tiny_checkpoints("vit")), "--data", str(image_folder),
+                     "--strategy", "lora", "--output-dir", str(out), "--max-steps", "2",
+                     "--per-device-train-batch-size", "8", "--dataloader-num-workers", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trainable params" in result.stdout
     assert (out / "adapter" / "adapter_config.json").is_file()
 
-    evaluated = hf_transfer("evaluate", "--model", str(out), "--data", str(image_folder))
+    evaluated = run_cli("evaluate", "--model", str(out), "--data", str(image_folder))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
     assert set(metrics["per_class"]) == {"cat", "dog", "fish"} and metrics["split"] == "validation"
@@ -66,14 +64,14 @@ def test_train_evaluate_predict_end_to_end(tiny_checkpoints, image_folder, tmp_p
     assert metrics["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["accuracy"])
 
     image = next((image_folder / "fish").iterdir())
-    predicted = hf_transfer("predict", "--model", str(out), str(image), "--top-k", "2")
+    predicted = run_cli("predict", "--model", str(out), str(image), "--top-k", "2")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     top = json.loads(predicted.stdout[predicted.stdout.index("{"):])[str(image)]
     assert len(top) == 2 and top[0]["label"] in {"cat", "dog", "fish"}
 
     # a second run into the same folder is refused, the first run untouched
-    again = hf_transfer("train", "--model", str(tiny_checkpoints("vit")), "--data", str(image_folder),
-                        "--output-dir", str(out), "--max-steps", "1")
+    again = run_cli("train", "--model", str(tiny_checkpoints("vit")), "--data", str(image_folder),
+                    "--output-dir", str(out), "--max-steps", "1")
     assert again.returncode == 2
     assert "pass --resume to continue it, or choose a new --output-dir" in again.stderr
     assert (out / "model.safetensors").is_file()
@@ -118,10 +116,10 @@ def test_predict_a_folder_recursively_in_batches_and_a_url(tiny_checkpoints, ima
     (["--strategy", "lorax"], "Unknown strategy 'lorax'"),
     (["--data", "/definitely/not/here"], "no such file or folder"),
 ])
-def test_bad_input_exits_2_with_the_fix(args, message, tiny_checkpoints, image_folder, tmp_path):
+def test_bad_input_exits_2_with_the_fix(args, message, tiny_checkpoints, image_folder, tmp_path, run_cli):
     base = {"--model": str(tiny_checkpoints("vit")), "--data": str(image_folder), "--output-dir": str(tmp_path / "o")}
     base.update(dict(zip(args[::2], args[1::2])))
-    result = hf_transfer("train", *[x for kv in base.items() for x in kv], "--max-steps", "1")
+    result = run_cli("train", *[x for kv in base.items() for x in kv], "--max-steps", "1")
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

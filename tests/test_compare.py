@@ -53,7 +53,7 @@ def _finished(out: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in (out / CELLS_DIR).glob("*.json")}
 
 
-def test_compare_killed_mid_grid_resumes_and_writes_tables(world, capsys):
+def test_compare_killed_mid_grid_resumes_and_writes_tables(world, capsys, monkeypatch):
     root, model, data = world
     out = root / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -116,6 +116,7 @@ def test_compare_killed_mid_grid_resumes_and_writes_tables(world, capsys):
     assert printed.count("test accuracy") == planned - len(before)  # one progress line per cell run on resume
 
     # the same cells one at a time, through the Python API, with the same seeds: the same results
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per cell, as each of the two parallel cells had
     serial = hf_transfer.compare(models=[model], data=data, output_dir=root / "serial", strategies=["linear", "lora"],
                                  shots=[2], seeds=1, max_steps=1, parallel=1, per_device_train_batch_size=4,
                                  per_device_eval_batch_size=16, dataloader_num_workers=0, use_cpu=True)

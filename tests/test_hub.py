@@ -51,8 +51,30 @@ class TrainedRun:
 
 
 def cli(args: list[str], env: dict, *, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``hf-transfer ARGS`` in a fresh process with ``env``: the module-scoped run, whose base model transformers
+    downloads from the local Hub, needs huggingface_hub imported with that HF_ENDPOINT and HF_HOME."""
     return subprocess.run([sys.executable, "-m", "hf_transfer.cli", *map(str, args)], env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def hub_cli(run_cli, monkeypatch):
+    """``hub_cli(args, env)``: ``hf-transfer ARGS`` in this process (conftest.py's ``run_cli``), aimed as a fresh
+    process with ``env`` (``client_env``) would be. huggingface_hub reads HF_ENDPOINT and HF_HOME once, at import:
+    the values it would have computed from ``env`` are set on its constants for the test; the token
+    (``HF_TOKEN``) is read from the environment at each call."""
+    import huggingface_hub.constants as constants
+
+    def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+        endpoint, home = env["HF_ENDPOINT"], Path(env["HF_HOME"])
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+        monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # client_env drops HF_HUB_OFFLINE: this Hub is local
+        return run_cli(*args, env=env)
+
+    return run
 
 
 def seed_base(hub, trained: TrainedRun) -> None:
@@ -151,10 +173,10 @@ def test_train_survives_a_failed_push_and_the_printed_retry_completes_it(trained
     assert "pushed" in trained.retry_output and "alice/trained" in trained.retry_output
 
 
-def test_train_with_push_fails_before_training_on_a_bad_token(hub, tmp_path, trained):
+def test_train_with_push_fails_before_training_on_a_bad_token(hub, tmp_path, trained, hub_cli):
     env = client_env(hub.url, tmp_path / "hf_home", token="hf_definitely_not_valid_0000000000")
     out = tmp_path / "out"
-    proc = cli(["train", "--model", BASE, "--data", trained.root / "data", "--output-dir", out, "--max-steps", "1",
+    proc = hub_cli(["train", "--model", BASE, "--data", trained.root / "data", "--output-dir", out, "--max-steps", "1",
                 "--push-to-hub", "alice/never"], env)
     assert proc.returncode == 2
     assert "rejected the token" in proc.stderr and "hf auth login" in proc.stderr
@@ -230,10 +252,10 @@ print("RESULT" + json.dumps(out))
 # ------------------------------------------------------------------------------------------------ push behaviour
 
 
-def test_unchanged_push_makes_no_commit_and_cli_says_so(hub, hub_env, trained):
+def test_unchanged_push_makes_no_commit_and_cli_says_so(hub, hub_env, trained, hub_cli):
     first = push_model(trained.out, "alice/same", token=ALICE_TOKEN, endpoint=hub.url)
     n_commits = len(hub.state.commits("alice/same"))
-    proc = cli(["push", "--model-dir", trained.out, "--repo-id", "alice/same"], hub_env)
+    proc = hub_cli(["push", "--model-dir", trained.out, "--repo-id", "alice/same"], hub_env)
     assert proc.returncode == 0, proc.stderr
     assert "nothing changed, no new commit" in proc.stdout
     assert len(hub.state.commits("alice/same")) == n_commits
@@ -243,7 +265,7 @@ def test_unchanged_push_makes_no_commit_and_cli_says_so(hub, hub_env, trained):
 
 
 @pytest.mark.parametrize("failure", ["status_500", "dropped_connection"])
-def test_push_failing_midway_keeps_everything_and_the_printed_retry_completes(hub, hub_env, trained, failure):
+def test_push_failing_midway_keeps_everything_and_the_printed_retry_completes(hub, hub_env, trained, failure, hub_cli):
     before = folder_digest(trained.out)
     hub.state.inject_fault(r"/commit/", status=500, drop=failure == "dropped_connection")
     with pytest.raises(HubPushError) as info:
@@ -257,7 +279,7 @@ def test_push_failing_midway_keeps_everything_and_the_printed_retry_completes(hu
 
     argv = shlex.split(info.value.retry_command)
     assert argv[:2] == ["hf-transfer", "push"]
-    proc = cli(argv[1:], hub_env)
+    proc = hub_cli(argv[1:], hub_env)
     assert proc.returncode == 0, proc.stderr
     assert "pushed" in proc.stdout
     files = hub.state.files("alice/flaky")
@@ -284,19 +306,19 @@ def test_server_error_text_quoting_the_token_is_redacted(hub, trained):
     assert ALICE_TOKEN not in str(info.value) and "hf_***" in str(info.value)
 
 
-def test_no_token_fails_before_any_request_with_the_fix(hub, tmp_path, trained):
+def test_no_token_fails_before_any_request_with_the_fix(hub, tmp_path, trained, hub_cli):
     env = client_env(hub.url, tmp_path / "hf_home", token=None)
-    proc = cli(["push", "--model-dir", trained.out, "--repo-id", "alice/none"], env)
+    proc = hub_cli(["push", "--model-dir", trained.out, "--repo-id", "alice/none"], env)
     assert proc.returncode == 2
     assert "No Hugging Face token found" in proc.stderr and "hf auth login" in proc.stderr
     assert hub.state.requests == []
 
 
-def test_token_from_the_hf_auth_login_file_is_used(hub, tmp_path, trained):
+def test_token_from_the_hf_auth_login_file_is_used(hub, tmp_path, trained, hub_cli):
     home = tmp_path / "hf_home"
     home.mkdir()
     (home / "token").write_text(ALICE_TOKEN)
-    proc = cli(["push", "--model-dir", trained.out, "--repo-id", "alice/from-file", "--no-examples"],
+    proc = hub_cli(["push", "--model-dir", trained.out, "--repo-id", "alice/from-file", "--no-examples"],
                client_env(hub.url, home, token=None))
     assert proc.returncode == 0, proc.stderr
     assert not any(p.startswith("examples/") for p in hub.state.files("alice/from-file"))
@@ -395,9 +417,9 @@ def test_missing_or_incomplete_run_folders_name_the_problem(tmp_path, trained):
         push_model(linear, "alice/x", token=ALICE_TOKEN, endpoint="http://127.0.0.1:9")
 
 
-def test_push_dry_run_lists_files_and_card_without_a_token(tmp_path, trained):
+def test_push_dry_run_lists_files_and_card_without_a_token(tmp_path, trained, hub_cli):
     env = client_env("http://127.0.0.1:9", tmp_path / "hf_home", token=None)
-    proc = cli(["push", "--model-dir", trained.out, "--repo-id", "alice/dry", "--adapter-only", "--dry-run"], env)
+    proc = hub_cli(["push", "--model-dir", trained.out, "--repo-id", "alice/dry", "--adapter-only", "--dry-run"], env)
     assert proc.returncode == 0, proc.stderr
     assert "adapter_model.safetensors" in proc.stdout and "library_name: peft" in proc.stdout
     assert "checkpoints" not in proc.stdout
@@ -461,7 +483,7 @@ def test_space_push_publishes_app_pinned_requirements_card_and_model_id(hub, hub
     assert hub.state.repo("alice/demo", "space").variables["MODEL_REVISION"]["value"] == model.commit_oid
 
 
-def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path):
+def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path, hub_cli):
     app = make_app(tmp_path / "app")
     with pytest.raises(HubError, match="Push it first"):
         push_space("alice/not-pushed", "alice/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
@@ -471,7 +493,7 @@ def test_space_push_needs_the_model_on_the_hub_and_an_app(hub, hub_env, tmp_path
     with pytest.raises(HubAuthError, match="cannot write"):
         push_space("alice/m", "bob/demo", app_dir=app, token=ALICE_TOKEN, endpoint=hub.url)
     assert ("space", "alice/demo") not in hub.state.repos
-    proc = cli(["space", "push", "--model", "alice/m", "--space-id", "alice/demo", "--private", "--app-dir", app],
+    proc = hub_cli(["space", "push", "--model", "alice/m", "--space-id", "alice/demo", "--private", "--app-dir", app],
                hub_env)
     assert proc.returncode == 0, proc.stderr
     assert hub.state.repo("alice/demo", "space").private

@@ -240,6 +240,7 @@ def losses(assets):
     return found
 
 
+@pytest.mark.slow  # two more two-machine runs and a resume (~1.5 min)
 def test_a_killed_machine_is_named_and_both_resume_to_the_uninterrupted_run(assets, clean_runs, losses):
     root, args = assets
     loss = losses["killed"]
@@ -252,6 +253,7 @@ def test_a_killed_machine_is_named_and_both_resume_to_the_uninterrupted_run(asse
     _assert_same_result(loss.out, clean_runs[1], tol=1e-6)  # the tolerance of tests/test_resume.py
 
 
+@pytest.mark.slow  # waits out --ddp-timeout, beside the killed run
 def test_a_hung_machine_is_noticed_within_the_ddp_timeout(losses):
     loss = losses["hung"]
     message = loss.machines.output(1)

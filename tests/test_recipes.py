@@ -16,6 +16,7 @@ from launch_helpers import (
     ACCELERATE,
     REPO,
     TEST_IMAGES,
+    free_port,
     launch_ddp,
     make_tiny_assets,
     offline_env,
@@ -216,7 +217,7 @@ def test_fsdp_yaml_on_cpu_is_refused_instead_of_silently_running_ddp(assets):
     probe = root / "fsdp_probe.py"
     probe.write_text(FSDP_PROBE)
     done = run([ACCELERATE, "launch", "--config_file", ACCELERATE_CONFIGS / "fsdp.yaml", "--num_processes", "2",
-                probe, "--config", RECIPES / "configs" / "lora.yaml", *tiny_args(model, data),
+                "--main_process_port", free_port(), probe, "--config", RECIPES / "configs" / "lora.yaml", *tiny_args(model, data),
                 "--output-dir", root / "fsdp_out"], env=offline_env(root / "cache"), cwd=root, check=False)
     assert done.returncode != 0
     assert done.stdout.count("accelerate: MULTI_CPU 2 DistributedDataParallel") == 2, done.stdout + done.stderr

@@ -1,8 +1,8 @@
 """hf_transfer.app.page and space_app/: predictions, bad uploads, page texts, the API, and the three ways to run.
 
 A tiny ViT is trained for two steps through ``hf_transfer.training.run.train`` (LoRA, so the run holds both the
-merged model and ``adapter/``) once per session; the Gradio app is served on a loopback port and driven with
-``gradio_client``. ``tiny_run``, ``served`` and ``make_uploads`` are shared with test_space_load.py and
+merged model and ``adapter/``) once per session; the Gradio app is served on a loopback port, once per session
+(conftest.py's ``space_server``, shared with the browser tests), and driven with ``gradio_client``. ``tiny_run``, ``served`` and ``make_uploads`` are shared with test_space_load.py and
 test_space_browser.py.
 """
 
@@ -161,26 +161,26 @@ def assert_same_scores(got: dict[str, float], expected: dict[str, float], *, tol
 
 
 # --------------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="session")
-def classifier(run_dir):
-    return space.load_for_space(str(run_dir), device="cpu")
-
-
-@pytest.fixture(scope="session")
-def uploads(tmp_path_factory) -> dict[str, Path]:
-    return make_uploads(tmp_path_factory.mktemp("uploads"))
+# The run, its classifier, the uploads and the server are conftest.py's session fixtures (space_*), shared with
+# test_space_browser.py; these names keep the tests short.
+@pytest.fixture(scope="module")
+def run_dir(space_run_dir) -> Path:
+    return space_run_dir
 
 
 @pytest.fixture(scope="module")
-def server(classifier, tmp_path_factory):
-    temp_dir = tmp_path_factory.mktemp("gradio")
-    with served(classifier, temp_dir) as url:
-        yield SimpleNamespace(url=url, temp_dir=temp_dir)
+def classifier(space_classifier):
+    return space_classifier
+
+
+@pytest.fixture(scope="module")
+def uploads(space_uploads) -> dict[str, Path]:
+    return space_uploads
+
+
+@pytest.fixture(scope="module")
+def server(space_server):
+    return space_server
 
 
 @pytest.fixture(scope="module")
@@ -378,11 +378,14 @@ def test_app_script_and_cli_serve_the_same_predictions(run_dir, classifier, uplo
             proc.wait(timeout=30)
 
 
-def test_app_without_a_model_says_how_to_name_one(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MODEL_ID"}
-    proc = subprocess.run([sys.executable, str(APP)], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "--model PATH_OR_REPO_ID" in proc.stderr and "MODEL_ID" in proc.stderr and "Traceback" not in proc.stderr
+def test_app_without_a_model_says_how_to_name_one(monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.delenv("MODEL_ID", raising=False)
+    app = runpy.run_path(str(APP))  # app.py's main() in this process (the script above runs it as a process)
+    assert app["main"]([]) == 2
+    err = capsys.readouterr().err
+    assert "--model PATH_OR_REPO_ID" in err and "MODEL_ID" in err and "Traceback" not in err
 
 
 def test_space_command_group_has_serve_next_to_push():

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-from test_space import make_uploads, served, tiny_run
 
 from hf_transfer.app import page as space
 
@@ -44,17 +43,16 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    run = tiny_run(tmp_path_factory.getbasetemp())
-    classifier = space.load_for_space(str(run), device="cpu")
-    with served(classifier, tmp_path_factory.mktemp("browser_gradio")) as url:
-        yield classifier, url
+@pytest.fixture
+def app(space_classifier, space_server):
+    """The session's Gradio server (conftest.py), the one test_space.py's API tests talk to: a real server all the
+    same, and one boot fewer."""
+    return space_classifier, space_server.url
 
 
-@pytest.fixture(scope="module")
-def uploads(tmp_path_factory) -> dict[str, Path]:
-    return make_uploads(tmp_path_factory.mktemp("browser_uploads"))
+@pytest.fixture
+def uploads(space_uploads) -> dict[str, Path]:
+    return space_uploads
 
 
 @pytest.fixture()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 from test_space import APP, _start, _wait_until_up, as_scores, assert_same_scores, free_port, make_uploads, tiny_run
 
 from hf_transfer.app import page as space
@@ -46,6 +47,7 @@ def predict_like_a_browser(url: str, fn_index: int, path: Path) -> dict:
     raise AssertionError(f"{path.name}: the event stream ended without a result")
 
 
+@pytest.mark.slow  # a load test: 3 waves of 200 requests (~1 min)
 def test_concurrent_requests_are_all_answered_and_server_memory_stays_flat(tmp_path_factory, tmp_path):
     run = tiny_run(tmp_path_factory.getbasetemp())
     uploads = make_uploads(tmp_path / "uploads")

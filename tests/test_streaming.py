@@ -218,6 +218,7 @@ run_from_argv(sys.argv[1:], callbacks=[Kill()])
 '''
 
 
+@pytest.mark.slow  # three 2-process launches (~45 s); tests/test_resume.py kills and resumes in the default suite
 def test_ddp_stream_killed_and_resumed_ends_with_the_uninterrupted_weights(assets):
     root, model, shards = assets
     env = offline_env(root / "cache")
