@@ -20,8 +20,8 @@ def test_final_evaluation_reuses_the_best_checkpoints_validation_logits(tiny_che
         predicted.append(len(dataset))
         return original_predict(trainer, dataset)
 
-    def checked_final(trainer, prep):
-        final = original_final(trainer, prep)
+    def checked_final(trainer, prep, **options):
+        final = original_final(trainer, prep, **options)
         kept = KeptPredictions.of(trainer).for_kept_model(trainer)
         checks["best_step"], checks["steps"] = trainer.state.best_global_step, trainer.state.global_step
         checks["reused"] = kept is not None and final.evaluations["validation"][0] is kept[0]

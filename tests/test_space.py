@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hf_transfer.app import page as space
@@ -262,8 +263,9 @@ def test_metrics_fall_back_to_the_model_card(run_dir, tmp_path):
 def test_labels_are_shown_literally_and_long_label_sets_are_cut(tmp_path):
     labels = ["*bold*", "a|b", "<script>x</script>", "under_score"] + [f"c{i}" for i in range(146)]
     fake = SimpleNamespace(info=RunInfo.empty(), labels=labels, source="alice/odd-labels",
-                           folder=tmp_path, multi_label=False)
+                           folder=tmp_path, multi_label=False, model=torch.nn.Linear(2, 2))
     text = space.page_text(fake)
+    assert "Answered by **fp32 torch (transformers)**" in text.intro  # the page says which model answers
     assert text.labels.startswith("**Labels (150):** \\*bold\\*, a\\|b, \\<script\\>x\\</script\\>, under\\_score, c0")
     assert text.labels.endswith("c95 ... and 50 more")
     assert text.title == "alice/odd-labels: image classifier"
