@@ -13,14 +13,13 @@ Near duplicates (a resized or recompressed copy) need features: :mod:`hf_transfe
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from hf_transfer import cache
+from hf_transfer.data.file_memory import file_identity, identity_path, memory_file, read_memory, write_memory
 from hf_transfer.data.sampling import column
 
 TRAIN = "train"
@@ -50,9 +49,10 @@ def content_hash(record: dict[str, Any] | None) -> str | None:
 def content_hashes(records: list[dict[str, Any] | None]) -> list[str | None]:
     """:func:`content_hash` of every record: files already hashed (same identity) from the cache, the rest read
     over a thread pool."""
-    identities = [_identity(record) for record in records]
-    cache_file = _cache_file(identities)
-    known = _read_cache(cache_file) if cache_file else {}
+    identities = [file_identity(record) for record in records]
+    cache_file = memory_file(identities, kind="image_hashes", version=HASH_CACHE_VERSION)
+    known = read_memory(cache_file) if cache_file else None
+    known = known if isinstance(known, dict) else {}
     digests = [known.get(identity) if identity else None for identity in identities]
     todo = [n for n, digest in enumerate(digests) if digest is None]
     if todo:
@@ -61,46 +61,9 @@ def content_hashes(records: list[dict[str, Any] | None]) -> list[str | None]:
                 digests[n] = digest
         if cache_file:  # entries of other files under the same root stay; older versions of these files go
             now = {i: d for i, d in zip(identities, digests, strict=True) if i and d}
-            paths = {identity.split("|")[0] for identity in now}
-            _write_cache(cache_file, {k: v for k, v in known.items() if k.split("|")[0] not in paths} | now)
+            paths = {identity_path(identity) for identity in now}
+            write_memory(cache_file, {k: v for k, v in known.items() if identity_path(k) not in paths} | now)
     return digests
-
-
-def _identity(record: dict[str, Any] | None) -> str | None:
-    """``path|size|mtime_ns|inode`` of a record that is a file, else None (bytes are hashed every time)."""
-    record = record or {}
-    if record.get("bytes") or not record.get("path"):
-        return None
-    try:
-        stat = os.stat(record["path"])
-    except OSError:
-        return None
-    return f"{os.path.abspath(record['path'])}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
-
-
-def _cache_file(identities: list[str | None]):
-    paths = [identity.split("|")[0] for identity in identities if identity]
-    if not paths:
-        return None
-    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-    return cache.cache_root() / "image_hashes" / f"v{HASH_CACHE_VERSION}-{hashlib.sha1(root.encode()).hexdigest()[:16]}.json"
-
-
-def _read_cache(path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}  # missing or damaged: hash again
-
-
-def _write_cache(path, digests: dict[str, str]) -> None:
-    from hf_transfer.run_folder import write_json
-
-    try:
-        write_json(path, digests)
-    except OSError:
-        pass  # a read-only cache only costs the next run a read of every file
 
 
 def image_name(record: dict[str, Any] | None, split: str, index: int) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from hf_transfer import cache
 from hf_transfer.config import DataConfig
 from hf_transfer.data import bundled
+from hf_transfer.data.file_memory import file_identity, identity_path, memory_file, read_memory, write_memory
 from hf_transfer.data.images import MAX_IMAGE_PIXELS, image_files, load_image
 from hf_transfer.data.sampling import column, is_multi_label, shot_indices, stratified_split
 from hf_transfer.errors import BadImageError, DataError, DataNotFoundError, DataWarning
@@ -400,9 +401,10 @@ def check_images(records, names, *, workers: int | None = None, use_cache: bool 
 
     from hf_transfer.data.workers import available_cores
 
-    identities = [_file_identity(record) for record in records]
-    cache_file = _check_cache_file(identities) if use_cache else None
-    known = _load_check_cache(cache_file) if cache_file else set()
+    identities = [file_identity(record) for record in records]
+    cache_file = memory_file(identities, kind="image_checks", version=CHECK_VERSION) if use_cache else None
+    remembered = read_memory(cache_file) if cache_file else None
+    known = set(remembered) if isinstance(remembered, list) else set()  # missing or damaged: check everything
     todo = [i for i, identity in enumerate(identities) if identity is None or identity not in known]
     reasons: list[str | None] = [None] * len(records)
     if todo:
@@ -415,9 +417,9 @@ def check_images(records, names, *, workers: int | None = None, use_cache: bool 
                     reasons[i] = reason
     if cache_file and todo:
         now = {identity for identity, reason in zip(identities, reasons, strict=True) if identity and not reason}
-        paths = {identity.split("|")[0] for identity in identities if identity}
+        paths = {identity_path(identity) for identity in identities if identity}
         # entries of other files under the same root stay; older versions of these files go
-        _save_check_cache(cache_file, {k for k in known if k.split("|")[0] not in paths} | now)
+        write_memory(cache_file, sorted({k for k in known if identity_path(k) not in paths} | now))
     return reasons
 
 
@@ -480,47 +482,3 @@ def _open_jpeg_small(record):
         return None
     image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
     return image
-
-
-def _file_identity(record) -> str | None:
-    """``path|size|mtime_ns|inode`` of a record that is a file on disk, else None (bytes are not remembered)."""
-    record = record or {}
-    if record.get("bytes") or not record.get("path"):
-        return None
-    try:
-        stat = os.stat(record["path"])
-    except OSError:
-        return None
-    # abspath, not resolve(): resolve stats every folder of the path, per file (the inode already tells links apart)
-    return f"{os.path.abspath(record['path'])}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
-
-
-def _check_cache_file(identities: list[str | None]) -> Path | None:
-    """One cache file per folder of images (the common root of their paths), or None when no record is a file."""
-    import hashlib
-
-    paths = [identity.split("|")[0] for identity in identities if identity]
-    if not paths:
-        return None
-    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-    digest = hashlib.sha1(root.encode()).hexdigest()[:16]
-    return cache.cache_root() / "image_checks" / f"v{CHECK_VERSION}-{digest}.json"
-
-
-def _load_check_cache(path: Path) -> set[str]:
-    import json
-
-    try:
-        return set(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
-        return set()  # missing or damaged: check everything again
-
-
-def _save_check_cache(path: Path, passed: set[str]) -> None:
-    from hf_transfer.run_folder import write_json
-
-    try:
-        write_json(path, sorted(passed))
-    except OSError:
-        pass  # a read-only cache only costs the next run a check
-
